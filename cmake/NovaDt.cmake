@@ -1,0 +1,30 @@
+# Helpers shared by every CMakeLists.txt of nova-dt.
+
+# nova_dt_add_test(<name> SOURCES <files...> LIBS <targets...> LABELS <unit|integration|e2e...>
+#                  [TIMEOUT <seconds>])
+# Builds one GoogleTest binary and registers its tests with CTest under the given labels.
+function(nova_dt_add_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(NOT T_LABELS)
+    message(FATAL_ERROR "nova_dt_add_test(${name}): LABELS is required")
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gmock GTest::gtest_main)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(${name} PRIVATE
+    NOVA_DT_SOURCE_DIR="${PROJECT_SOURCE_DIR}" NOVA_DT_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+# nova_dt_add_library(<name> SOURCES <files...> [DEPS <targets...>])
+# One static library per agent folder; headers are included as "agent/<folder>/<file>.h".
+function(nova_dt_add_library name)
+  cmake_parse_arguments(L "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${L_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_link_libraries(${name} PUBLIC ${L_DEPS})
+endfunction()
