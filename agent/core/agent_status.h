@@ -1,0 +1,35 @@
+// A point-in-time picture of the agent, assembled on the loop thread and handed to the
+// control API (which turns it into protobuf) — plain data, no gRPC types.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/core/peer_tracker.h"
+
+namespace novadt::core {
+
+struct ProtectedServerView {
+  std::string instance_uuid;
+  std::string role;   // "primary" | "backup"
+  std::string state;  // seeding | protected | degraded | failing-over | unprotected
+  std::string reason;
+  std::string peer_host;
+  uint64_t last_committed_epoch = 0;
+};
+
+struct AgentStatusSnapshot {
+  std::string host;
+  std::string version;
+  std::chrono::milliseconds uptime{0};
+  std::string hypervisor_uri;
+  bool hypervisor_connected = false;
+  unsigned hypervisor_reconnects = 0;
+  std::string peer_listen_address;
+  std::vector<PeerView> peers;
+  std::vector<ProtectedServerView> protected_servers;
+};
+
+}  // namespace novadt::core

@@ -1,0 +1,58 @@
+// Which other agents this one has seen, when, and how far away they are. Pure bookkeeping on
+// the loop thread; the greeting itself goes through PeerLink (see Agent).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/common/clock.h"
+#include "agent/config/config.h"
+
+namespace novadt::core {
+
+struct PeerView {
+  std::string host;
+  std::string address;
+  bool configured = false;
+  bool reachable = false;
+  std::optional<Clock::TimePoint> last_seen;
+  std::chrono::system_clock::time_point last_seen_wall{};
+  std::chrono::microseconds rtt{0};
+  std::string version;
+  std::string last_error;  // why the last greeting failed, if it did
+};
+
+// Not thread-safe: used on the loop thread only.
+class PeerTracker {
+ public:
+  // `stale_after`: a peer not heard from for this long is reported unreachable.
+  PeerTracker(const Clock& clock, std::vector<config::PeerEndpoint> configured,
+              Clock::Duration stale_after);
+
+  const std::vector<config::PeerEndpoint>& configured() const { return configured_; }
+
+  // Our greeting to a configured peer was answered. A reply from an agent that calls itself
+  // differently from the configuration is recorded under its configured name, with an error.
+  void OnHelloAnswered(const config::PeerEndpoint& peer, const std::string& reported_host,
+                       const std::string& version, std::chrono::microseconds rtt);
+  void OnHelloFailed(const config::PeerEndpoint& peer, const std::string& error);
+  // Another agent greeted us.
+  void OnHelloReceived(const std::string& host, const std::string& address,
+                       const std::string& version);
+
+  // Every peer known, sorted by host, with `reachable` computed for now.
+  std::vector<PeerView> Snapshot() const;
+
+ private:
+  PeerView& Entry(const std::string& host);
+
+  const Clock& clock_;
+  std::vector<config::PeerEndpoint> configured_;
+  Clock::Duration stale_after_;
+  std::map<std::string, PeerView> peers_;
+};
+
+}  // namespace novadt::core

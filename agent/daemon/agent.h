@@ -1,0 +1,56 @@
+// The composition root of nova-dt-agent: builds every module from the configuration, wires the
+// adapters' callbacks to the event loop and runs it. Owns everything it builds.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "agent/common/clock.h"
+#include "agent/common/status.h"
+#include "agent/config/config.h"
+#include "agent/core/agent_status.h"
+#include "agent/core/event_loop.h"
+#include "agent/core/hypervisor.h"
+#include "agent/core/peer_link.h"
+#include "agent/core/peer_tracker.h"
+
+namespace novadt::rpc {
+class AgentServer;
+}
+
+namespace novadt::daemon {
+
+class Agent {
+ public:
+  Agent(config::AgentConfig cfg, const Clock& clock);
+  ~Agent();
+
+  // Binds the APIs, connects to libvirt, greets the configured peers, then runs the event loop
+  // on the calling thread until Stop(); shuts everything down before returning. Fails (without
+  // running) with Unavailable when an API address cannot be bound.
+  Status Run();
+
+  // Makes Run() shut down and return. Safe from any thread and from signal-handling threads,
+  // any number of times.
+  void Stop();
+
+  // The agent's status, assembled on the loop thread. Unavailable when the loop does not answer
+  // within `timeout` (stopped or stuck). Safe from any thread but the loop thread.
+  StatusOr<core::AgentStatusSnapshot> Snapshot(std::chrono::milliseconds timeout);
+
+ private:
+  void GreetPeers();
+  void OnDomainEvent(const core::DomainEvent& ev);
+  core::AgentStatusSnapshot BuildSnapshot() const;
+
+  const config::AgentConfig cfg_;
+  const Clock& clock_;
+  const Clock::TimePoint started_;
+  core::EventLoop loop_;
+  core::PeerTracker peers_;
+  std::unique_ptr<rpc::AgentServer> server_;
+  std::unique_ptr<core::PeerLink> peer_link_;
+  std::unique_ptr<core::Hypervisor> hypervisor_;
+};
+
+}  // namespace novadt::daemon

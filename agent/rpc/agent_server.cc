@@ -1,0 +1,166 @@
+#include "agent/rpc/agent_server.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <system_error>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "agent/common/logging.h"
+#include "agent/rpc/convert.h"
+#include "nova_dt/v1/control.grpc.pb.h"
+#include "nova_dt/v1/peer.grpc.pb.h"
+
+namespace novadt::rpc {
+namespace {
+
+constexpr char kControlService[] = "nova_dt.v1.Control";
+constexpr char kPeerService[] = "nova_dt.v1.Peer";
+
+class ControlService final : public nova_dt::v1::Control::Service {
+ public:
+  explicit ControlService(const ServiceHandlers& h) : h_(h) {}
+
+  grpc::Status Status(grpc::ServerContext*, const nova_dt::v1::StatusRequest*,
+                      nova_dt::v1::AgentStatus* reply) override {
+    auto snap = h_.status();
+    if (!snap.ok()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, std::string(snap.status().message()));
+    }
+    ToProto(*snap, reply);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const ServiceHandlers& h_;
+};
+
+class PeerService final : public nova_dt::v1::Peer::Service {
+ public:
+  explicit PeerService(const ServiceHandlers& h) : h_(h) {}
+
+  grpc::Status Hello(grpc::ServerContext* ctx, const nova_dt::v1::HelloRequest* req,
+                     nova_dt::v1::HelloReply* reply) override {
+    if (req->host().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "HelloRequest.host is empty");
+    }
+    h_.hello_received(req->host(),
+                      req->listen_address().empty() ? ctx->peer() : req->listen_address(),
+                      req->version());
+    reply->set_host(h_.host);
+    reply->set_version(h_.version);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const ServiceHandlers& h_;
+};
+
+// Prepares a "unix:/path" address: creates the directory, removes a stale socket file.
+Status PrepareUnixSocket(const std::string& address) {
+  if (address.rfind("unix:", 0) != 0) return absl::OkStatus();
+  std::filesystem::path path = address.substr(5);
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) {
+    return absl::UnavailableError("cannot create " + path.parent_path().string() + ": " +
+                                  ec.message());
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  return absl::OkStatus();
+}
+
+// "host:0" → "host:<port>"; unix addresses unchanged.
+std::string ResolvedAddress(const std::string& address, int port) {
+  if (address.rfind("unix:", 0) == 0) return address;
+  return address.substr(0, address.rfind(':') + 1) + std::to_string(port);
+}
+
+class AgentServerImpl final : public AgentServer {
+ public:
+  explicit AgentServerImpl(ServiceHandlers h)
+      : handlers_(std::move(h)), control_(handlers_), peer_(handlers_) {}
+
+  Status Start(const std::string& control_address, const std::string& peer_address) {
+    grpc::EnableDefaultHealthCheckService(true);
+    NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(control_address));
+    NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(peer_address));
+
+    int control_port = 0;
+    grpc::ServerBuilder cb;
+    // gRPC turns SO_REUSEPORT on by default: a second agent would then share the port and
+    // silently take half the calls. One agent per address.
+    cb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    cb.AddListeningPort(control_address, grpc::InsecureServerCredentials(), &control_port);
+    cb.RegisterService(&control_);
+    control_server_ = cb.BuildAndStart();
+    if (!control_server_ || (control_address.rfind("unix:", 0) != 0 && control_port == 0)) {
+      return absl::UnavailableError("cannot listen on control address " + control_address);
+    }
+    control_address_ = ResolvedAddress(control_address, control_port);
+
+    int peer_port = 0;
+    grpc::ServerBuilder pb;
+    pb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    pb.AddListeningPort(peer_address, grpc::InsecureServerCredentials(), &peer_port);
+    pb.RegisterService(&peer_);
+    peer_server_ = pb.BuildAndStart();
+    if (!peer_server_ || (peer_address.rfind("unix:", 0) != 0 && peer_port == 0)) {
+      Shutdown(std::chrono::milliseconds(0));
+      return absl::UnavailableError("cannot listen on peer address " + peer_address);
+    }
+    peer_address_ = ResolvedAddress(peer_address, peer_port);
+
+    for (auto* s : {control_server_.get(), peer_server_.get()}) {
+      s->GetHealthCheckService()->SetServingStatus(true);
+    }
+    control_server_->GetHealthCheckService()->SetServingStatus(kControlService, true);
+    peer_server_->GetHealthCheckService()->SetServingStatus(kPeerService, true);
+    spdlog::info("control API on {}, peer API on {}", control_address_, peer_address_);
+    return absl::OkStatus();
+  }
+
+  std::string control_address() const override { return control_address_; }
+  std::string peer_address() const override { return peer_address_; }
+
+  void Shutdown(std::chrono::milliseconds grace) override {
+    const auto deadline = std::chrono::system_clock::now() + grace;
+    for (auto* s : {control_server_.get(), peer_server_.get()}) {
+      if (s) s->GetHealthCheckService()->Shutdown();
+    }
+    for (auto* s : {peer_server_.get(), control_server_.get()}) {
+      if (s) s->Shutdown(deadline);
+    }
+    for (auto* s : {peer_server_.get(), control_server_.get()}) {
+      if (s) s->Wait();
+    }
+    control_server_.reset();
+    peer_server_.reset();
+  }
+
+  ~AgentServerImpl() override { Shutdown(std::chrono::milliseconds(0)); }
+
+ private:
+  ServiceHandlers handlers_;
+  ControlService control_;
+  PeerService peer_;
+  std::unique_ptr<grpc::Server> control_server_;
+  std::unique_ptr<grpc::Server> peer_server_;
+  std::string control_address_;
+  std::string peer_address_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<AgentServer>> StartAgentServer(const std::string& control_address,
+                                                        const std::string& peer_address,
+                                                        ServiceHandlers handlers) {
+  auto server = std::make_unique<AgentServerImpl>(std::move(handlers));
+  NOVA_DT_RETURN_IF_ERROR(server->Start(control_address, peer_address));
+  return server;
+}
+
+}  // namespace novadt::rpc

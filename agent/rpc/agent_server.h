@@ -1,0 +1,48 @@
+// The agent's gRPC endpoints: the local control API (Control + health) on [DEFAULT]
+// control_address, and the peer API (Peer + health) on [peer] listen_address.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "agent/common/status.h"
+#include "agent/core/agent_status.h"
+
+namespace novadt::rpc {
+
+// What the services call into. Both run on gRPC's threads and may block briefly.
+struct ServiceHandlers {
+  std::string host;
+  std::string version;
+  // Returns the agent's current status; an error is returned to the caller as UNAVAILABLE.
+  std::function<StatusOr<core::AgentStatusSnapshot>()> status;
+  // Another agent greeted us (its host, its own peer address, its version).
+  std::function<void(const std::string& host, const std::string& address,
+                     const std::string& version)>
+      hello_received;
+};
+
+// Thread safety: Shutdown() may be called from any thread, once.
+class AgentServer {
+ public:
+  virtual ~AgentServer() = default;
+
+  // Addresses actually bound (a configured port 0 resolved to the chosen port).
+  virtual std::string control_address() const = 0;
+  virtual std::string peer_address() const = 0;
+
+  // Reports NOT_SERVING on the health service, then stops both servers, cancelling calls still
+  // running after `grace`.
+  virtual void Shutdown(std::chrono::milliseconds grace) = 0;
+};
+
+// Binds and starts both servers. `control_address` and `peer_address` take "unix:/path",
+// "host:port" or "[v6]:port"; a unix socket's directory is created, a stale socket replaced.
+// Fails with Unavailable naming the address when it cannot be bound.
+StatusOr<std::unique_ptr<AgentServer>> StartAgentServer(const std::string& control_address,
+                                                        const std::string& peer_address,
+                                                        ServiceHandlers handlers);
+
+}  // namespace novadt::rpc

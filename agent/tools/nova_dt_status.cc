@@ -1,0 +1,185 @@
+// nova-dt-status: prints what a local nova-dt-agent reports about itself.
+//
+//   nova-dt-status [--address ADDR | --config-file PATH] [--json] [--health]
+//                  [--wait-peer HOST]... [--timeout SECONDS]
+//
+// ADDR defaults to the agent's control socket (unix:/run/nova-dt/agent.sock) or, with
+// --config-file, to that file's [DEFAULT] control_address. --wait-peer polls until every named
+// peer is reported reachable (or --timeout passes). Exit codes: 0 ok, 1 agent unreachable or a
+// waited-for peer not reachable in time, 2 bad usage.
+#include <chrono>
+#include <cstdio>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include "agent/config/config_loader.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "nova_dt/v1/control.grpc.pb.h"
+
+namespace {
+
+struct Options {
+  std::string address = "unix:/run/nova-dt/agent.sock";
+  bool json = false;
+  bool health = false;
+  std::vector<std::string> wait_peers;
+  double timeout_s = 10;
+};
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr,
+               "nova-dt-status: %s\n"
+               "usage: nova-dt-status [--address ADDR | --config-file PATH] [--json] [--health]\n"
+               "                      [--wait-peer HOST]... [--timeout SECONDS]\n",
+               why.c_str());
+  return 2;
+}
+
+std::string Ago(int64_t unix_ms) {
+  if (unix_ms == 0) return "never";
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs ago", (now - unix_ms) / 1000.0);
+  return buf;
+}
+
+void PrintHuman(const nova_dt::v1::AgentStatus& s) {
+  std::printf("host:        %s\n", s.host().c_str());
+  std::printf("version:     %s (up %.1fs)\n", s.version().c_str(), s.uptime_ms() / 1000.0);
+  std::printf("peer API:    %s\n", s.peer_listen_address().c_str());
+  std::printf("hypervisor:  %s %s (reconnects: %u)\n", s.hypervisor().connection_uri().c_str(),
+              s.hypervisor().connected() ? "connected" : "DISCONNECTED",
+              s.hypervisor().reconnects());
+  std::printf("peers:       %d\n", s.peers_size());
+  for (const auto& p : s.peers()) {
+    std::printf("  %-16s %-24s %-11s rtt %6.2f ms  last seen %s%s\n", p.host().c_str(),
+                p.address().c_str(), p.reachable() ? "reachable" : "UNREACHABLE",
+                p.rtt_us() / 1000.0, Ago(p.last_seen_unix_ms()).c_str(),
+                p.configured() ? "" : "  (inbound only)");
+  }
+  std::printf("protected servers: %d\n", s.protected_servers_size());
+  for (const auto& v : s.protected_servers()) {
+    std::printf("  %s %-7s %-12s peer %s epoch %llu %s\n", v.instance_uuid().c_str(),
+                v.role().c_str(), v.state().c_str(), v.peer_host().c_str(),
+                static_cast<unsigned long long>(v.last_committed_epoch()), v.reason().c_str());
+  }
+}
+
+bool PeersReachable(const nova_dt::v1::AgentStatus& s, const std::vector<std::string>& want) {
+  std::set<std::string> up;
+  for (const auto& p : s.peers()) {
+    if (p.reachable()) up.insert(p.host());
+  }
+  for (const auto& w : want) {
+    if (!up.count(w)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  std::vector<std::string> config_files;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--json") {
+      opt.json = true;
+    } else if (a == "--health") {
+      opt.health = true;
+    } else if (a == "--address" || a == "--config-file" || a == "--wait-peer" ||
+               a == "--timeout") {
+      const char* v = value();
+      if (!v) return Usage(a + " needs a value");
+      if (a == "--address") opt.address = v;
+      if (a == "--config-file") config_files.push_back(v);
+      if (a == "--wait-peer") opt.wait_peers.push_back(v);
+      if (a == "--timeout") {
+        try {
+          opt.timeout_s = std::stod(v);
+        } catch (...) {
+          return Usage("--timeout needs a number of seconds");
+        }
+      }
+    } else if (a == "--help" || a == "-h") {
+      Usage("help");
+      return 0;
+    } else {
+      return Usage("unknown argument '" + a + "'");
+    }
+  }
+  if (!config_files.empty()) {
+    auto cfg = novadt::config::LoadAgentConfig(config_files);
+    if (!cfg.ok()) {
+      std::fprintf(stderr, "nova-dt-status: %s\n", std::string(cfg.status().message()).c_str());
+      return 2;
+    }
+    opt.address = cfg->defaults.control_address;
+  }
+
+  auto channel = grpc::CreateChannel(opt.address, grpc::InsecureChannelCredentials());
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(opt.timeout_s * 1000));
+
+  if (opt.health) {
+    auto stub = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status st = stub->Check(&ctx, req, &resp);
+    if (!st.ok()) {
+      std::fprintf(stderr, "nova-dt-status: %s: %s\n", opt.address.c_str(),
+                   st.error_message().c_str());
+      return 1;
+    }
+    const bool serving = resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    std::printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+    return serving ? 0 : 1;
+  }
+
+  auto stub = nova_dt::v1::Control::NewStub(channel);
+  nova_dt::v1::AgentStatus status;
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::min(deadline, std::chrono::system_clock::now() + std::chrono::seconds(3)));
+    ctx.set_wait_for_ready(!opt.wait_peers.empty());
+    status.Clear();
+    grpc::Status st = stub->Status(&ctx, nova_dt::v1::StatusRequest(), &status);
+    const bool done = st.ok() && PeersReachable(status, opt.wait_peers);
+    if (done || std::chrono::system_clock::now() >= deadline) {
+      if (!st.ok()) {
+        std::fprintf(stderr, "nova-dt-status: cannot reach agent at %s: %s\n",
+                     opt.address.c_str(), st.error_message().c_str());
+        return 1;
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+
+  if (opt.json) {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions jo;
+    jo.always_print_primitive_fields = true;
+    jo.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(status, &out, jo);
+    std::printf("%s\n", out.c_str());
+  } else {
+    PrintHuman(status);
+  }
+  if (!PeersReachable(status, opt.wait_peers)) {
+    std::fprintf(stderr, "nova-dt-status: peers not reachable within %.1fs\n", opt.timeout_s);
+    return 1;
+  }
+  return 0;
+}
