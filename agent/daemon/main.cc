@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
   if (!st.ok()) {
-    spdlog::critical("cannot start: {}", st.message());
+    spdlog::critical("cannot start: {}", std::string(st.message()));
     return 1;
   }
   return 0;

@@ -90,7 +90,7 @@ std::optional<int> Subprocess::Wait(std::chrono::milliseconds timeout) {
 
 bool Subprocess::Running() { return !Wait(std::chrono::milliseconds(0)).has_value(); }
 
-int Run(const std::vector<std::string>& argv, std::string* output,
+int RunCommand(const std::vector<std::string>& argv, std::string* output,
         std::chrono::milliseconds timeout) {
   char tmpl[] = "/tmp/nova-dt-run.XXXXXX";
   int fd = mkstemp(tmpl);

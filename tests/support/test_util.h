@@ -51,7 +51,7 @@ class Subprocess {
 
 // Runs a command to completion (bounded by `timeout`, then SIGKILL) and returns its exit code;
 // its combined output goes to *output when given.
-int Run(const std::vector<std::string>& argv, std::string* output = nullptr,
+int RunCommand(const std::vector<std::string>& argv, std::string* output = nullptr,
         std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 // Polls `pred` every 20 ms until it is true or `timeout` passes; returns the last result.

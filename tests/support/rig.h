@@ -1,0 +1,53 @@
+// C++ handle on the two-host test rig (tests/rig/rig and tests/rig/rig-agent): bring-up,
+// commands inside a host, the test guest, the observer and the agents. See tests/rig/README.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/common/status.h"
+
+namespace novadt::testing {
+
+class Rig {
+ public:
+  // Names the rig (1-8 chars [a-z0-9]); nothing starts until Up().
+  explicit Rig(std::string name);
+  // Tears the rig down (bounded) if Up() was called, whatever happened in between.
+  ~Rig();
+  Rig(const Rig&) = delete;
+  Rig& operator=(const Rig&) = delete;
+
+  // `rig up` (+ observer). The error carries the rig's own output.
+  Status Up(const std::string& netem = "");
+  // `rig down`; afterwards VerifyGone() tells whether anything was left behind.
+  Status Down();
+  Status VerifyGone() const;
+
+  // Runs a command inside host "a"/"b"/"net"; returns its exit code, output in *out.
+  int Exec(const std::string& host, const std::vector<std::string>& argv,
+           std::string* out = nullptr) const;
+  Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid);
+  // Counter values the observer received so far, in arrival order.
+  std::vector<int64_t> ObserverValues() const;
+
+  Status StartAgent(const std::string& host, const std::vector<std::string>& overrides = {});
+  // Stops the agent with SIGTERM; returns its exit code.
+  StatusOr<int> StopAgent(const std::string& host);
+  // unix:… address of the agent's control API in `host`.
+  std::string AgentControlAddress(const std::string& host) const;
+  // libvirt URI reaching `host`'s libvirtd from outside the rig.
+  std::string LibvirtUri(const std::string& host) const;
+  std::string dir() const { return dir_; }
+
+ private:
+  int Script(const std::string& script, const std::vector<std::string>& args,
+             std::string* out = nullptr, int timeout_s = 120) const;
+
+  std::string name_;
+  std::string dir_;
+  bool up_ = false;
+};
+
+}  // namespace novadt::testing
