@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/libvirt/libvirt_hypervisor.h"
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/rig.h"
@@ -111,12 +113,14 @@ TEST_F(RigTest, LibvirtAdapterDrivesTheRealGuest) {
 
   auto reply = hv->QemuMonitorCommand(kGuestUuid, R"({"execute":"query-status"})");
   ASSERT_TRUE(reply.ok()) << reply.status();
-  EXPECT_NE(reply->find("\"running\": true"), std::string::npos) << *reply;
+  auto status = nlohmann::json::parse(*reply);
+  EXPECT_EQ(status["return"]["running"], true) << *reply;
+  EXPECT_EQ(status["return"]["status"], "running") << *reply;
 
   // A QMP error is QEMU's answer, not an adapter failure.
   reply = hv->QemuMonitorCommand(kGuestUuid, R"({"execute":"no-such-command"})");
   ASSERT_TRUE(reply.ok()) << reply.status();
-  EXPECT_NE(reply->find("CommandNotFound"), std::string::npos) << *reply;
+  EXPECT_EQ(nlohmann::json::parse(*reply)["error"]["class"], "CommandNotFound") << *reply;
 
   // Pausing through QMP: libvirt notices and the adapter reports it; then the guest resumes.
   ASSERT_TRUE(hv->QemuMonitorCommand(kGuestUuid, R"({"execute":"stop"})").ok());
