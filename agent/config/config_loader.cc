@@ -1,0 +1,845 @@
+// LoadAgentConfig(): oslo.config-style INI files read with inih, then validated.
+//
+// Parsing. inih does the reading, through ini_parse_stream() with our own line reader and a
+// handler. Debian's libinih 55 is built with inline ';' comments (" ;" ends a value), a
+// 200-byte line buffer (the rest of a longer line comes back as a new line) and Python
+// configparser's continuation rules; these are compile-time settings, so each line is checked
+// against oslo.config's iniparser rules and oslo's reading wins (a fuzz comparison with the
+// real oslo.config 9.0.0 found no difference beyond the ones listed here):
+//   - the reader splits lines on \n, \r\n and \r like Python's readlines(), and cuts a line
+//     to inih's buffer; values are always taken whole from the raw line, so "a ;b", "x # y"
+//     and values longer than 200 bytes stay intact;
+//   - comments are '#' or ';' at column 0 only; an indented line continues the value above it,
+//     also "  # text" (inih drops it as a comment); after a blank or comment line, or right
+//     after a section header, an indented line is an error (inih would join or read it);
+//   - a section line must end with ']' and its whole inside is the name ("[a]b]" is "a]b");
+//   - a line inih rejects but oslo reads ("a ;b = c": key "a ;b") is read as oslo does; a line
+//     starting with '\f' or '\v', which inih and oslo read differently, is refused.
+// Multi-line values are joined with '\n' as oslo does. A UTF-8 BOM is skipped (oslo would
+// fail on it).
+//
+// Values. As in oslo.config: later files override earlier ones, and within a file the last
+// assignment wins; group names are lower-cased except DEFAULT; keys are case-sensitive;
+// matching surrounding quotes are stripped on the key's own line; integers follow Python's
+// int() ("1_000" is fine). oslo expands "$opt" and "${group.opt}" (string.Template); nova-dt
+// does not implement that substitution and refuses such a value with a clear error, while
+// "$$" and "\$" give a literal '$' and a '$' that starts no placeholder stays as it is (as with
+// safe_substitute()).
+//
+// Deviations from oslo: an empty integer is an error (oslo would set the option to None); an
+// empty [DEFAULT] transport_url disables the bus (oslo would default to "rabbit://"); unknown
+// sections and keys are accepted as oslo does, but logged as a warning; values are validated
+// beyond oslo's types (addresses, paths, lists, TLS files, transport scheme).
+#include "agent/config/config_loader.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace novadt::config {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Python str whitespace (str.strip(), .lstrip(), .rstrip() without arguments) on UTF-8 text.
+
+// Decodes the code point starting at s[i]; an invalid byte decodes as itself with length 1.
+std::pair<char32_t, size_t> DecodeAt(std::string_view s, size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  size_t len = b0 < 0x80           ? 1
+               : (b0 >> 5) == 0x6  ? 2
+               : (b0 >> 4) == 0xE  ? 3
+               : (b0 >> 3) == 0x1E ? 4
+                                   : 1;
+  if (i + len > s.size()) return {b0, 1};
+  char32_t cp = len == 1 ? b0 : len == 2 ? (b0 & 0x1F) : len == 3 ? (b0 & 0x0F) : (b0 & 0x07);
+  for (size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return {b0, 1};
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  return {cp, len};
+}
+
+// str.isspace() of CPython.
+bool IsPySpace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+std::string_view PyLStrip(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto [cp, len] = DecodeAt(s, i);
+    if (!IsPySpace(cp)) break;
+    i += len;
+  }
+  return s.substr(i);
+}
+
+std::string_view PyRStrip(std::string_view s) {
+  size_t end = s.size();
+  while (end > 0) {
+    size_t start = end - 1;
+    while (start > 0 && end - start < 4 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) {
+      --start;
+    }
+    auto [cp, len] = DecodeAt(s, start);
+    if (start + len != end) {  // not one well-formed code point: look at the last byte alone
+      start = end - 1;
+      cp = static_cast<unsigned char>(s[start]);
+    }
+    if (!IsPySpace(cp)) break;
+    end = start;
+  }
+  return s.substr(0, end);
+}
+
+std::string_view PyStrip(std::string_view s) { return PyLStrip(PyRStrip(s)); }
+
+bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Python int(text): surrounding whitespace, optional sign, ASCII digits with single '_'
+// between digits. nullopt when int() would raise or the value overflows int64.
+std::optional<int64_t> PythonInt(std::string_view text) {
+  text = PyStrip(text);
+  bool negative = false;
+  if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+    negative = text[0] == '-';
+    text.remove_prefix(1);
+  }
+  if (text.empty() || !IsAsciiDigit(text.front()) || !IsAsciiDigit(text.back())) {
+    return std::nullopt;
+  }
+  int64_t value = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '_') {
+      if (!IsAsciiDigit(text[i + 1])) return std::nullopt;
+      continue;
+    }
+    if (!IsAsciiDigit(text[i]) || value > (INT64_MAX - 9) / 10) return std::nullopt;
+    value = value * 10 + (text[i] - '0');
+  }
+  return negative ? -value : value;
+}
+
+// Keeps an error message on one line: control characters are shown escaped.
+std::string OneLine(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out.push_back(kHex[(c >> 4) & 0xF]);
+      out.push_back(kHex[c & 0xF]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string NormalizeGroupName(std::string_view name) {
+  std::string out(name);
+  if (out == "DEFAULT") return out;
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One config file read through inih and reconciled with oslo.config's iniparser.
+
+struct Assignment {
+  std::string section;  // normalized group name
+  std::string key;
+  std::string value;
+  int line = 0;
+};
+
+class OsloIniFile {
+ public:
+  OsloIniFile(std::string path, std::string_view content) : path_(std::move(path)) {
+    if (content.substr(0, 3) == "\xEF\xBB\xBF") content.remove_prefix(3);
+    // Python's universal newlines: "\r\n", "\r" and "\n" all end a line.
+    size_t start = 0;
+    while (start < content.size()) {
+      const size_t end = content.find_first_of("\r\n", start);
+      if (end == std::string_view::npos) {
+        lines_.emplace_back(content.substr(start));
+        break;
+      }
+      lines_.emplace_back(content.substr(start, end - start));
+      const bool crlf =
+          content[end] == '\r' && end + 1 < content.size() && content[end + 1] == '\n';
+      start = end + (crlf ? 2 : 1);
+    }
+  }
+
+  // Parses the whole file. On success appends its assignments, in file order, to `out`.
+  Status Parse(std::vector<Assignment>* out) {
+    out_ = out;
+    const int rc = ini_parse_stream(&OsloIniFile::Read, this, &OsloIniFile::Handle, this);
+    if (rc == -2) return absl::ResourceExhaustedError(path_ + ": out of memory reading the file");
+    // inih's own syntax errors (rc > 0) are not used: every line it rejected went through
+    // oslo's rules below, which decide (e.g. oslo takes a line holding only U+00A0 as blank).
+    ProcessLinesUpTo(lines_.size());
+    Flush();
+    return error_;
+  }
+
+ private:
+  // What inih reported for a line it took as "name = value" or as a continuation.
+  struct InihReport {
+    std::string_view name;
+  };
+
+  // inih's ini_reader: hands over the next raw line, cut to fit inih's buffer of `num` bytes
+  // (the raw line is used for the value anyway).
+  static char* Read(char* str, int num, void* stream) {
+    auto* self = static_cast<OsloIniFile*>(stream);
+    if (self->next_read_ >= self->lines_.size() || num < 3) return nullptr;
+    const std::string& line = self->lines_[self->next_read_++];
+    const size_t n = std::min(line.size(), static_cast<size_t>(num) - 2);
+    std::memcpy(str, line.data(), n);
+    str[n] = '\n';
+    str[n + 1] = '\0';
+    return str;
+  }
+
+  // inih's handler. inih calls it while processing the line it has just read.
+  static int Handle(void* user, const char* section, const char* name, const char* value) {
+    auto* self = static_cast<OsloIniFile*>(user);
+    const size_t index = self->next_read_ - 1;
+    self->ProcessLinesUpTo(index);  // the lines inih did not report
+    const InihReport report{name};
+    self->ProcessLine(index, &report);
+    self->next_unprocessed_ = index + 1;
+    return 1;  // errors are kept in error_; inih need not stop
+  }
+
+  void ProcessLinesUpTo(size_t end) {
+    for (; next_unprocessed_ < end; ++next_unprocessed_) ProcessLine(next_unprocessed_, nullptr);
+  }
+
+  // oslo.config's BaseParser.parse() step for one line. `report` is what inih made of it, or
+  // null when inih skipped the line (comment, section header, blank, or a line it rejected).
+  void ProcessLine(size_t index, const InihReport* report) {
+    if (!error_.ok()) return;
+    const std::string_view line = PyRStrip(lines_[index]);
+    if (line.find('\0') != std::string_view::npos) {
+      return SetLineError(index, "NUL byte in the line");  // oslo fails on it when opening
+    }
+    if (line.empty()) {
+      Flush();  // a blank line ends a multi-line value
+      return;
+    }
+    if (line.front() == ' ' || line.front() == '\t') {
+      // A continuation line, also when it looks like a comment ("  # x", dropped by inih) or
+      // follows a blank or comment line (which inih would still join to the value above).
+      if (!open_) return SetLineError(index, kUnexpectedContinuation);
+      pending_values_.emplace_back(PyLStrip(line));
+      return;
+    }
+    Flush();
+    if (line.front() == '[') {
+      if (line.back() != ']') {
+        return SetLineError(index, "invalid section header (must end with ']')");
+      }
+      if (line.size() <= 2) return SetLineError(index, "empty section name");
+      section_ = std::string(line.substr(1, line.size() - 2));
+      has_section_ = true;
+      return;
+    }
+    if (line.front() == '#' || line.front() == ';') return;  // comments only at column 0
+    // oslo's _split_key_value(): the first of ':' and '=' separates key and value.
+    const size_t sep = line.find_first_of(":=");
+    if (sep == std::string_view::npos) {
+      return SetLineError(index, "expected 'key = value' (no ':' or '=' found)");
+    }
+    const std::string_view key = PyStrip(line.substr(0, sep));
+    std::string_view value = PyStrip(line.substr(sep + 1));
+    if (key.empty()) return SetLineError(index, "empty key");
+    if (!has_section_) return SetLineError(index, "assignment before any [section] header");
+    // Where inih read the line as an assignment it must agree on the key; it does not for a
+    // line starting with '\f' or '\v' (a continuation for inih), which is refused rather than
+    // read differently from oslo. The section is oslo's: inih keeps only 49 bytes of a section
+    // name and cuts "[a]b]" at the first ']'. inih rejects "a ;b = c" outright; oslo's reading
+    // (key "a ;b", an unknown option) is kept.
+    if (report != nullptr && report->name != key) {
+      return SetLineError(index,
+                          "not supported by nova-dt's INI reader (inih reads this "
+                          "line differently from oslo.config)");
+    }
+    if (!value.empty() && value.front() == value.back() &&
+        (value.front() == '"' || value.front() == '\'')) {
+      value = value.substr(1, value.size() - 2);
+    }
+    open_ = true;
+    pending_ =
+        Assignment{NormalizeGroupName(section_), std::string(key), "", static_cast<int>(index) + 1};
+    pending_values_ = {std::string(value)};
+  }
+
+  // Ends the open value, if any: oslo joins its lines with '\n'.
+  void Flush() {
+    if (!open_) return;
+    open_ = false;
+    std::string joined;
+    for (size_t i = 0; i < pending_values_.size(); ++i) {
+      if (i > 0) joined.push_back('\n');
+      joined += pending_values_[i];
+    }
+    pending_.value = std::move(joined);
+    out_->push_back(std::move(pending_));
+  }
+
+  void SetLineError(size_t index, std::string_view what) {
+    error_ = absl::InvalidArgumentError(path_ + ": line " + std::to_string(index + 1) + ": " +
+                                        std::string(what));
+  }
+
+  static constexpr std::string_view kUnexpectedContinuation =
+      "unexpected continuation line (an indented line continues the value above it; a blank "
+      "or comment line ends that value)";
+
+  const std::string path_;
+  std::vector<std::string> lines_;
+  size_t next_read_ = 0;         // next line handed to inih
+  size_t next_unprocessed_ = 0;  // next line not yet seen by oslo's rules
+  std::string section_;          // current section as written in the file
+  bool has_section_ = false;
+  bool open_ = false;  // pending_ may still get continuation lines
+  Assignment pending_;
+  std::vector<std::string> pending_values_;
+  std::vector<Assignment>* out_ = nullptr;
+  Status error_;
+};
+
+StatusOr<std::string> ReadWholeFile(const std::string& path, std::string_view what) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(path + ": cannot read " + std::string(what) + ": " +
+                                      std::strerror(errno));
+  }
+  std::string content;
+  std::array<char, 65536> buf;
+  while (true) {
+    const ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      close(fd);
+      return absl::InvalidArgumentError(path + ": cannot read " + std::string(what) + ": " +
+                                        std::strerror(err));
+    }
+    if (n == 0) break;
+    content.append(buf.data(), static_cast<size_t>(n));
+  }
+  close(fd);
+  return content;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merged values of all files, and error messages that name where a value came from.
+
+struct Setting {
+  std::string value;  // after "$$" handling
+  std::string file;   // the file in which it was last set
+};
+
+class Options {
+ public:
+  explicit Options(std::string last_file) : last_file_(std::move(last_file)) {}
+
+  void Set(const std::string& file, Assignment a) {
+    entries_[{a.section, a.key}] = Entry{std::move(a.value), file};
+  }
+
+  // The value of [section] key, or nullopt when no file sets it. Fails when the value uses
+  // "$opt" substitution. `secret` values appear redacted in errors.
+  StatusOr<std::optional<Setting>> Get(std::string_view section, std::string_view key,
+                                       bool secret = false) {
+    const auto it = entries_.find({std::string(section), std::string(key)});
+    if (it == entries_.end()) return std::optional<Setting>();
+    it->second.known = true;
+    const Entry& e = it->second;
+    std::string expanded;
+    if (std::optional<std::string> bad = ExpandDollars(e.raw, &expanded)) {
+      // A secret's placeholder may be part of a password: it is not shown.
+      const std::string placeholder = secret ? "a '$name'" : "'" + *bad + "'";
+      return Invalid(e.file, section, key,
+                     placeholder +
+                         " substitution is not supported by nova-dt (write '$$' for "
+                         "a literal '$')",
+                     secret ? RedactedTransportUrl(e.raw) : e.raw);
+    }
+    return std::optional<Setting>(Setting{std::move(expanded), e.file});
+  }
+
+  // "<file>: [<section>] <key>: <what>, got '<value>'" naming `file`, or the last file of the
+  // list when the value was not set anywhere (file empty).
+  Status Invalid(std::string_view file, std::string_view section, std::string_view key,
+                 std::string_view what, std::string_view value) const {
+    const std::string shown_file =
+        !file.empty() ? std::string(file)
+                      : (last_file_.empty() ? std::string("(no config file)") : last_file_);
+    return absl::InvalidArgumentError(shown_file + ": [" + std::string(section) + "] " +
+                                      std::string(key) + ": " + OneLine(what) + ", got '" +
+                                      OneLine(value) + "'");
+  }
+
+  // Logs every key that no Get() asked for.
+  void WarnUnknown() const {
+    for (const auto& [name, entry] : entries_) {
+      if (!entry.known) {
+        spdlog::warn("{}: [{}] {}: unknown option, ignored", entry.file, name.first, name.second);
+      }
+    }
+  }
+
+ private:
+  struct Entry {
+    std::string raw;
+    std::string file;
+    bool known = false;
+  };
+
+  // oslo's _substitute(): "\$" -> "$$", then string.Template with idpattern
+  // [_a-z][._a-z0-9]* (case-insensitive). Writes the result with "$$" -> "$" and returns the
+  // first placeholder ("$name" / "${name}") found, which nova-dt refuses.
+  static std::optional<std::string> ExpandDollars(std::string_view raw, std::string* out) {
+    std::string s;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 1 < raw.size() && raw[i + 1] == '$') {
+        s += "$$";
+        ++i;
+      } else {
+        s.push_back(raw[i]);
+      }
+    }
+    auto id_start = [](char c) { return c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); };
+    auto id_char = [&](char c) { return id_start(c) || c == '.' || IsAsciiDigit(c); };
+    out->clear();
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] != '$') {
+        out->push_back(s[i]);
+        continue;
+      }
+      if (i + 1 < s.size() && s[i + 1] == '$') {
+        out->push_back('$');
+        ++i;
+        continue;
+      }
+      size_t j = i + 1;
+      if (j < s.size() && id_start(s[j])) {
+        while (j < s.size() && id_char(s[j])) ++j;
+        return std::string(s.substr(i, j - i));
+      }
+      if (j < s.size() && s[j] == '{' && j + 1 < s.size() && id_start(s[j + 1])) {
+        size_t k = j + 1;
+        while (k < s.size() && id_char(s[k])) ++k;
+        if (k < s.size() && s[k] == '}') return std::string(s.substr(i, k + 1 - i));
+      }
+      out->push_back('$');  // safe_substitute() keeps an invalid placeholder as it is
+    }
+    return std::nullopt;
+  }
+
+  const std::string last_file_;
+  std::map<std::pair<std::string, std::string>, Entry> entries_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Typed readers.
+
+// Sets *out (and *file, where it was set) when some file sets [section] key; leaves them
+// alone otherwise.
+Status ReadString(Options& opts, std::string_view section, std::string_view key, std::string* out,
+                  std::string* file = nullptr) {
+  StatusOr<std::optional<Setting>> s = opts.Get(section, key);
+  if (!s.ok()) return s.status();
+  if (*s) {
+    *out = std::move((*s)->value);
+    if (file) *file = (*s)->file;
+  }
+  return absl::OkStatus();
+}
+
+// Sets *out when some file sets [section] key to a Python int() in min..max; fails otherwise.
+template <typename T>
+Status ReadInt(Options& opts, std::string_view section, std::string_view key, int64_t min,
+               int64_t max, T* out) {
+  StatusOr<std::optional<Setting>> s = opts.Get(section, key);
+  if (!s.ok()) return s.status();
+  if (!*s) return absl::OkStatus();
+  const std::optional<int64_t> v = PythonInt((*s)->value);
+  if (!v || *v < min || *v > max) {
+    return opts.Invalid(
+        (*s)->file, section, key,
+        "expected an integer in " + std::to_string(min) + ".." + std::to_string(max), (*s)->value);
+  }
+  *out = static_cast<T>(*v);
+  return absl::OkStatus();
+}
+
+// Comma-separated list, items stripped. Empty text: empty list; an empty item: error text.
+std::optional<std::string> SplitList(std::string_view text, std::vector<std::string>* items) {
+  items->clear();
+  if (PyStrip(text).empty()) return std::nullopt;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    const std::string_view item = PyStrip(text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (item.empty()) return "empty item in the comma-separated list";
+    items->emplace_back(item);
+    if (comma == std::string_view::npos) return std::nullopt;
+    start = comma + 1;
+  }
+}
+
+bool IsHostChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || IsAsciiDigit(c) || c == '-' ||
+         c == '.' || c == '_';
+}
+
+enum class AddressUse { kListen, kDial };
+
+// Checks "unix:/abs/path" (when allowed), "host:port" or "[ipv6]:port". Returns what is wrong.
+std::optional<std::string> CheckAddress(std::string_view a, AddressUse use, bool allow_unix) {
+  if (a.substr(0, 5) == "unix:") {
+    if (!allow_unix) return "a unix socket is not allowed here";
+    const std::string_view path = a.substr(5);
+    if (path.size() < 2 || path[0] != '/') {
+      return "a unix socket needs an absolute path, as in 'unix:/run/nova-dt/agent.sock'";
+    }
+    return std::nullopt;
+  }
+  std::string_view port;
+  if (!a.empty() && a[0] == '[') {
+    const size_t close = a.find(']');
+    if (close == std::string_view::npos) return "missing ']' after the IPv6 address";
+    const std::string v6(a.substr(1, close - 1));
+    in6_addr addr;
+    if (inet_pton(AF_INET6, v6.c_str(), &addr) != 1) return "not an IPv6 address in brackets";
+    if (close + 1 >= a.size() || a[close + 1] != ':') return "expected '[ipv6]:port'";
+    port = a.substr(close + 2);
+  } else {
+    const size_t colon = a.rfind(':');
+    if (colon == std::string_view::npos) {
+      return allow_unix ? "expected 'host:port', '[ipv6]:port' or 'unix:/path'"
+                        : "expected 'host:port' or '[ipv6]:port'";
+    }
+    const std::string_view host = a.substr(0, colon);
+    if (host.find(':') != std::string_view::npos) return "an IPv6 address must be in brackets";
+    if (host.empty()) return "empty host";
+    for (char c : host) {
+      if (!IsHostChar(c)) return "the host may only hold letters, digits, '-', '.' and '_'";
+    }
+    port = a.substr(colon + 1);
+  }
+  const int min_port = use == AddressUse::kListen ? 0 : 1;
+  int value = -1;
+  if (!port.empty() && port.size() <= 5) {
+    value = 0;
+    for (char c : port) value = IsAsciiDigit(c) && value >= 0 ? value * 10 + (c - '0') : -1;
+  }
+  if (value < min_port || value > 65535) {
+    return "the port must be an integer in " + std::to_string(min_port) + "..65535";
+  }
+  return std::nullopt;
+}
+
+// A listening address option ([peer] listen_address, [DEFAULT] control_address).
+Status ReadAddress(Options& opts, std::string_view section, std::string_view key,
+                   std::string* out) {
+  std::string file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, section, key, out, &file));
+  if (std::optional<std::string> bad = CheckAddress(*out, AddressUse::kListen, true)) {
+    return opts.Invalid(file, section, key, *bad, *out);
+  }
+  return absl::OkStatus();
+}
+
+// A file the agent will read later (TLS material): it must exist, be readable and regular.
+std::optional<std::string> CheckReadableFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string("cannot read the file: ") + std::strerror(errno);
+  struct stat st;
+  const bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  close(fd);
+  if (!regular) return "not a regular file";
+  return std::nullopt;
+}
+
+struct FileOption {
+  std::string_view key;
+  std::string* value;
+  std::string file;  // where set; empty when not set
+};
+
+// Reads TLS file options; each one set must be a readable regular file.
+Status ReadTlsFiles(Options& opts, std::string_view section, std::vector<FileOption>* files) {
+  for (FileOption& f : *files) {
+    NOVA_DT_RETURN_IF_ERROR(ReadString(opts, section, f.key, f.value, &f.file));
+  }
+  for (const FileOption& f : *files) {
+    if (f.value->empty()) continue;
+    if (std::optional<std::string> bad = CheckReadableFile(*f.value)) {
+      return opts.Invalid(f.file, section, f.key, *bad, *f.value);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// [DEFAULT] / [oslo_messaging_notifications] transport_url.
+Status ReadTransportUrl(Options& opts, std::string_view section, std::string* url,
+                        TransportUrl* parsed) {
+  StatusOr<std::optional<Setting>> s = opts.Get(section, "transport_url", /*secret=*/true);
+  if (!s.ok()) return s.status();
+  if (!*s || (*s)->value.empty()) {
+    url->clear();
+    return absl::OkStatus();
+  }
+  *url = (*s)->value;
+  const std::string shown = RedactedTransportUrl(*url);
+  StatusOr<TransportUrl> t = ParseTransportUrl(*url);
+  if (!t.ok()) {
+    return opts.Invalid((*s)->file, section, "transport_url", std::string(t.status().message()),
+                        shown);
+  }
+  if (t->scheme != "rabbit" && t->scheme != "kombu") {
+    return opts.Invalid((*s)->file, section, "transport_url",
+                        "unsupported transport '" + t->scheme +
+                            "' (nova-dt speaks only to RabbitMQ: use rabbit:// or kombu://)",
+                        shown);
+  }
+  size_t with_credentials = 0;
+  for (size_t i = 0; i < t->hosts.size(); ++i) {
+    if (t->hosts[i].hostname.empty()) {
+      // oslo's rabbit driver would fail with a TypeError on such a host.
+      return opts.Invalid((*s)->file, section, "transport_url",
+                          "host #" + std::to_string(i + 1) + " has no hostname", shown);
+    }
+    if (!t->hosts[i].username.empty() && !t->hosts[i].password.empty()) ++with_credentials;
+  }
+  if (with_credentials != 0 && with_credentials != t->hosts.size()) {
+    // As TransportURL.parse() warns: credentials are never copied from one host to another.
+    spdlog::warn(
+        "{}: [{}] transport_url: all hosts must be set with username/password or "
+        "not at the same time, got '{}'",
+        (*s)->file, section, shown);
+  }
+  *parsed = *std::move(t);
+  return absl::OkStatus();
+}
+
+std::string HostName() {
+  std::array<char, 256> buf{};
+  if (gethostname(buf.data(), buf.size() - 1) != 0) return "";
+  return std::string(buf.data());
+}
+
+Status ReadAbsolutePath(Options& opts, std::string_view section, std::string_view key,
+                        std::string* out) {
+  std::string file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, section, key, out, &file));
+  if (out->empty() || (*out)[0] != '/') {
+    return opts.Invalid(file, section, key, "expected an absolute path", *out);
+  }
+  return absl::OkStatus();
+}
+
+Status LoadDefault(Options& opts, DefaultSection* d) {
+  constexpr std::string_view kSection = "DEFAULT";
+  std::string file;
+  d->host = HostName();
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "host", &d->host, &file));
+  if (d->host.empty()) {
+    return opts.Invalid(file, kSection, "host",
+                        "must not be empty (it defaults to this machine's hostname)", d->host);
+  }
+  NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, kSection, &d->transport_url, &d->transport));
+  NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "state_path", &d->state_path));
+  file.clear();
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "log_level", &d->log_level, &file));
+  if (d->log_level != "debug" && d->log_level != "info" && d->log_level != "warning" &&
+      d->log_level != "error") {
+    return opts.Invalid(file, kSection, "log_level", "expected one of debug, info, warning, error",
+                        d->log_level);
+  }
+  return ReadAddress(opts, kSection, "control_address", &d->control_address);
+}
+
+Status LoadLibvirt(Options& opts, LibvirtSection* l) {
+  constexpr std::string_view kSection = "libvirt";
+  std::string file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "connection_uri", &l->connection_uri, &file));
+  if (l->connection_uri.find(':') == std::string::npos) {
+    return opts.Invalid(file, kSection, "connection_uri",
+                        "expected a libvirt URI such as 'qemu:///system'", l->connection_uri);
+  }
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "keepalive_interval_s", 1, 600, &l->keepalive_interval_s));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "keepalive_count", 1, 100, &l->keepalive_count));
+  return ReadInt(opts, kSection, "reconnect_max_backoff_ms", 100, 600000,
+                 &l->reconnect_max_backoff_ms);
+}
+
+Status LoadPeer(Options& opts, PeerSection* p) {
+  constexpr std::string_view kSection = "peer";
+  NOVA_DT_RETURN_IF_ERROR(ReadAddress(opts, kSection, "listen_address", &p->listen_address));
+  std::vector<FileOption> tls = {{"tls_cert_file", &p->tls_cert_file, ""},
+                                 {"tls_key_file", &p->tls_key_file, ""},
+                                 {"tls_ca_file", &p->tls_ca_file, ""}};
+  NOVA_DT_RETURN_IF_ERROR(ReadTlsFiles(opts, kSection, &tls));
+  const bool any = std::any_of(tls.begin(), tls.end(), [](auto& f) { return !f.value->empty(); });
+  for (const FileOption& f : tls) {
+    if (any && f.value->empty()) {
+      return opts.Invalid(f.file, kSection, f.key,
+                          "the peer TLS files go together: set tls_cert_file, tls_key_file and "
+                          "tls_ca_file, or none of them",
+                          *f.value);
+    }
+  }
+
+  std::string peers, file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "peers", &peers, &file));
+  std::vector<std::string> items;
+  if (std::optional<std::string> bad = SplitList(peers, &items)) {
+    return opts.Invalid(file, kSection, "peers", *bad, peers);
+  }
+  p->peers.clear();
+  std::set<std::string> names, addresses;
+  for (const std::string& item : items) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return opts.Invalid(file, kSection, "peers",
+                          "expected 'host=address' items, as in 'compute-2=10.0.0.2:7070'", item);
+    }
+    PeerEndpoint peer{std::string(PyStrip(std::string_view(item).substr(0, eq))),
+                      std::string(PyStrip(std::string_view(item).substr(eq + 1)))};
+    if (peer.host.empty()) {
+      return opts.Invalid(file, kSection, "peers", "empty host before '='", item);
+    }
+    if (std::optional<std::string> bad = CheckAddress(peer.address, AddressUse::kDial, true)) {
+      return opts.Invalid(file, kSection, "peers", *bad, item);
+    }
+    if (!names.insert(peer.host).second) {
+      return opts.Invalid(file, kSection, "peers", "duplicate peer host '" + peer.host + "'", item);
+    }
+    if (!addresses.insert(peer.address).second) {
+      return opts.Invalid(file, kSection, "peers", "duplicate peer address '" + peer.address + "'",
+                          item);
+    }
+    p->peers.push_back(std::move(peer));
+  }
+  return ReadInt(opts, kSection, "hello_interval_ms", 50, 60000, &p->hello_interval_ms);
+}
+
+Status LoadWitness(Options& opts, WitnessSection* w) {
+  constexpr std::string_view kSection = "witness";
+  std::string endpoints, file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "etcd_endpoints", &endpoints, &file));
+  std::vector<std::string> items;
+  if (std::optional<std::string> bad = SplitList(endpoints, &items)) {
+    return opts.Invalid(file, kSection, "etcd_endpoints", *bad, endpoints);
+  }
+  std::set<std::string> seen;
+  for (const std::string& item : items) {
+    std::string_view rest = item;
+    if (rest.substr(0, 7) == "http://") {
+      rest.remove_prefix(7);
+    } else if (rest.substr(0, 8) == "https://") {
+      rest.remove_prefix(8);
+    } else {
+      return opts.Invalid(file, kSection, "etcd_endpoints",
+                          "expected 'http://host:port' or 'https://host:port' items", item);
+    }
+    if (std::optional<std::string> bad = CheckAddress(rest, AddressUse::kDial, false)) {
+      return opts.Invalid(file, kSection, "etcd_endpoints", *bad, item);
+    }
+    if (!seen.insert(item).second) {
+      return opts.Invalid(file, kSection, "etcd_endpoints", "duplicate endpoint", item);
+    }
+  }
+  w->etcd_endpoints = std::move(items);
+
+  std::vector<FileOption> tls = {{"tls_ca_file", &w->tls_ca_file, ""},
+                                 {"tls_cert_file", &w->tls_cert_file, ""},
+                                 {"tls_key_file", &w->tls_key_file, ""}};
+  NOVA_DT_RETURN_IF_ERROR(ReadTlsFiles(opts, kSection, &tls));
+  // A client certificate needs its key and the other way round; the CA file stands alone.
+  if (w->tls_cert_file.empty() != w->tls_key_file.empty()) {
+    const FileOption& missing = w->tls_cert_file.empty() ? tls[1] : tls[2];
+    return opts.Invalid(missing.file, kSection, missing.key,
+                        "tls_cert_file and tls_key_file go together: set both or neither",
+                        *missing.value);
+  }
+  return ReadInt(opts, kSection, "lease_ttl_s", 1, 3600, &w->lease_ttl_s);
+}
+
+Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSection* r) {
+  constexpr std::string_view kSection = "replication";
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "epoch_ms", 10, 10000, &r->epoch_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "degrade_after_ms", 100, 600000, &r->degrade_after_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "heartbeat_timeout_ms", 50, 60000, &r->heartbeat_timeout_ms));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_epoch_bytes", int64_t{1} << 20,
+                                  int64_t{64} << 30, &r->max_epoch_bytes));
+  r->replica_path = d.state_path + "/replicas";
+  return ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path);
+}
+
+}  // namespace
+
+StatusOr<AgentConfig> LoadAgentConfig(const std::vector<std::string>& files) {
+  Options opts(files.empty() ? std::string() : files.back());
+  for (const std::string& path : files) {
+    StatusOr<std::string> content = ReadWholeFile(path, "config file");
+    if (!content.ok()) return content.status();
+    std::vector<Assignment> assignments;
+    NOVA_DT_RETURN_IF_ERROR(OsloIniFile(path, *content).Parse(&assignments));
+    for (Assignment& a : assignments) opts.Set(path, std::move(a));
+  }
+
+  AgentConfig config;
+  NOVA_DT_RETURN_IF_ERROR(LoadDefault(opts, &config.defaults));
+  NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, "oslo_messaging_notifications",
+                                           &config.notifications.transport_url,
+                                           &config.notifications.transport));
+  if (config.notifications.transport_url.empty()) {
+    config.notifications.transport = config.defaults.transport;
+  }
+  NOVA_DT_RETURN_IF_ERROR(LoadLibvirt(opts, &config.libvirt));
+  NOVA_DT_RETURN_IF_ERROR(LoadPeer(opts, &config.peer));
+  NOVA_DT_RETURN_IF_ERROR(LoadWitness(opts, &config.witness));
+  NOVA_DT_RETURN_IF_ERROR(LoadReplication(opts, config.defaults, &config.replication));
+  opts.WarnUnknown();
+  return config;
+}
+
+}  // namespace novadt::config
