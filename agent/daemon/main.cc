@@ -117,6 +117,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nova-dt-agent: %s\n", std::string(cfg.status().message()).c_str());
     return 2;
   }
+  // Refuse rather than silently run an unencrypted pair link when the operator asked for TLS.
+  if (!cfg->peer.tls_cert_file.empty()) {
+    std::fprintf(stderr,
+                 "nova-dt-agent: [peer] tls_cert_file: TLS on the peer link is not available in "
+                 "this version; unset [peer] tls_cert_file, tls_key_file and tls_ca_file\n");
+    return 2;
+  }
   if (!novadt::InitLogging(cfg->defaults.log_level)) {
     spdlog::warn("unknown log level '{}', using info", cfg->defaults.log_level);
   }
@@ -129,6 +136,10 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  if (!cfg->witness.etcd_endpoints.empty()) {
+    spdlog::warn("[witness] etcd_endpoints is set, but this version does not use a witness yet");
+  }
 
   novadt::SystemClock clock;
   novadt::daemon::Agent agent(*std::move(cfg), clock);

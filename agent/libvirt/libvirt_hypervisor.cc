@@ -182,7 +182,7 @@ class LibvirtHypervisor final : public core::Hypervisor {
     // Keepalive needs the remote driver; local drivers (test://) answer "unsupported" (1).
     if (virConnectSetKeepAlive(conn.get(), cfg_.keepalive_interval_s, cfg_.keepalive_count) <
         0) {
-      spdlog::warn("libvirt: keepalive not enabled on {}: {}", cfg_.connection_uri,
+      spdlog::info("libvirt: keepalive not enabled on {}: {}", cfg_.connection_uri,
                    virGetLastErrorMessage());
     }
     if (virConnectRegisterCloseCallback(conn.get(), &LibvirtHypervisor::OnClose, this,
@@ -197,7 +197,9 @@ class LibvirtHypervisor final : public core::Hypervisor {
     if (lifecycle_cb_ < 0) {
       spdlog::error("libvirt: cannot subscribe to domain events on {}: {}", cfg_.connection_uri,
                     virGetLastErrorMessage());
+      virConnectUnregisterCloseCallback(conn.get(), &LibvirtHypervisor::OnClose);
       Arm(backoff_ms_);
+      backoff_ms_ = std::min(backoff_ms_ * 2, cfg_.reconnect_max_backoff_ms);
       return;
     }
     {

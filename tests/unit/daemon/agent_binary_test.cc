@@ -58,6 +58,17 @@ TEST(AgentBinaryTest, BadValueExitsWith2AndOneLineNamingFileSectionKey) {
   EXPECT_NE(out.find("[replication] epoch_ms"), std::string::npos) << out;
 }
 
+TEST(AgentBinaryTest, PeerTlsIsRefusedUntilItIsImplemented) {
+  ScratchDir dir;
+  const std::string pem = dir.Write("x.pem", "not checked here\n");
+  const std::string conf = dir.Write(
+      "a.conf", AgentConfig(dir, "a", 0) + "tls_cert_file = " + pem + "\ntls_key_file = " + pem +
+                    "\ntls_ca_file = " + pem + "\n");
+  std::string out;
+  EXPECT_EQ(RunCommand({kAgent, "--config-file", conf}, &out), 2);
+  EXPECT_NE(out.find("[peer] tls_cert_file"), std::string::npos) << out;
+}
+
 TEST(AgentBinaryTest, MissingConfigFileAndBadArgumentsExitWith2) {
   std::string out;
   EXPECT_EQ(RunCommand({kAgent, "--config-file", "/nonexistent/agent.conf"}, &out), 2);

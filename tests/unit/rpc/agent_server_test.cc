@@ -5,7 +5,14 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <future>
+#include <thread>
 #include <mutex>
 
 #include "agent/rpc/grpc_peer_link.h"
@@ -167,6 +174,33 @@ TEST(GrpcPeerLinkTest, UnreachablePeerFailsWithinTheTimeout) {
   EXPECT_FALSE(r.ok());
   EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+TEST(GrpcPeerLinkTest, DestroyingTheLinkCancelsCallsInFlightAndRunsTheirCallbacks) {
+  // A listener that accepts connections but never speaks HTTP/2: the call hangs until cancelled.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(fd, 8), 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+
+  std::atomic<bool> called{false};
+  auto link = MakeGrpcPeerLink({"compute-b", "1", ""});
+  link->Hello("127.0.0.1:" + std::to_string(ntohs(a.sin_port)), std::chrono::seconds(60),
+              [&](StatusOr<core::HelloResult> r) {
+                EXPECT_FALSE(r.ok());
+                called = true;
+              });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(called);
+  const auto start = std::chrono::steady_clock::now();
+  link.reset();
+  EXPECT_TRUE(called);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  close(fd);
 }
 
 TEST(AgentServerStartTest, AddressInUseIsAClearError) {
