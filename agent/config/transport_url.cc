@@ -10,6 +10,8 @@
 //  - a user or password given as empty ("u:@h") and one not given ("u@h") both read as empty.
 #include "agent/config/transport_url.h"
 
+#include "agent/config/python_text.h"
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -25,7 +27,6 @@ namespace {
 constexpr uint16_t kRabbitDefaultPort = 5672;
 
 bool IsAsciiAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsHexDigit(char c) {
   return IsAsciiDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
@@ -157,36 +158,6 @@ std::map<std::string, std::string> ParseQuery(std::string_view qs) {
     if (!inserted) it->second += "," + decoded;
   }
   return out;
-}
-
-// Python int(text) for ASCII text: surrounding whitespace, an optional sign, decimal digits
-// with single '_' between digits. Returns nullopt when int() would raise or the value does
-// not fit in int64 (we only need ports).
-std::optional<int64_t> PythonInt(std::string_view text) {
-  constexpr std::string_view kSpace = " \t\n\v\f\r\x1c\x1d\x1e\x1f";
-  const size_t first = text.find_first_not_of(kSpace);
-  if (first == std::string_view::npos) return std::nullopt;
-  text = text.substr(first, text.find_last_not_of(kSpace) - first + 1);
-  bool negative = false;
-  if (text[0] == '+' || text[0] == '-') {
-    negative = text[0] == '-';
-    text.remove_prefix(1);
-  }
-  if (text.empty() || !IsAsciiDigit(text.front()) || !IsAsciiDigit(text.back())) {
-    return std::nullopt;
-  }
-  int64_t value = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '_') {
-      if (!IsAsciiDigit(text[i + 1])) return std::nullopt;  // "__" (last char is a digit)
-      continue;
-    }
-    if (!IsAsciiDigit(c)) return std::nullopt;
-    if (value > (INT64_MAX - 9) / 10) return std::nullopt;
-    value = value * 10 + (c - '0');
-  }
-  return negative ? -value : value;
 }
 
 // ipaddress.IPv4Address parsing (Python 3.11): four decimal octets, 1-3 digits, no leading

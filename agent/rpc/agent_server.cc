@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <system_error>
+#include <tuple>
+#include <utility>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -79,6 +81,24 @@ std::string ResolvedAddress(const std::string& address, int port) {
   return address.substr(0, address.rfind(':') + 1) + std::to_string(port);
 }
 
+// Starts one gRPC server for `service` on `address`; returns it with the address actually bound.
+StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
+    const std::string& address, grpc::Service* service, const std::string& what) {
+  NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(address));
+  int port = 0;
+  grpc::ServerBuilder builder;
+  // gRPC turns SO_REUSEPORT on by default: a second agent would then share the port and
+  // silently take half the calls. One agent per address.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || (address.rfind("unix:", 0) != 0 && port == 0)) {
+    return absl::UnavailableError("cannot listen on " + what + " address " + address);
+  }
+  return std::make_pair(std::move(server), ResolvedAddress(address, port));
+}
+
 class AgentServerImpl final : public AgentServer {
  public:
   explicit AgentServerImpl(ServiceHandlers h)
@@ -86,33 +106,15 @@ class AgentServerImpl final : public AgentServer {
 
   Status Start(const std::string& control_address, const std::string& peer_address) {
     grpc::EnableDefaultHealthCheckService(true);
-    NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(control_address));
-    NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(peer_address));
-
-    int control_port = 0;
-    grpc::ServerBuilder cb;
-    // gRPC turns SO_REUSEPORT on by default: a second agent would then share the port and
-    // silently take half the calls. One agent per address.
-    cb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    cb.AddListeningPort(control_address, grpc::InsecureServerCredentials(), &control_port);
-    cb.RegisterService(&control_);
-    control_server_ = cb.BuildAndStart();
-    if (!control_server_ || (control_address.rfind("unix:", 0) != 0 && control_port == 0)) {
-      return absl::UnavailableError("cannot listen on control address " + control_address);
-    }
-    control_address_ = ResolvedAddress(control_address, control_port);
-
-    int peer_port = 0;
-    grpc::ServerBuilder pb;
-    pb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    pb.AddListeningPort(peer_address, grpc::InsecureServerCredentials(), &peer_port);
-    pb.RegisterService(&peer_);
-    peer_server_ = pb.BuildAndStart();
-    if (!peer_server_ || (peer_address.rfind("unix:", 0) != 0 && peer_port == 0)) {
+    auto control = Listen(control_address, &control_, "control");
+    if (!control.ok()) return control.status();
+    std::tie(control_server_, control_address_) = *std::move(control);
+    auto peer = Listen(peer_address, &peer_, "peer");
+    if (!peer.ok()) {
       Shutdown(std::chrono::milliseconds(0));
-      return absl::UnavailableError("cannot listen on peer address " + peer_address);
+      return peer.status();
     }
-    peer_address_ = ResolvedAddress(peer_address, peer_port);
+    std::tie(peer_server_, peer_address_) = *std::move(peer);
 
     for (auto* s : {control_server_.get(), peer_server_.get()}) {
       s->GetHealthCheckService()->SetServingStatus(true);
