@@ -86,7 +86,7 @@ void EventLoop::Run() {
     for (const auto& [id, t] : timers_) wait = std::min(wait, t.due - now);
     if (wait > Clock::Duration::zero()) cv_.wait_for(lock, wait);
   }
-  loop_thread_ = {};
+  loop_thread_ = std::thread::id{};
 }
 
 void EventLoop::Stop() {
@@ -109,7 +109,7 @@ int EventLoop::RunReady() {
     ++ran;
     lock.lock();
   }
-  loop_thread_ = {};
+  loop_thread_ = std::thread::id{};
   return ran;
 }
 

@@ -6,6 +6,7 @@
 // the loop thread, in Post() order; timers run when due, after already-posted closures.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -66,7 +67,7 @@ class EventLoop {
   std::map<TimerId, Timer> timers_;
   TimerId next_timer_id_ = 1;
   bool stopped_ = false;
-  std::thread::id loop_thread_;
+  std::atomic<std::thread::id> loop_thread_{};
 };
 
 }  // namespace novadt::core
