@@ -12,6 +12,7 @@
 
 #include "agent/common/logging.h"
 #include "agent/rpc/convert.h"
+#include "agent/rpc/grpc_replication.h"
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "nova_dt/v1/peer.grpc.pb.h"
 
@@ -56,6 +57,15 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Replicate(grpc::ServerContext* ctx,
+                         grpc::ServerReaderWriter<nova_dt::v1::ReplicationAck,
+                                                  nova_dt::v1::ReplicationMessage>* stream) override {
+    if (!h_.open_replica) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
+    }
+    return ServeReplicationStream(ctx, stream, h_.open_replica, h_.replication_heartbeat);
+  }
+
  private:
   const ServiceHandlers& h_;
 };
@@ -90,6 +100,7 @@ StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
   // gRPC turns SO_REUSEPORT on by default: a second agent would then share the port and
   // silently take half the calls. One agent per address.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

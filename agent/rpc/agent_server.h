@@ -9,6 +9,7 @@
 
 #include "agent/common/status.h"
 #include "agent/core/agent_status.h"
+#include "agent/core/replication_link.h"
 
 namespace novadt::rpc {
 
@@ -22,6 +23,11 @@ struct ServiceHandlers {
   std::function<void(const std::string& host, const std::string& address,
                      const std::string& version)>
       hello_received;
+  // Makes the replica sink for an incoming replication stream. Unset: this agent keeps no
+  // replicas and answers UNIMPLEMENTED.
+  core::ReplicaSinkFactory open_replica;
+  // How often the backup side of a replication stream sends a heartbeat.
+  std::chrono::milliseconds replication_heartbeat{100};
 };
 
 // Thread safety: Shutdown() may be called from any thread, once.

@@ -36,4 +36,61 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
   }
 }
 
+void ToProto(const core::StreamOpen& in, nova_dt::v1::StreamOpen* out) {
+  out->set_protocol(static_cast<nova_dt::v1::ReplicationProtocol>(in.protocol));
+  out->set_instance_uuid(in.instance_uuid);
+  out->set_primary_host(in.primary_host);
+  out->set_ram_size_bytes(in.ram_size_bytes);
+  for (const auto& d : in.disks) {
+    auto* o = out->add_disks();
+    o->set_name(d.name);
+    o->set_size_bytes(d.size_bytes);
+  }
+  out->set_domain_xml(in.domain_xml);
+}
+
+core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
+  core::StreamOpen out;
+  out.protocol = static_cast<uint32_t>(in.protocol());
+  out.instance_uuid = in.instance_uuid();
+  out.primary_host = in.primary_host();
+  out.ram_size_bytes = in.ram_size_bytes();
+  for (const auto& d : in.disks()) out.disks.push_back({d.name(), d.size_bytes()});
+  out.domain_xml = in.domain_xml();
+  return out;
+}
+
+void ToProto(const core::StreamItem& in, nova_dt::v1::ReplicationMessage* out) {
+  struct Visitor {
+    nova_dt::v1::ReplicationMessage* out;
+    void operator()(const core::EpochBegin& b) { out->mutable_begin()->set_epoch(b.epoch); }
+    void operator()(const core::RamPages& p) {
+      auto* o = out->mutable_pages();
+      o->mutable_page_index()->Add(p.page_index.begin(), p.page_index.end());
+      o->set_data(p.data);
+    }
+    void operator()(const core::DiskWrite& w) {
+      auto* o = out->mutable_disk_write();
+      o->set_disk(w.disk);
+      o->set_offset(w.offset);
+      o->set_data(w.data);
+      o->set_zeroes(w.zeroes);
+      o->set_length(w.length);
+    }
+    void operator()(const core::DeviceStateChunk& c) {
+      auto* o = out->mutable_device_state();
+      o->set_data(c.data);
+      o->set_last(c.last);
+    }
+    void operator()(const core::EpochEnd& e) {
+      auto* o = out->mutable_end();
+      o->set_epoch(e.epoch);
+      o->set_pages(e.pages);
+      o->set_disk_writes(e.disk_writes);
+      o->set_device_state_bytes(e.device_state_bytes);
+    }
+  };
+  std::visit(Visitor{out}, in);
+}
+
 }  // namespace novadt::rpc

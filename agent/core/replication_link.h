@@ -1,0 +1,131 @@
+// The replication stream of one protected server, as the epoch engine sees it (stages IV-VI):
+// the primary writes an ordered sequence of stream items; the backup hands them to a
+// ReplicaSink and acknowledges each epoch once the sink committed it. The gRPC implementation
+// is in agent/rpc; tests use fakes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "agent/common/status.h"
+
+namespace novadt::core {
+
+inline constexpr uint32_t kReplicationProtocolVersion = 1;
+inline constexpr size_t kGuestPageSize = 4096;
+
+struct DiskGeometry {
+  std::string name;  // target device, e.g. "vda"
+  uint64_t size_bytes = 0;
+  bool operator==(const DiskGeometry&) const = default;
+};
+
+// First item of every stream: which server, and the shape of its replica.
+struct StreamOpen {
+  uint32_t protocol = kReplicationProtocolVersion;
+  std::string instance_uuid;
+  std::string primary_host;
+  uint64_t ram_size_bytes = 0;
+  std::vector<DiskGeometry> disks;
+  std::string domain_xml;
+};
+
+struct EpochBegin {
+  uint64_t epoch = 0;
+};
+// Guest-RAM pages: page_index[i] has data[i * kGuestPageSize, (i+1) * kGuestPageSize).
+struct RamPages {
+  std::vector<uint64_t> page_index;
+  std::string data;
+};
+struct DiskWrite {
+  std::string disk;
+  uint64_t offset = 0;
+  std::string data;     // empty when `zeroes`
+  bool zeroes = false;  // write `length` zero bytes
+  uint64_t length = 0;  // only with `zeroes`
+};
+// A chunk of the epoch's CPU+device state; `last` ends it.
+struct DeviceStateChunk {
+  std::string data;
+  bool last = false;
+};
+// Ends epoch `epoch`; the counts let the backup check it received the whole epoch.
+struct EpochEnd {
+  uint64_t epoch = 0;
+  uint64_t pages = 0;
+  uint64_t disk_writes = 0;
+  uint64_t device_state_bytes = 0;
+};
+
+using StreamItem = std::variant<EpochBegin, RamPages, DiskWrite, DeviceStateChunk, EpochEnd>;
+
+// Backup side: receives one server's stream, in order, on one thread. Each method returns an
+// error to refuse the stream (it then ends; the sink is not called again except Close()).
+class ReplicaSink {
+ public:
+  virtual ~ReplicaSink() = default;
+  // Called for every message received, heartbeats included, before it is handled: the input
+  // of the backup's failure detector (stage VII).
+  virtual void OnPrimaryHeard() {}
+  virtual Status BeginEpoch(uint64_t epoch) = 0;
+  virtual Status AddPages(const RamPages& pages) = 0;
+  virtual Status AddDiskWrite(const DiskWrite& write) = 0;
+  virtual Status AddDeviceState(const DeviceStateChunk& chunk) = 0;
+  // Makes the epoch durable; the stream acks it only after this returned OK.
+  virtual Status CommitEpoch(const EpochEnd& end) = 0;
+  // The stream ended: OK when the primary closed it, else why (cancelled, refused, broken).
+  // An uncommitted epoch must be dropped; the committed replica stays.
+  virtual void Close(const Status& why) = 0;
+};
+
+// Backup side: accepts or refuses a new stream (unknown server, no space...).
+using ReplicaSinkFactory = std::function<StatusOr<std::unique_ptr<ReplicaSink>>(const StreamOpen&)>;
+
+// What the backup sent back.
+struct StreamAck {
+  enum class Kind { kCommitted, kHeartbeat };
+  Kind kind = Kind::kHeartbeat;
+  uint64_t epoch = 0;  // kCommitted only
+};
+
+// Primary side: one open stream. Send() may be called from one thread at a time (the sender
+// thread of stages IV/V); the callbacks given to ReplicationLink::Open run on a link thread.
+class EpochStream {
+ public:
+  virtual ~EpochStream() = default;
+  // Queues `item` for the backup in order. Blocks while the transport pushes back (flow
+  // control). Returns the stream's terminal error once it has ended.
+  virtual Status Send(const StreamItem& item) = 0;
+  // Sends a heartbeat now (the caller decides when the stream is idle).
+  virtual Status Heartbeat() = 0;
+  // Half-closes the stream and waits (bounded by `timeout`) for the backup's last acks and end.
+  virtual Status Finish(std::chrono::milliseconds timeout) = 0;
+  // Breaks the stream off; the done callback reports Cancelled. Safe from any thread.
+  virtual void Cancel() = 0;
+};
+
+struct EpochStreamCallbacks {
+  std::function<void(const StreamAck&)> on_ack;
+  // Called exactly once when the stream ends, with the backup's refusal or the transport error
+  // (OK after a clean Finish()).
+  std::function<void(const Status&)> on_done;
+};
+
+class ReplicationLink {
+ public:
+  virtual ~ReplicationLink() = default;
+  // Opens a stream to the agent at `address` and sends `open`. Fails with Unavailable when the
+  // backup cannot be reached; a refusal of `open` itself arrives through on_done, which is
+  // called exactly once in every case (also when Open() fails).
+  virtual StatusOr<std::unique_ptr<EpochStream>> Open(const std::string& address,
+                                                      const StreamOpen& open,
+                                                      EpochStreamCallbacks callbacks) = 0;
+};
+
+}  // namespace novadt::core

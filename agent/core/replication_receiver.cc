@@ -1,0 +1,135 @@
+#include "agent/core/replication_receiver.h"
+
+#include <string>
+
+namespace novadt::core {
+namespace {
+
+std::string Str(uint64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ReplicationReceiver>> ReplicationReceiver::Start(
+    const StreamOpen& open, const ReplicaSinkFactory& factory) {
+  if (open.protocol != kReplicationProtocolVersion) {
+    return absl::FailedPreconditionError(
+        "replication protocol version " + Str(open.protocol) + " from " + open.primary_host +
+        ", this agent speaks " + Str(kReplicationProtocolVersion));
+  }
+  if (open.instance_uuid.empty()) return absl::InvalidArgumentError("StreamOpen without instance_uuid");
+  if (open.ram_size_bytes == 0 || open.ram_size_bytes % kGuestPageSize != 0) {
+    return absl::InvalidArgumentError("StreamOpen ram_size_bytes " + Str(open.ram_size_bytes) +
+                                      " is not a positive multiple of the page size");
+  }
+  for (const auto& d : open.disks) {
+    if (d.name.empty() || d.size_bytes == 0) {
+      return absl::InvalidArgumentError("StreamOpen has a disk without name or size");
+    }
+  }
+  auto sink = factory(open);
+  if (!sink.ok()) return sink.status();
+  return std::unique_ptr<ReplicationReceiver>(new ReplicationReceiver(open, *std::move(sink)));
+}
+
+Status ReplicationReceiver::Expect(bool in_epoch, const char* item) const {
+  if (in_epoch_ == in_epoch) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      std::string(item) +
+      (in_epoch ? " outside an epoch" : " while epoch " + Str(epoch_) + " is still open"));
+}
+
+StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& item) {
+  const std::optional<uint64_t> no_ack;
+  if (const auto* b = std::get_if<EpochBegin>(&item)) {
+    NOVA_DT_RETURN_IF_ERROR(Expect(false, "EpochBegin"));
+    if (b->epoch != last_committed_ + 1 && last_committed_ != 0) {
+      return absl::InvalidArgumentError("EpochBegin " + Str(b->epoch) + " after committed epoch " +
+                                        Str(last_committed_) + " (wrong epoch order)");
+    }
+    NOVA_DT_RETURN_IF_ERROR(sink_->BeginEpoch(b->epoch));
+    in_epoch_ = true;
+    device_state_done_ = false;
+    epoch_ = b->epoch;
+    pages_ = disk_writes_ = device_state_bytes_ = 0;
+    return no_ack;
+  }
+  if (const auto* p = std::get_if<RamPages>(&item)) {
+    NOVA_DT_RETURN_IF_ERROR(Expect(true, "RamPages"));
+    if (p->data.size() != p->page_index.size() * kGuestPageSize) {
+      return absl::InvalidArgumentError("RamPages with " + Str(p->page_index.size()) +
+                                        " pages carries " + Str(p->data.size()) + " bytes");
+    }
+    const uint64_t page_count = open_.ram_size_bytes / kGuestPageSize;
+    for (uint64_t idx : p->page_index) {
+      if (idx >= page_count) {
+        return absl::InvalidArgumentError("RamPages page " + Str(idx) + " beyond guest RAM (" +
+                                          Str(page_count) + " pages)");
+      }
+    }
+    NOVA_DT_RETURN_IF_ERROR(sink_->AddPages(*p));
+    pages_ += p->page_index.size();
+    return no_ack;
+  }
+  if (const auto* w = std::get_if<DiskWrite>(&item)) {
+    NOVA_DT_RETURN_IF_ERROR(Expect(true, "DiskWrite"));
+    const DiskGeometry* disk = nullptr;
+    for (const auto& d : open_.disks) {
+      if (d.name == w->disk) disk = &d;
+    }
+    if (!disk) return absl::InvalidArgumentError("DiskWrite to unknown disk '" + w->disk + "'");
+    const uint64_t len = w->zeroes ? w->length : w->data.size();
+    if (w->zeroes && !w->data.empty()) {
+      return absl::InvalidArgumentError("DiskWrite of zeroes carries data");
+    }
+    if (w->offset > disk->size_bytes || len > disk->size_bytes - w->offset) {
+      return absl::InvalidArgumentError("DiskWrite " + Str(w->offset) + "+" + Str(len) +
+                                        " beyond disk '" + w->disk + "' (" +
+                                        Str(disk->size_bytes) + " bytes)");
+    }
+    NOVA_DT_RETURN_IF_ERROR(sink_->AddDiskWrite(*w));
+    ++disk_writes_;
+    return no_ack;
+  }
+  if (const auto* c = std::get_if<DeviceStateChunk>(&item)) {
+    NOVA_DT_RETURN_IF_ERROR(Expect(true, "DeviceState"));
+    if (device_state_done_) {
+      return absl::InvalidArgumentError("DeviceState after the last chunk of epoch " + Str(epoch_));
+    }
+    NOVA_DT_RETURN_IF_ERROR(sink_->AddDeviceState(*c));
+    device_state_bytes_ += c->data.size();
+    device_state_done_ = c->last;
+    return no_ack;
+  }
+  const auto& e = std::get<EpochEnd>(item);
+  NOVA_DT_RETURN_IF_ERROR(Expect(true, "EpochEnd"));
+  if (e.epoch != epoch_) {
+    return absl::InvalidArgumentError("EpochEnd " + Str(e.epoch) + " for open epoch " + Str(epoch_));
+  }
+  if (!device_state_done_) {
+    return absl::InvalidArgumentError("EpochEnd " + Str(e.epoch) + " without the device state");
+  }
+  if (e.pages != pages_ || e.disk_writes != disk_writes_ ||
+      e.device_state_bytes != device_state_bytes_) {
+    return absl::InvalidArgumentError(
+        "epoch " + Str(e.epoch) + " incomplete: primary sent " + Str(e.pages) + " pages, " +
+        Str(e.disk_writes) + " disk writes, " + Str(e.device_state_bytes) +
+        " device-state bytes; received " + Str(pages_) + ", " + Str(disk_writes_) + ", " +
+        Str(device_state_bytes_));
+  }
+  NOVA_DT_RETURN_IF_ERROR(sink_->CommitEpoch(e));
+  in_epoch_ = false;
+  last_committed_ = e.epoch;
+  return std::optional<uint64_t>(e.epoch);
+}
+
+void ReplicationReceiver::Close(Status why) {
+  if (closed_) return;
+  closed_ = true;
+  if (why.ok() && in_epoch_) {
+    why = absl::DataLossError("stream ended inside epoch " + Str(epoch_) +
+                              "; the replica stays at epoch " + Str(last_committed_));
+  }
+  sink_->Close(why);
+}
+
+}  // namespace novadt::core

@@ -1,0 +1,57 @@
+// Backup side of one replication stream, transport-free: checks the order and completeness of
+// what arrives (StreamOpen, then per epoch EpochBegin, data items, EpochEnd) and drives the
+// ReplicaSink. The gRPC service feeds it; tests feed it directly.
+//
+// Not thread-safe: one stream, one thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "agent/core/replication_link.h"
+
+namespace novadt::core {
+
+class ReplicationReceiver {
+ public:
+  // Checks `open` (protocol version, identity, geometry) and asks `factory` for the sink.
+  // FailedPrecondition for another protocol version, InvalidArgument for a malformed open,
+  // and the factory's own error when it refuses.
+  static StatusOr<std::unique_ptr<ReplicationReceiver>> Start(const StreamOpen& open,
+                                                              const ReplicaSinkFactory& factory);
+
+  // Handles the next item. Returns the epoch to acknowledge when `item` completed one, nullopt
+  // otherwise, or the error that ends the stream: InvalidArgument for a malformed item or one
+  // out of order (the message says which), the sink's error when it refuses. After an error the
+  // receiver must not be fed again.
+  StatusOr<std::optional<uint64_t>> Handle(const StreamItem& item);
+
+  // A heartbeat (or any message) arrived.
+  void Heard() { sink_->OnPrimaryHeard(); }
+
+  // The stream ended, cleanly (`why` OK) or not. An epoch still open is reported as the reason
+  // (the primary went away mid-epoch); the sink drops it.
+  void Close(Status why);
+
+  const StreamOpen& open() const { return open_; }
+  uint64_t last_committed() const { return last_committed_; }
+
+ private:
+  ReplicationReceiver(StreamOpen open, std::unique_ptr<ReplicaSink> sink)
+      : open_(std::move(open)), sink_(std::move(sink)) {}
+
+  Status Expect(bool in_epoch, const char* item) const;
+
+  StreamOpen open_;
+  std::unique_ptr<ReplicaSink> sink_;
+  bool in_epoch_ = false;
+  bool device_state_done_ = false;
+  bool closed_ = false;
+  uint64_t epoch_ = 0;
+  uint64_t last_committed_ = 0;
+  uint64_t pages_ = 0;
+  uint64_t disk_writes_ = 0;
+  uint64_t device_state_bytes_ = 0;
+};
+
+}  // namespace novadt::core

@@ -1,0 +1,239 @@
+#include "agent/rpc/grpc_replication.h"
+
+#include <pthread.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "agent/common/logging.h"
+#include "agent/core/replication_receiver.h"
+#include "agent/rpc/convert.h"
+
+namespace novadt::rpc {
+namespace {
+
+using nova_dt::v1::ReplicationAck;
+using nova_dt::v1::ReplicationMessage;
+
+int64_t NowUnixUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A proto data message as a core stream item; heartbeats and opens are handled by the caller.
+core::StreamItem ItemFromProto(const ReplicationMessage& m) {
+  switch (m.body_case()) {
+    case ReplicationMessage::kBegin:
+      return core::EpochBegin{m.begin().epoch()};
+    case ReplicationMessage::kPages:
+      return core::RamPages{{m.pages().page_index().begin(), m.pages().page_index().end()},
+                            m.pages().data()};
+    case ReplicationMessage::kDiskWrite: {
+      const auto& w = m.disk_write();
+      return core::DiskWrite{w.disk(), w.offset(), w.data(), w.zeroes(), w.length()};
+    }
+    case ReplicationMessage::kDeviceState:
+      return core::DeviceStateChunk{m.device_state().data(), m.device_state().last()};
+    default: {
+      const auto& e = m.end();
+      return core::EpochEnd{e.epoch(), e.pages(), e.disk_writes(), e.device_state_bytes()};
+    }
+  }
+}
+
+}  // namespace
+
+grpc::Status ServeReplicationStream(
+    grpc::ServerContext* ctx, grpc::ServerReaderWriter<ReplicationAck, ReplicationMessage>* stream,
+    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval) {
+  ReplicationMessage msg;
+  if (!stream->Read(&msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before StreamOpen");
+  if (msg.body_case() != ReplicationMessage::kOpen) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "first message is not StreamOpen");
+  }
+  auto receiver = core::ReplicationReceiver::Start(FromProto(msg.open()), factory);
+  if (!receiver.ok()) {
+    spdlog::warn("replication stream from {} refused: {}", msg.open().primary_host(),
+                 receiver.status().ToString());
+    return ToGrpc(receiver.status());
+  }
+  const InstanceLog log((*receiver)->open().instance_uuid);
+  log.Info("replication stream from {} opened", (*receiver)->open().primary_host);
+
+  // Acks (this thread) and heartbeats (helper thread) share the stream's write side.
+  std::mutex write_mu;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  auto write = [&](const ReplicationAck& ack) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    return stream->Write(ack);
+  };
+  std::thread heartbeats([&] {
+    pthread_setname_np(pthread_self(), "repl-heartbeat");
+    std::unique_lock<std::mutex> lock(write_mu);
+    while (!stop_cv.wait_for(lock, heartbeat_interval, [&] { return stopping; })) {
+      ReplicationAck hb;
+      hb.mutable_heartbeat()->set_sent_unix_us(NowUnixUs());
+      if (!stream->Write(hb)) break;
+    }
+  });
+
+  Status result;
+  while (result.ok()) {
+    if (!stream->Read(&msg)) {
+      if (ctx->IsCancelled()) result = absl::CancelledError("primary cancelled the stream");
+      break;
+    }
+    (*receiver)->Heard();
+    if (msg.body_case() == ReplicationMessage::kHeartbeat) continue;
+    if (msg.body_case() == ReplicationMessage::kOpen || msg.body_case() == ReplicationMessage::BODY_NOT_SET) {
+      result = absl::InvalidArgumentError(msg.body_case() == ReplicationMessage::kOpen
+                                              ? "second StreamOpen on one stream"
+                                              : "empty ReplicationMessage");
+      break;
+    }
+    auto acked = (*receiver)->Handle(ItemFromProto(msg));
+    if (!acked.ok()) {
+      result = acked.status();
+    } else if (acked->has_value()) {
+      ReplicationAck ack;
+      ack.mutable_committed()->set_epoch(**acked);
+      if (!write(ack)) result = absl::UnavailableError("cannot send ack to the primary");
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(write_mu);
+    stopping = true;
+  }
+  stop_cv.notify_all();
+  heartbeats.join();
+  (*receiver)->Close(result);
+  if (!result.ok()) log.Warn("replication stream ended: {}", result.ToString());
+  return ToGrpc(result);
+}
+
+namespace {
+
+class GrpcEpochStream final : public core::EpochStream {
+ public:
+  GrpcEpochStream(nova_dt::v1::Peer::Stub* stub, core::EpochStreamCallbacks callbacks)
+      : callbacks_(std::move(callbacks)) {
+    stream_ = stub->Replicate(&ctx_);
+  }
+
+  ~GrpcEpochStream() override {
+    Cancel();
+    if (reader_.joinable()) reader_.join();
+  }
+
+  // Sends the StreamOpen and starts reading acks.
+  Status Start(const core::StreamOpen& open) {
+    ReplicationMessage m;
+    ToProto(open, m.mutable_open());
+    const bool sent = stream_->Write(m);
+    reader_ = std::thread([this] { ReadAcks(); });
+    pthread_setname_np(reader_.native_handle(), "repl-acks");
+    return sent ? absl::OkStatus() : Terminal();
+  }
+
+  Status Send(const core::StreamItem& item) override {
+    ReplicationMessage m;
+    ToProto(item, &m);
+    return stream_->Write(m) ? absl::OkStatus() : Terminal();
+  }
+
+  Status Heartbeat() override {
+    ReplicationMessage m;
+    m.mutable_heartbeat()->set_sent_unix_us(NowUnixUs());
+    return stream_->Write(m) ? absl::OkStatus() : Terminal();
+  }
+
+  Status Finish(std::chrono::milliseconds timeout) override {
+    stream_->WritesDone();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!done_cv_.wait_for(lock, timeout, [this] { return done_; })) {
+      lock.unlock();
+      ctx_.TryCancel();
+      return absl::DeadlineExceededError("backup did not end the stream in time");
+    }
+    return final_;
+  }
+
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  void ReadAcks() {
+    ReplicationAck ack;
+    while (stream_->Read(&ack)) {
+      if (!callbacks_.on_ack) continue;
+      if (ack.body_case() == ReplicationAck::kCommitted) {
+        callbacks_.on_ack({core::StreamAck::Kind::kCommitted, ack.committed().epoch()});
+      } else {
+        callbacks_.on_ack({core::StreamAck::Kind::kHeartbeat, 0});
+      }
+    }
+    const Status st = FromGrpc(stream_->Finish());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      final_ = st;
+      done_ = true;
+    }
+    done_cv_.notify_all();
+    if (callbacks_.on_done) callbacks_.on_done(st);
+  }
+
+  // A failed Write means the stream is over; its status comes from Finish() on the reader.
+  Status Terminal() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return done_; });
+    if (!done_) return absl::UnavailableError("replication stream broken");
+    return final_.ok() ? absl::UnavailableError("replication stream closed") : final_;
+  }
+
+  grpc::ClientContext ctx_;
+  core::EpochStreamCallbacks callbacks_;
+  std::unique_ptr<grpc::ClientReaderWriter<ReplicationMessage, ReplicationAck>> stream_;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  Status final_;
+};
+
+class GrpcReplicationLink final : public core::ReplicationLink {
+ public:
+  StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string& address,
+                                                    const core::StreamOpen& open,
+                                                    core::EpochStreamCallbacks callbacks) override {
+    auto stream = std::make_unique<GrpcEpochStream>(Stub(address), std::move(callbacks));
+    NOVA_DT_RETURN_IF_ERROR(stream->Start(open));
+    return std::unique_ptr<core::EpochStream>(std::move(stream));
+  }
+
+ private:
+  nova_dt::v1::Peer::Stub* Stub(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& stub = stubs_[address];
+    if (!stub) {
+      grpc::ChannelArguments args;
+      args.SetMaxSendMessageSize(kMaxPeerMessageBytes);
+      args.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
+      stub = nova_dt::v1::Peer::NewStub(
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    }
+    return stub.get();
+  }
+
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<nova_dt::v1::Peer::Stub>> stubs_;
+};
+
+}  // namespace
+
+std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink() {
+  return std::make_unique<GrpcReplicationLink>();
+}
+
+}  // namespace novadt::rpc

@@ -1,0 +1,41 @@
+// The replication stream over gRPC (nova_dt.v1.Peer/Replicate): the backup's service side and
+// the primary's core::ReplicationLink.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "agent/core/replication_link.h"
+#include "nova_dt/v1/peer.grpc.pb.h"
+
+namespace novadt::rpc {
+
+// Largest message either side accepts on the peer port. Senders chunk below it.
+inline constexpr int kMaxPeerMessageBytes = 16 << 20;
+
+// Serves one Replicate call on the calling (gRPC) thread until the stream ends: checks and
+// forwards every message through core::ReplicationReceiver to the sink made by `factory`,
+// acknowledges committed epochs, and sends a heartbeat every `heartbeat_interval` (from a
+// helper thread) so the primary can tell a slow backup from a dead one. Returns the status the
+// primary sees (refusals carry the receiver's or the sink's message).
+grpc::Status ServeReplicationStream(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<nova_dt::v1::ReplicationAck, nova_dt::v1::ReplicationMessage>* stream,
+    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval);
+
+// The primary's side. Thread-safe; streams it opens are independent.
+std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink();
+
+// absl and gRPC use the same numeric codes.
+inline grpc::Status ToGrpc(const absl::Status& st) {
+  return st.ok() ? grpc::Status::OK
+                 : grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
+}
+inline absl::Status FromGrpc(const grpc::Status& st) {
+  return st.ok() ? absl::OkStatus()
+                 : absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+}
+
+}  // namespace novadt::rpc

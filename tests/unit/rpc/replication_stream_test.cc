@@ -1,0 +1,232 @@
+// The replication stream over real gRPC on port 0: ordered items, commit acks, heartbeats in
+// both directions, refusals and broken streams as the primary sees them.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "agent/rpc/agent_server.h"
+#include "agent/rpc/grpc_replication.h"
+#include "tests/support/fake_replica_sink.h"
+#include "tests/support/test_util.h"
+
+namespace novadt::rpc {
+namespace {
+
+using novadt::testing::FakeReplicaState;
+using novadt::testing::SmallEpoch;
+using novadt::testing::TestOpen;
+using novadt::testing::WaitFor;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// What the primary's callbacks saw.
+struct PrimaryView {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint64_t> committed;
+  int heartbeats = 0;
+  std::optional<Status> done;
+  int done_calls = 0;
+
+  core::EpochStreamCallbacks Callbacks() {
+    return {[this](const core::StreamAck& a) {
+              std::lock_guard<std::mutex> lock(mu);
+              if (a.kind == core::StreamAck::Kind::kCommitted) {
+                committed.push_back(a.epoch);
+              } else {
+                ++heartbeats;
+              }
+              cv.notify_all();
+            },
+            [this](const Status& st) {
+              std::lock_guard<std::mutex> lock(mu);
+              done = st;
+              ++done_calls;
+              cv.notify_all();
+            }};
+  }
+  bool WaitDone(milliseconds t) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, t, [this] { return done.has_value(); });
+  }
+  std::vector<uint64_t> Committed() {
+    std::lock_guard<std::mutex> lock(mu);
+    return committed;
+  }
+  int Heartbeats() {
+    std::lock_guard<std::mutex> lock(mu);
+    return heartbeats;
+  }
+};
+
+class ReplicationStreamTest : public ::testing::Test {
+ protected:
+  void StartBackup(bool keeps_replicas = true) {
+    ServiceHandlers h;
+    h.host = "rig-b";
+    h.status = [] { return core::AgentStatusSnapshot{}; };
+    h.hello_received = [](auto&&...) {};
+    if (keeps_replicas) h.open_replica = novadt::testing::FakeSinkFactory(state_);
+    h.replication_heartbeat = milliseconds(50);
+    auto s = StartAgentServer("unix:" + dir_.path() + "/b.sock", "127.0.0.1:0", std::move(h));
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+  }
+  StatusOr<std::unique_ptr<core::EpochStream>> Open(const core::StreamOpen& open = TestOpen()) {
+    return link_->Open(server_->peer_address(), open, view_.Callbacks());
+  }
+
+  novadt::testing::ScratchDir dir_;
+  std::shared_ptr<FakeReplicaState> state_ = std::make_shared<FakeReplicaState>();
+  std::unique_ptr<AgentServer> server_;
+  std::unique_ptr<core::ReplicationLink> link_ = MakeGrpcReplicationLink();
+  PrimaryView view_;
+};
+
+TEST_F(ReplicationStreamTest, EpochsArriveInOrderAndAreAckedAfterCommit) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  for (uint64_t e = 1; e <= 3; ++e) {
+    for (const auto& item : SmallEpoch(e)) ASSERT_TRUE((*stream)->Send(item).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { return view_.Committed().size() == 3; }, seconds(5)));
+  EXPECT_THAT(view_.Committed(), ElementsAre(1, 2, 3));
+  EXPECT_THAT(state_->Committed(), ElementsAre(1, 2, 3));
+  EXPECT_TRUE((*stream)->Finish(seconds(5)).ok());
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_TRUE(view_.done->ok()) << *view_.done;
+  EXPECT_EQ(state_->Calls().back(), "close OK");
+  EXPECT_EQ(view_.done_calls, 1);
+}
+
+TEST_F(ReplicationStreamTest, HeartbeatsFlowBothWaysWhileIdle) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  // Backup → primary every 50 ms without any traffic.
+  EXPECT_TRUE(WaitFor([&] { return view_.Heartbeats() >= 3; }, seconds(5)));
+  // Primary → backup: every message counts as a sign of life, heartbeats included.
+  const int before = state_->heard.load();
+  ASSERT_TRUE((*stream)->Heartbeat().ok());
+  ASSERT_TRUE((*stream)->Heartbeat().ok());
+  EXPECT_TRUE(WaitFor([&] { return state_->heard.load() >= before + 2; }, seconds(5)));
+  EXPECT_TRUE(state_->Calls().empty());  // heartbeats never reach the replica itself
+}
+
+TEST_F(ReplicationStreamTest, VersionMismatchIsRefusedWithAClearReason) {
+  StartBackup();
+  core::StreamOpen open = TestOpen();
+  open.protocol = 7;
+  auto stream = Open(open);
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_TRUE(absl::IsFailedPrecondition(*view_.done)) << *view_.done;
+  EXPECT_THAT(std::string(view_.done->message()), HasSubstr("protocol version 7"));
+  if (stream.ok()) {
+    Status st = (*stream)->Send(core::EpochBegin{1});
+    EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
+  }
+}
+
+TEST_F(ReplicationStreamTest, OutOfOrderEpochEndsTheStreamAndKeepsTheCommittedOnes) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  for (const auto& item : SmallEpoch(1)) ASSERT_TRUE((*stream)->Send(item).ok());
+  (void)(*stream)->Send(core::EpochBegin{5});
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_TRUE(absl::IsInvalidArgument(*view_.done)) << *view_.done;
+  EXPECT_THAT(std::string(view_.done->message()), HasSubstr("wrong epoch order"));
+  EXPECT_THAT(view_.Committed(), ElementsAre(1));
+  EXPECT_THAT(state_->Calls().back(), HasSubstr("close INVALID_ARGUMENT"));
+  // Later sends report the stream's end instead of pretending to work.
+  EXPECT_FALSE((*stream)->Send(core::EpochBegin{2}).ok());
+}
+
+TEST_F(ReplicationStreamTest, DiskFullOnTheBackupReachesThePrimary) {
+  state_->fail_on = "commit 2";
+  state_->fail_with = absl::ResourceExhaustedError("replica disk full");
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  for (uint64_t e = 1; e <= 2; ++e) {
+    for (const auto& item : SmallEpoch(e)) (void)(*stream)->Send(item);
+  }
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_TRUE(absl::IsResourceExhausted(*view_.done)) << *view_.done;
+  EXPECT_THAT(std::string(view_.done->message()), HasSubstr("replica disk full"));
+  EXPECT_THAT(view_.Committed(), ElementsAre(1));
+}
+
+TEST_F(ReplicationStreamTest, AgentWithoutReplicasAnswersUnimplemented) {
+  StartBackup(/*keeps_replicas=*/false);
+  auto stream = Open();
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_EQ(view_.done->code(), absl::StatusCode::kUnimplemented) << *view_.done;
+}
+
+TEST_F(ReplicationStreamTest, BackupGoingAwayMidEpochBreaksTheStreamAndTheReplicaDropsTheEpoch) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  for (const auto& item : SmallEpoch(1)) ASSERT_TRUE((*stream)->Send(item).ok());
+  ASSERT_TRUE((*stream)->Send(core::EpochBegin{2}).ok());
+  ASSERT_TRUE(WaitFor([&] { return view_.Committed().size() == 1; }, seconds(5)));
+  server_->Shutdown(milliseconds(100));
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_FALSE(view_.done->ok());
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto calls = state_->Calls();
+        return !calls.empty() && calls.back().rfind("close", 0) == 0 && calls.back() != "close OK";
+      },
+      seconds(5)));
+}
+
+TEST_F(ReplicationStreamTest, PrimaryCancellingIsSeenByTheBackup) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE((*stream)->Send(core::EpochBegin{1}).ok());
+  (*stream)->Cancel();
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_EQ(view_.done->code(), absl::StatusCode::kCancelled) << *view_.done;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto calls = state_->Calls();
+        return !calls.empty() && calls.back().rfind("close CANCELLED", 0) == 0;
+      },
+      seconds(5)))
+      << (state_->Calls().empty() ? "" : state_->Calls().back());
+}
+
+TEST_F(ReplicationStreamTest, UnreachableBackupFailsOpenAndReportsDoneOnce) {
+  const std::string address = "127.0.0.1:" + std::to_string(novadt::testing::FreeTcpPort());
+  auto stream = link_->Open(address, TestOpen(), view_.Callbacks());
+  EXPECT_FALSE(stream.ok());
+  EXPECT_TRUE(absl::IsUnavailable(stream.status())) << stream.status();
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_EQ(view_.done_calls, 1);
+}
+
+TEST_F(ReplicationStreamTest, OversizedMessageIsRefused) {
+  StartBackup();
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE((*stream)->Send(core::EpochBegin{1}).ok());
+  const size_t pages = (kMaxPeerMessageBytes / core::kGuestPageSize) + 1;
+  core::RamPages big;
+  for (size_t i = 0; i < pages; ++i) big.page_index.push_back(i % 64);
+  big.data.assign(pages * core::kGuestPageSize, 'x');
+  (void)(*stream)->Send(big);
+  ASSERT_TRUE(view_.WaitDone(seconds(10)));
+  EXPECT_EQ(view_.done->code(), absl::StatusCode::kResourceExhausted) << *view_.done;
+  EXPECT_TRUE(state_->Committed().empty());
+}
+
+}  // namespace
+}  // namespace novadt::rpc
