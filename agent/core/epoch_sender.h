@@ -1,0 +1,33 @@
+// Stage IV/V, sender half: one staged epoch → the ordered item sequence of the replication
+// stream (EpochBegin, RAM pages, disk writes, device state, EpochEnd), chunked so no message
+// exceeds the transport's limit. Runs on the sender thread after the guest was resumed
+// (stage III), so its cost is off the checkpoint pause.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/core/replication_link.h"
+
+namespace novadt::core {
+
+// What stages I-III leave for the sender: everything copied out while the guest was paused.
+struct StagedEpoch {
+  uint64_t epoch = 0;
+  std::vector<uint64_t> page_index;  // dirty pages, ascending
+  std::string page_data;             // page_index.size() * kGuestPageSize bytes, same order
+  std::vector<DiskWrite> disk_writes;  // in the order the guest issued them
+  std::string device_state;            // CPU + device state blob of the checkpoint
+};
+
+// Largest payload put into one stream item by default (well under the peer link's 16 MiB).
+inline constexpr size_t kDefaultChunkBytes = 4 << 20;
+
+// Sends `epoch` on `stream`. REQUIRES: page_data.size() == page_index.size() * kGuestPageSize,
+// max_chunk_bytes >= kGuestPageSize (InvalidArgument otherwise). Returns the stream's error if
+// it ends part-way; the backup then drops the partial epoch.
+Status SendEpoch(const StagedEpoch& epoch, EpochStream& stream,
+                 size_t max_chunk_bytes = kDefaultChunkBytes);
+
+}  // namespace novadt::core
