@@ -1,0 +1,100 @@
+#include "agent/engine/egress_gate.h"
+
+#include <nlohmann/json.hpp>
+
+#include "agent/engine/qmp.h"
+
+namespace novadt::engine {
+namespace {
+
+// filter-buffer's interval is a uint32 in microseconds and must be positive; its timer would
+// release frames on its own, so take (nearly) the largest: ~66 minutes, far beyond any epoch.
+constexpr uint32_t kNeverIntervalUs = 4'000'000'000u;
+
+}  // namespace
+
+StatusOr<std::unique_ptr<EgressGate>> EgressGate::Create(core::Hypervisor& hv,
+                                                         std::string instance_uuid) {
+  auto filters = QmpCall(hv, instance_uuid, {{"execute", "query-rx-filter"}});
+  if (!filters.ok()) return filters.status();
+  std::vector<std::string> netdevs;
+  for (const auto& nic : *filters) {
+    const std::string device = nic.value("name", "");
+    auto netdev = QmpCall(hv, instance_uuid,
+                          {{"execute", "qom-get"},
+                           {"arguments", {{"path", "/machine/peripheral/" + device},
+                                          {"property", "netdev"}}}});
+    if (!netdev.ok()) return netdev.status();
+    if (!netdev->is_string() || netdev->get<std::string>().empty()) {
+      return absl::FailedPreconditionError("NIC '" + device + "' has no netdev to filter");
+    }
+    netdevs.push_back(netdev->get<std::string>());
+  }
+  if (netdevs.empty()) {
+    return absl::FailedPreconditionError("domain " + instance_uuid + " has no NIC");
+  }
+  return std::unique_ptr<EgressGate>(
+      new EgressGate(hv, std::move(instance_uuid), std::move(netdevs)));
+}
+
+std::string EgressGate::BufferId(const std::string& netdev, uint64_t epoch) {
+  return "dt-egress-" + netdev + "-" + std::to_string(epoch);
+}
+
+Status EgressGate::Open(uint64_t epoch) {
+  if (!held_.empty() && epoch <= held_.back()) {
+    return absl::FailedPreconditionError("egress epoch " + std::to_string(epoch) +
+                                         " opened after epoch " + std::to_string(held_.back()));
+  }
+  for (size_t i = 0; i < netdevs_.size(); ++i) {
+    auto added = QmpCall(hv_, uuid_,
+                         {{"execute", "object-add"},
+                          {"arguments", {{"qom-type", "filter-buffer"},
+                                         {"id", BufferId(netdevs_[i], epoch)},
+                                         {"netdev", netdevs_[i]},
+                                         {"queue", "rx"},
+                                         {"interval", kNeverIntervalUs}}}});
+    if (!added.ok()) {
+      // Undo the NICs already done, so the gate's view (held_) stays true.
+      for (size_t j = 0; j < i; ++j) {
+        (void)QmpCall(hv_, uuid_,
+                      {{"execute", "object-del"},
+                       {"arguments", {{"id", BufferId(netdevs_[j], epoch)}}}});
+      }
+      return added.status();
+    }
+  }
+  held_.push_back(epoch);
+  return absl::OkStatus();
+}
+
+Status EgressGate::Delete(uint64_t epoch) {
+  for (const auto& netdev : netdevs_) {
+    auto deleted = QmpCall(hv_, uuid_,
+                           {{"execute", "object-del"},
+                            {"arguments", {{"id", BufferId(netdev, epoch)}}}});
+    // A buffer already gone (a retry after a partial release) has released its frames. QEMU
+    // 7.2 reports an unknown object as GenericError "object '<id>' not found".
+    if (!deleted.ok() && !absl::IsNotFound(deleted.status()) &&
+        deleted.status().message().find("not found") == absl::string_view::npos) {
+      return deleted.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status EgressGate::Release(uint64_t epoch) {
+  while (!held_.empty() && held_.front() <= epoch) {
+    NOVA_DT_RETURN_IF_ERROR(Delete(held_.front()));
+    held_.pop_front();
+  }
+  return absl::OkStatus();
+}
+
+Status EgressGate::ReleaseAll() {
+  return held_.empty() ? absl::OkStatus() : Release(held_.back());
+}
+
+std::vector<uint64_t> EgressGate::held_epochs() const { return {held_.begin(), held_.end()}; }
+
+}  // namespace novadt::engine
