@@ -1,0 +1,346 @@
+#include "agent/replica/replica_store.h"
+
+#include <errno.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "tests/support/test_util.h"
+#include "tests/unit/replica/replica_test_util.h"
+
+namespace novadt::replica {
+namespace {
+
+using ::novadt::testing::ScratchDir;
+using ::testing::HasSubstr;
+
+// Fails one chosen step (the n-th call of it) with a chosen status.
+class FailStepHook final : public FaultHook {
+ public:
+  FailStepHook(CommitStep step, Status status, int nth = 1)
+      : step_(step), status_(std::move(status)), nth_(nth) {}
+  Status Before(CommitStep step) override {
+    if (armed_ && step == step_ && ++seen_ == nth_) return status_;
+    return absl::OkStatus();
+  }
+  void Arm() { armed_ = true; }
+
+ private:
+  CommitStep step_;
+  Status status_;
+  int nth_;
+  int seen_ = 0;
+  bool armed_ = false;
+};
+
+class ReplicaStoreTest : public ::testing::Test {
+ protected:
+  std::string Dir() const { return ReplicaDir(scratch_.path(), "8e4f2c1a-uuid"); }
+  std::unique_ptr<ReplicaStore> CreateSeeded(uint64_t up_to, const ReplicaOptions& opt = {}) {
+    auto store = ReplicaStore::Create(Dir(), geometry_, opt);
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return nullptr;
+    for (uint64_t n = 1; n <= up_to; ++n) {
+      Status st = FeedAndCommit(**store, MakeEpoch(geometry_, n));
+      EXPECT_TRUE(st.ok()) << "epoch " << n << ": " << st;
+    }
+    return *std::move(store);
+  }
+
+  ScratchDir scratch_{"nova-dt-replica"};
+  ReplicaGeometry geometry_ = SmallGeometry();
+  std::vector<Model> models_ = Models(geometry_, 6);
+};
+
+TEST_F(ReplicaStoreTest, CreateLaysOutTheDirectoryUnseeded) {
+  auto store = ReplicaStore::Create(Dir(), geometry_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->committed_epoch(), 0u);
+  EXPECT_EQ((*store)->ram_path(), Dir() + "/ram.img");
+  EXPECT_EQ((*store)->disk_path("vda"), Dir() + "/disk-vda.raw");
+  EXPECT_EQ((*store)->disk_path("nope"), "");
+  EXPECT_EQ(std::filesystem::file_size(Dir() + "/ram.img"), geometry_.ram_size);
+  EXPECT_EQ(std::filesystem::file_size(Dir() + "/disk-vdb.raw"), 20u * 1024);
+  EXPECT_TRUE(std::filesystem::exists(Dir() + "/epoch.rec"));
+  EXPECT_TRUE(ReplicaEquals(**store, models_[0]));
+
+  EXPECT_EQ(ReplicaStore::Create(Dir(), geometry_).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  ReplicaGeometry bad = geometry_;
+  bad.ram_size = 1000;
+  EXPECT_EQ(ReplicaStore::Create(scratch_.path() + "/other", bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReplicaStore::Open(scratch_.path() + "/missing").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ReplicaStoreTest, CommitsEpochsInOrderAndSurvivesReopen) {
+  auto store = CreateSeeded(0);
+  for (uint64_t n = 1; n <= 5; ++n) {
+    ASSERT_TRUE(FeedAndCommit(*store, MakeEpoch(geometry_, n)).ok());
+    EXPECT_TRUE(ReplicaEquals(*store, models_[n]));
+  }
+  // Device-state slots alternate; the committed one is what device_state_path() names.
+  EXPECT_THAT(store->device_state_path(), HasSubstr("devstate-1.bin"));
+  store.reset();
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->geometry().disks.size(), 2u);
+  EXPECT_EQ((*reopened)->geometry().ram_size, geometry_.ram_size);
+  EXPECT_TRUE(ReplicaEquals(**reopened, models_[5]));
+  EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.redo"));
+  EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.commit"));
+}
+
+TEST_F(ReplicaStoreTest, WrongEpochOrderIsRefused) {
+  auto store = CreateSeeded(2);
+  for (uint64_t bad : {0, 1, 2, 4, 100}) {
+    Status st = store->BeginEpoch(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("wrong epoch order"));
+  }
+  ASSERT_TRUE(store->BeginEpoch(3).ok());
+  EXPECT_EQ(store->BeginEpoch(3).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->BeginEpoch(4).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+}
+
+TEST_F(ReplicaStoreTest, IncompleteEpochNeverTouchesTheReplica) {
+  auto store = CreateSeeded(2);
+  const std::string ram_before = Slurp(store->ram_path());
+  const std::string vda_before = Slurp(store->disk_path("vda"));
+  ASSERT_TRUE(Feed(*store, MakeEpoch(geometry_, 3)).ok());
+  EXPECT_EQ(Slurp(store->ram_path()), ram_before);
+  EXPECT_EQ(Slurp(store->disk_path("vda")), vda_before);
+  EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+  // The primary dies mid-epoch: the backup drops the epoch, the replica stays at 2.
+  store->Abort();
+  EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+  EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.redo"));
+  // ... and epoch 3 can be received again.
+  ASSERT_TRUE(FeedAndCommit(*store, MakeEpoch(geometry_, 3)).ok());
+  EXPECT_TRUE(ReplicaEquals(*store, models_[3]));
+}
+
+TEST_F(ReplicaStoreTest, AnOpenEpochLostWithTheProcessIsDiscardedOnOpen) {
+  ReplicaOptions opt;
+  opt.max_buffered_bytes = 4096;  // epoch 3 spills to journal.redo before Commit
+  auto store = CreateSeeded(2, opt);
+  ASSERT_TRUE(Feed(*store, MakeEpoch(geometry_, 3)).ok());
+  EXPECT_TRUE(std::filesystem::exists(Dir() + "/journal.redo"));
+  store.reset();  // no Commit, no Abort
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE(ReplicaEquals(**reopened, models_[2]));
+  EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.redo"));
+}
+
+TEST_F(ReplicaStoreTest, LaterWritesWinWithinAnEpoch) {
+  auto store = CreateSeeded(1);
+  ASSERT_TRUE(store->BeginEpoch(2).ok());
+  ASSERT_TRUE(store->AddPages({5, 6}, std::string(kPage, 'a') + std::string(kPage, 'b')).ok());
+  ASSERT_TRUE(store->AddPages({5}, std::string(kPage, 'c')).ok());
+  ASSERT_TRUE(store->AddDiskWrite("vdb", 10, std::string(100, 'x')).ok());
+  ASSERT_TRUE(store->AddDiskWrite("vdb", 50, std::string(10, 'y')).ok());
+  ASSERT_TRUE(store->SetDeviceState("dev").ok());
+  ASSERT_TRUE(store->Commit().ok());
+  std::string ram = Slurp(store->ram_path());
+  EXPECT_EQ(ram.substr(5 * kPage, kPage), std::string(kPage, 'c'));
+  EXPECT_EQ(ram.substr(6 * kPage, kPage), std::string(kPage, 'b'));
+  std::string vdb = Slurp(store->disk_path("vdb"));
+  EXPECT_EQ(vdb.substr(10, 40), std::string(40, 'x'));
+  EXPECT_EQ(vdb.substr(50, 10), std::string(10, 'y'));
+  EXPECT_EQ(vdb.substr(60, 50), std::string(50, 'x'));
+  EXPECT_EQ(Slurp(store->device_state_path()), "dev");
+}
+
+TEST_F(ReplicaStoreTest, BadInputIsRefusedAndLeavesTheEpochUsable) {
+  auto store = CreateSeeded(1);
+  EXPECT_EQ(store->AddPages({1}, std::string(kPage, 'x')).code(),
+            absl::StatusCode::kFailedPrecondition);  // no epoch open
+  EXPECT_EQ(store->Commit().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store->BeginEpoch(2).ok());
+  EXPECT_EQ(store->AddPages({64}, std::string(kPage, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AddPages({1, 2}, std::string(kPage, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AddDiskWrite("vdz", 0, "x").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->AddDiskWrite("vdb", 20 * 1024 - 1, "xy").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AddDiskWrite("vdb", ~0ull, "x").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Commit().code(), absl::StatusCode::kFailedPrecondition);  // no devstate
+  ASSERT_TRUE(store->SetDeviceState("d").ok());
+  EXPECT_EQ(store->SetDeviceState("d").code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store->AddDiskWrite("vdb", 20 * 1024 - 1, "z").ok());
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->committed_epoch(), 2u);
+  EXPECT_EQ(Slurp(store->disk_path("vdb")).back(), 'z');
+}
+
+TEST_F(ReplicaStoreTest, SpillsBeyondTheMemoryBoundAndReportsIt) {
+  ReplicaOptions opt;
+  opt.max_buffered_bytes = 3 * kPage;
+  auto store = CreateSeeded(1, opt);
+  EXPECT_EQ(store->stats().max_buffered_bytes, 3 * kPage);
+  EXPECT_EQ(store->stats().ram_size, geometry_.ram_size);
+  ASSERT_TRUE(store->BeginEpoch(2).ok());
+  EXPECT_EQ(store->stats().spilled_bytes, 0u);
+  std::vector<uint64_t> all;
+  for (uint64_t p = 0; p < 64; ++p) all.push_back(p);
+  const std::string ram2 = Fill(2222, 64 * kPage);
+  ASSERT_TRUE(store->AddPages(all, ram2).ok());
+  const std::string big = Fill(3333, 50000);  // > bound: straight to the journal
+  ASSERT_TRUE(store->AddDiskWrite("vda", 1000, big).ok());
+  ReplicaStats s = store->stats();
+  EXPECT_GE(s.spilled_bytes, 64 * kPage + 50000);
+  EXPECT_LE(s.buffered_bytes, 2 * opt.max_buffered_bytes);  // capacity, at most one regrowth
+  ASSERT_TRUE(store->SetDeviceState("state-2").ok());
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->stats().buffered_bytes, 0u);
+  EXPECT_EQ(store->stats().spilled_bytes, 0u);
+  EXPECT_EQ(Slurp(store->ram_path()), ram2);
+  EXPECT_EQ(Slurp(store->disk_path("vda")).substr(1000, big.size()), big);
+}
+
+TEST_F(ReplicaStoreTest, BuffersSmallEpochsInMemory) {
+  auto store = CreateSeeded(1);
+  ASSERT_TRUE(Feed(*store, MakeEpoch(geometry_, 2)).ok());
+  EXPECT_EQ(store->stats().spilled_bytes, 0u);
+  EXPECT_GT(store->stats().buffered_bytes, 9 * kPage);
+  EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.redo"));
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+}
+
+TEST_F(ReplicaStoreTest, SeedsWholeDisksInChunks) {
+  ReplicaGeometry g;
+  g.ram_size = 256 * kPage;
+  g.disks = {{"vda", 8 << 20}};
+  auto store = ReplicaStore::Create(Dir(), g);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string image = Fill(77, 8 << 20);
+  ASSERT_TRUE((*store)->BeginEpoch(1).ok());
+  for (uint64_t off = 0; off < image.size(); off += 1 << 20) {
+    ASSERT_TRUE(
+        (*store)->AddDiskWrite("vda", off, std::string_view(image).substr(off, 1 << 20)).ok());
+  }
+  ASSERT_TRUE((*store)->SetDeviceState("seed").ok());
+  ASSERT_TRUE((*store)->Commit().ok());
+  EXPECT_EQ((*store)->stats().spilled_bytes, 0u);
+  store->reset();
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->committed_epoch(), 1u);
+  EXPECT_TRUE(Slurp((*reopened)->disk_path("vda")) == image);
+}
+
+TEST_F(ReplicaStoreTest, InjectedDiskFullBeforeTheMarkKeepsThePreviousEpoch) {
+  for (CommitStep step :
+       {CommitStep::kJournalWrite, CommitStep::kJournalSync, CommitStep::kDeviceStateSync,
+        CommitStep::kMarkWrite, CommitStep::kMarkRename, CommitStep::kMarkDirSync}) {
+    SCOPED_TRACE(std::string(CommitStepName(step)));
+    ASSERT_TRUE(ReplicaStore::Destroy(Dir()).ok());
+    FailStepHook hook(step, absl::ResourceExhaustedError("injected: No space left on device"));
+    ReplicaOptions opt;
+    opt.fault_hook = &hook;
+    auto store = CreateSeeded(2, opt);
+    hook.Arm();
+    Status st = FeedAndCommit(*store, MakeEpoch(geometry_, 3));
+    EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+    EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+    EXPECT_FALSE(std::filesystem::exists(Dir() + "/journal.commit"));
+    // The store is usable: the epoch can be resent.
+    ASSERT_TRUE(FeedAndCommit(*store, MakeEpoch(geometry_, 3)).ok());
+    EXPECT_TRUE(ReplicaEquals(*store, models_[3]));
+    store.reset();
+    auto reopened = ReplicaStore::Open(Dir());
+    ASSERT_TRUE(reopened.ok()) << reopened.status();
+    EXPECT_TRUE(ReplicaEquals(**reopened, models_[3]));
+  }
+}
+
+TEST_F(ReplicaStoreTest, FailureWhileApplyingBreaksTheStoreUntilReopenFinishesTheCommit) {
+  FailStepHook hook(CommitStep::kApplyRecord, absl::InternalError("injected: EIO"), 2);
+  ReplicaOptions opt;
+  opt.fault_hook = &hook;
+  auto store = CreateSeeded(2, opt);
+  hook.Arm();
+  EXPECT_EQ(FeedAndCommit(*store, MakeEpoch(geometry_, 3)).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(store->BeginEpoch(3).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->committed_epoch(), 2u);
+  store.reset();
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE(ReplicaEquals(**reopened, models_[3]));
+}
+
+// Real ENOSPC: a 1 MiB tmpfs holds the preallocated replica but not a large epoch's journal.
+TEST_F(ReplicaStoreTest, RealDiskFullIsResourceExhaustedAndKeepsThePreviousEpoch) {
+  std::string mnt = scratch_.path() + "/tmpfs";
+  std::filesystem::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=1m") != 0) {
+    if (errno == EPERM) GTEST_SKIP() << "cannot mount a tmpfs (not root); injected ENOSPC covered";
+    FAIL() << "mount tmpfs: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  ReplicaGeometry g;
+  g.ram_size = 96 * kPage;  // 384 KiB
+  g.disks = {{"vda", 128 * 1024}};
+  ReplicaOptions opt;
+  opt.max_buffered_bytes = 16 * kPage;
+  auto store = ReplicaStore::Create(mnt + "/r", g, opt);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<uint64_t> all;
+  for (uint64_t p = 0; p < 96; ++p) all.push_back(p);
+  const std::string ram1 = Fill(1, 96 * kPage), ram2 = Fill(2, 96 * kPage);
+  ASSERT_TRUE((*store)->BeginEpoch(1).ok());
+  ASSERT_TRUE((*store)->AddPages(all, ram1).ok());
+  ASSERT_TRUE((*store)->SetDeviceState("one").ok());
+  ASSERT_TRUE((*store)->Commit().ok());
+  // Epoch 2 rewrites all RAM twice: ~800 KiB of journal does not fit.
+  Status st = (*store)->BeginEpoch(2);
+  for (int i = 0; i < 2 && st.ok(); ++i) st = (*store)->AddPages(all, ram2);
+  if (st.ok()) st = (*store)->SetDeviceState("two");
+  if (st.ok()) st = (*store)->Commit();
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_EQ((*store)->committed_epoch(), 1u);
+  EXPECT_EQ(Slurp((*store)->ram_path()), ram1);
+  EXPECT_FALSE(std::filesystem::exists(mnt + "/r/journal.redo"));
+  // Space is back: a small epoch commits.
+  ASSERT_TRUE((*store)->BeginEpoch(2).ok());
+  ASSERT_TRUE((*store)->AddPages({3}, ram2.substr(3 * kPage, kPage)).ok());
+  ASSERT_TRUE((*store)->SetDeviceState("two").ok());
+  ASSERT_TRUE((*store)->Commit().ok());
+  store->reset();
+  auto reopened = ReplicaStore::Open(mnt + "/r");
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->committed_epoch(), 2u);
+  std::string expect = ram1;
+  expect.replace(3 * kPage, kPage, ram2.substr(3 * kPage, kPage));
+  EXPECT_EQ(Slurp((*reopened)->ram_path()), expect);
+  EXPECT_EQ(Slurp((*reopened)->device_state_path()), "two");
+}
+
+TEST_F(ReplicaStoreTest, DestroyRemovesTheReplicaButNotForeignFiles) {
+  auto store = CreateSeeded(2);
+  ASSERT_TRUE(store->Destroy().ok());
+  EXPECT_FALSE(std::filesystem::exists(Dir()));
+  EXPECT_EQ(store->BeginEpoch(3).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(ReplicaStore::Destroy(Dir()).ok());  // idempotent
+
+  store = CreateSeeded(1);
+  scratch_.Write("8e4f2c1a-uuid/precious.txt", "keep me");
+  EXPECT_EQ(ReplicaStore::Destroy(Dir()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(std::filesystem::exists(Dir() + "/precious.txt"));
+  EXPECT_TRUE(std::filesystem::exists(Dir() + "/epoch.rec"));
+}
+
+}  // namespace
+}  // namespace novadt::replica
