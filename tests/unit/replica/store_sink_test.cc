@@ -1,0 +1,117 @@
+// The replication stream's items, checked by the receiver, landing in a real replica store.
+#include "agent/replica/store_sink.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "agent/core/epoch_sender.h"
+#include "agent/core/replication_receiver.h"
+#include "tests/support/fake_replica_sink.h"
+#include "tests/support/test_util.h"
+
+namespace novadt::replica {
+namespace {
+
+using novadt::testing::ReadFile;
+using novadt::testing::TestOpen;
+using ::testing::HasSubstr;
+
+class StoreSinkTest : public ::testing::Test {
+ protected:
+  core::ReplicaSinkFactory Factory() {
+    ReplicaEvents ev;
+    ev.committed = [this](const std::string&, uint64_t e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      committed_.push_back(e);
+    };
+    ev.closed = [this](const std::string&, const Status& why) {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_.push_back(why);
+    };
+    return MakeStoreSinkFactory(dir_.path(), {}, std::move(ev));
+  }
+  std::string ReplicaFile(const std::string& name) {
+    return ReadFile(ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/" + name);
+  }
+
+  novadt::testing::ScratchDir dir_;
+  std::mutex mu_;
+  std::vector<uint64_t> committed_;
+  std::vector<Status> closed_;
+};
+
+TEST_F(StoreSinkTest, EpochsFromTheStreamLandInTheReplicaFiles) {
+  auto factory = Factory();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (uint64_t e = 1; e <= 2; ++e) {
+    for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*r)->Handle(item).ok());
+  }
+  // Epoch 3: a zeroes write over epoch 1's data, sent through the sender.
+  core::StagedEpoch third;
+  third.epoch = 3;
+  third.disk_writes.push_back({"vda", 4096, "", true, 512});
+  third.device_state = "device-state-of-epoch-3";
+  class Loop final : public core::EpochStream {
+   public:
+    explicit Loop(core::ReplicationReceiver& r) : r_(r) {}
+    Status Send(const core::StreamItem& i) override { return r_.Handle(i).status(); }
+    Status Heartbeat() override { return absl::OkStatus(); }
+    Status Finish(std::chrono::milliseconds) override { return absl::OkStatus(); }
+    void Cancel() override {}
+    core::ReplicationReceiver& r_;
+  } loop(**r);
+  ASSERT_TRUE(core::SendEpoch(third, loop, core::kGuestPageSize).ok());
+  (*r)->Close(absl::OkStatus());
+
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1, 2, 3}));
+  ASSERT_EQ(closed_.size(), 1u);
+  EXPECT_TRUE(closed_[0].ok());
+  const std::string ram = ReplicaFile("ram.img");
+  ASSERT_EQ(ram.size(), TestOpen().ram_size_bytes);
+  EXPECT_EQ(ram.substr(0, 4096), std::string(4096, 'c'));  // page 0 from epoch 2
+  EXPECT_EQ(ram.substr(7 * 4096, 4096), std::string(4096, 'c'));
+  EXPECT_EQ(ram.substr(4096, 4096), std::string(4096, '\0'));  // never written
+  const std::string disk = ReplicaFile("disk-vda.raw");
+  EXPECT_EQ(disk.substr(4096, 512), std::string(512, '\0'));  // epoch 1's write, zeroed by 3
+  EXPECT_EQ(disk.substr(8192, 512), std::string(512, 'd'));   // epoch 2's write
+}
+
+TEST_F(StoreSinkTest, StreamEndingMidEpochKeepsTheCommittedReplica) {
+  auto factory = Factory();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(r.ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  auto second = novadt::testing::SmallEpoch(2);
+  for (size_t i = 0; i + 1 < second.size(); ++i) ASSERT_TRUE((*r)->Handle(second[i]).ok());
+  (*r)->Close(absl::OkStatus());
+  ASSERT_EQ(closed_.size(), 1u);
+  EXPECT_TRUE(absl::IsDataLoss(closed_[0])) << closed_[0];
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'b'));  // still epoch 1
+  auto store = ReplicaStore::Open(ReplicaDir(dir_.path(), TestOpen().instance_uuid));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->committed_epoch(), 1u);
+}
+
+TEST_F(StoreSinkTest, OneStreamPerServerAtATimeAndANewStreamReseeds) {
+  auto factory = Factory();
+  auto first = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(first.ok());
+  auto second = core::ReplicationReceiver::Start(TestOpen(), factory);
+  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("already being replicated"));
+
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*first)->Handle(item).ok());
+  (*first)->Close(absl::OkStatus());
+  first->reset();
+  // After the first stream is gone a new one is accepted, and starts a fresh replica at epoch 1.
+  auto third = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0'));
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*third)->Handle(item).ok());
+}
+
+}  // namespace
+}  // namespace novadt::replica
