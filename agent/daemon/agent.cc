@@ -5,6 +5,7 @@
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
+#include "agent/replica/store_sink.h"
 #include "agent/rpc/agent_server.h"
 #include "agent/rpc/grpc_peer_link.h"
 
@@ -30,6 +31,18 @@ Status Agent::Run() {
       peers_.OnHelloReceived(host, address, version);
     });
   };
+  replica::ReplicaEvents replica_events;
+  replica_events.opened = [this](const std::string& uuid, const std::string& primary) {
+    loop_.Post([this, uuid, primary] { OnReplicaOpened(uuid, primary); });
+  };
+  replica_events.committed = [this](const std::string& uuid, uint64_t epoch) {
+    loop_.Post([this, uuid, epoch] { OnReplicaCommitted(uuid, epoch); });
+  };
+  replica_events.closed = [this](const std::string& uuid, const Status& why) {
+    loop_.Post([this, uuid, why] { OnReplicaClosed(uuid, why); });
+  };
+  handlers.open_replica =
+      replica::MakeStoreSinkFactory(cfg_.replication.replica_path, {}, std::move(replica_events));
   auto server = rpc::StartAgentServer(cfg_.defaults.control_address, cfg_.peer.listen_address,
                                       std::move(handlers));
   if (!server.ok()) return server.status();
@@ -92,6 +105,25 @@ void Agent::OnDomainEvent(const core::DomainEvent& ev) {
                             core::DomainEventKindName(ev.kind), ev.detail);
 }
 
+void Agent::OnReplicaOpened(const std::string& uuid, const std::string& primary_host) {
+  core::ProtectedServerView& v = replicas_[uuid];
+  v = {uuid, "backup", "seeding", "replication stream open, replica not yet seeded", primary_host, 0};
+}
+
+void Agent::OnReplicaCommitted(const std::string& uuid, uint64_t epoch) {
+  core::ProtectedServerView& v = replicas_[uuid];
+  v.last_committed_epoch = epoch;
+  v.state = "protected";
+  v.reason.clear();
+}
+
+void Agent::OnReplicaClosed(const std::string& uuid, const Status& why) {
+  core::ProtectedServerView& v = replicas_[uuid];
+  v.state = "degraded";
+  v.reason = why.ok() ? "primary closed the replication stream"
+                      : "replication stream ended: " + std::string(why.message());
+}
+
 core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   core::AgentStatusSnapshot s;
   s.host = cfg_.defaults.host;
@@ -104,6 +136,7 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   }
   s.peer_listen_address = server_ ? server_->peer_address() : cfg_.peer.listen_address;
   s.peers = peers_.Snapshot();
+  for (const auto& [uuid, view] : replicas_) s.protected_servers.push_back(view);
   return s;
 }
 

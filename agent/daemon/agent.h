@@ -3,7 +3,9 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "agent/common/clock.h"
 #include "agent/common/status.h"
@@ -42,12 +44,17 @@ class Agent {
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
+  // Backup side: replica bookkeeping, on the loop thread (fed by the replica store's events).
+  void OnReplicaOpened(const std::string& uuid, const std::string& primary_host);
+  void OnReplicaCommitted(const std::string& uuid, uint64_t epoch);
+  void OnReplicaClosed(const std::string& uuid, const Status& why);
 
   const config::AgentConfig cfg_;
   const Clock& clock_;
   const Clock::TimePoint started_;
   core::EventLoop loop_;
   core::PeerTracker peers_;
+  std::map<std::string, core::ProtectedServerView> replicas_;  // by instance UUID; loop thread
   std::unique_ptr<rpc::AgentServer> server_;
   std::unique_ptr<core::PeerLink> peer_link_;
   std::unique_ptr<core::Hypervisor> hypervisor_;

@@ -118,6 +118,7 @@ core::ReplicaSinkFactory MakeStoreSinkFactory(std::string replica_path, ReplicaO
     }
     InstanceLog(open.instance_uuid)
         .Info("replica created in {} for a stream from {}", dir, open.primary_host);
+    if (shared_events->opened) shared_events->opened(open.instance_uuid, open.primary_host);
     return std::unique_ptr<core::ReplicaSink>(
         new StoreSink(open.instance_uuid, *std::move(store), active, shared_events));
   };

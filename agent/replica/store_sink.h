@@ -11,9 +11,10 @@
 
 namespace novadt::replica {
 
-// Called after every committed epoch and when a stream ends, for the agent's bookkeeping
+// Called when a stream opened a replica, after every committed epoch and when a stream ends, for the agent's bookkeeping
 // (status, failover readiness). May be empty. Runs on the stream's thread.
 struct ReplicaEvents {
+  std::function<void(const std::string& instance_uuid, const std::string& primary_host)> opened;
   std::function<void(const std::string& instance_uuid, uint64_t epoch)> committed;
   std::function<void(const std::string& instance_uuid, const Status& why)> closed;
 };

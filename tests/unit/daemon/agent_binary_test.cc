@@ -4,7 +4,11 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <mutex>
+
+#include "agent/rpc/grpc_replication.h"
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/support/fake_replica_sink.h"
 #include "tests/support/test_util.h"
 
 namespace novadt {
@@ -168,6 +172,54 @@ TEST(AgentBinaryTest, TwoAgentsSeeEachOtherAndTheStatusToolShowsIt) {
         return s && !PeerReachable(*s, "b");
       },
       seconds(3)));
+}
+
+TEST(AgentBinaryTest, KeepsAReplicaOfAStreamedServerAndReportsIt) {
+  ScratchDir dir;
+  const int port = novadt::testing::FreeTcpPort();
+  Subprocess b({kAgent, "--config-file", dir.Write("b.conf", AgentConfig(dir, "b", port))},
+               dir.path() + "/b.log");
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(dir.path() + "/b.sock").has_value(); }, seconds(10)))
+      << novadt::testing::ReadFile(dir.path() + "/b.log");
+
+  std::mutex mu;
+  std::vector<uint64_t> acked;
+  core::EpochStreamCallbacks cb;
+  cb.on_ack = [&](const core::StreamAck& a) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (a.kind == core::StreamAck::Kind::kCommitted) acked.push_back(a.epoch);
+  };
+  auto link = rpc::MakeGrpcReplicationLink();
+  const core::StreamOpen open = novadt::testing::TestOpen();
+  auto stream = link->Open("127.0.0.1:" + std::to_string(port), open, cb);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  for (uint64_t e = 1; e <= 2; ++e) {
+    for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*stream)->Send(item).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { std::lock_guard<std::mutex> l(mu); return acked.size() == 2; },
+                      seconds(10)));
+
+  auto s = StatusOf(dir.path() + "/b.sock");
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->protected_servers_size(), 1) << s->DebugString();
+  const auto& v = s->protected_servers(0);
+  EXPECT_EQ(v.instance_uuid(), open.instance_uuid);
+  EXPECT_EQ(v.role(), "backup");
+  EXPECT_EQ(v.state(), "protected");
+  EXPECT_EQ(v.peer_host(), "rig-a");
+  EXPECT_EQ(v.last_committed_epoch(), 2u);
+  EXPECT_EQ(novadt::testing::ReadFile(dir.path() + "/b/replicas/" + open.instance_uuid + "/ram.img")
+                .substr(0, 4096),
+            std::string(4096, 'c'));
+
+  ASSERT_TRUE((*stream)->Finish(seconds(5)).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto st = StatusOf(dir.path() + "/b.sock");
+        return st && st->protected_servers_size() == 1 &&
+               st->protected_servers(0).state() == "degraded";
+      },
+      seconds(5)));
 }
 
 TEST(StatusToolTest, UnreachableAgentExitsWith1) {
