@@ -65,6 +65,19 @@ class Hypervisor {
   // while disconnected.
   virtual StatusOr<std::string> QemuMonitorCommand(std::string_view uuid,
                                                    std::string_view qmp_json) = 0;
+
+  // Stage I disk capture. Starts a libvirt block copy of disk `disk` (its target dev, e.g.
+  // "vda") into the NBD export `export_name` served on the unix socket `socket_path`, with
+  // synchronous writes (a guest write completes only once the export has it) as a transient job
+  // (nothing persisted in the domain). The copy first transfers the whole disk, then mirrors.
+  // NotFound for an unknown domain or disk; FailedPrecondition when a job already runs on it.
+  virtual Status StartDiskCapture(std::string_view uuid, std::string_view disk,
+                                  std::string_view socket_path, std::string_view export_name) = 0;
+  // True once the copy is in its mirroring phase (every later write reaches the export
+  // synchronously). FailedPrecondition when no capture runs on the disk.
+  virtual StatusOr<bool> DiskCaptureReady(std::string_view uuid, std::string_view disk) = 0;
+  // Ends the capture; the guest keeps using its own disk. OK when none runs.
+  virtual Status StopDiskCapture(std::string_view uuid, std::string_view disk) = 0;
 };
 
 }  // namespace novadt::core

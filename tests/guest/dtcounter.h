@@ -14,6 +14,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Shared with C++ test code on the host. */
+#ifdef __cplusplus
+#define DT_STATIC_ASSERT static_assert
+#else
+#define DT_STATIC_ASSERT _Static_assert
+#endif
+
 #define DT_SECTOR 512u
 #define DT_RING 16384u /* records kept: sectors 1 .. 16384 (8 MiB + 512 B of the 16 MiB disk) */
 #define DT_MAGIC "DTCNT001"
@@ -29,8 +36,8 @@ struct dt_rec {
   uint32_t crc;      /* crc32 (IEEE, zlib-compatible) of the bytes before this field */
   uint8_t pad[DT_SECTOR - 40];
 };
-_Static_assert(sizeof(struct dt_rec) == DT_SECTOR, "dt_rec must be one sector");
-_Static_assert(offsetof(struct dt_rec, crc) == 36, "dt_rec layout");
+DT_STATIC_ASSERT(sizeof(struct dt_rec) == DT_SECTOR, "dt_rec must be one sector");
+DT_STATIC_ASSERT(offsetof(struct dt_rec, crc) == 36, "dt_rec layout");
 
 static inline uint32_t dt_crc32(const void *data, size_t len) {
   const uint8_t *p = (const uint8_t *)data;

@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <mutex>
+#include <fstream>
+#include <cstring>
+#include <unistd.h>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -15,7 +18,10 @@
 #include "agent/engine/egress_gate.h"
 #include "agent/engine/qmp.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
+#include "agent/nbd/block_backend.h"
+#include "agent/nbd/nbd_server.h"
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/guest/dtcounter.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -188,6 +194,84 @@ TEST_F(RigTest, EgressGateHoldsAndReleasesTheGuestsFramesPerEpoch) {
                               {{"execute", "object-del"}, {"arguments", {{"id", "dt-no-such"}}}});
   ASSERT_FALSE(gone.ok());
   EXPECT_NE(gone.status().message().find("not found"), std::string::npos) << gone.status();
+}
+
+// Stage I on the real guest: libvirt's synchronous block copy sends every guest write into the
+// agent's NBD endpoint before the write completes, so the replica is never behind what the guest
+// told anyone: every counter value the observer saw is already on the target.
+TEST_F(RigTest, DiskCaptureMirrorsEveryGuestWriteIntoTheAgentsNbdEndpoint) {
+  config::LibvirtSection cfg;
+  cfg.connection_uri = rig_->LibvirtUri("a");
+  auto hv = libvirt::MakeLibvirtHypervisor(cfg, {});
+  ASSERT_TRUE(WaitFor([&] { return hv->connected(); }, seconds(10)));
+
+  auto blocks = engine::QmpCall(*hv, kGuestUuid, {{"execute", "query-block"}});
+  ASSERT_TRUE(blocks.ok()) << blocks.status();
+  uint64_t disk_size = 0;
+  for (const auto& b : *blocks) {
+    if (b.contains("inserted")) disk_size = b["inserted"]["image"]["virtual-size"].get<uint64_t>();
+  }
+  ASSERT_GT(disk_size, 0u);
+
+  novadt::testing::ScratchDir dir("nova-dt-capture");
+  const std::string target = dir.path() + "/vda.raw";
+  { std::ofstream(target).close(); }
+  ASSERT_EQ(truncate(target.c_str(), static_cast<off_t>(disk_size)), 0);
+  auto raw = nbd::OpenRawFileBackend(target);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  std::mutex mu;
+  std::vector<uint64_t> captured_values;  // counter values in captured header writes, in order
+  auto capturing = nbd::NewCapturingBackend(*std::move(raw), [&](const nbd::CapturedWrite& w) {
+    for (size_t off = 0; off + DT_SECTOR <= w.data.size(); off += DT_SECTOR) {
+      if (w.offset + off != 0) continue;  // the header sector holds the latest value
+      dt_rec rec;
+      std::memcpy(&rec, w.data.data() + off, sizeof rec);
+      if (dt_rec_check(&rec, DT_KIND_HEADER) == 1) {
+        std::lock_guard<std::mutex> lock(mu);
+        captured_values.push_back(rec.value);
+      }
+    }
+    return absl::OkStatus();
+  });
+  const std::string socket = dir.path() + "/vda.sock";
+  auto server = nbd::NbdServer::Create({socket, "vda"}, std::move(capturing));
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  ASSERT_TRUE(hv->StartDiskCapture(kGuestUuid, "vda", socket, "vda").ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto ready = hv->DiskCaptureReady(kGuestUuid, "vda");
+        return ready.ok() && *ready;
+      },
+      seconds(60)))
+      << "the block copy never reached its mirroring phase";
+
+  // Mirroring: the guest's header writes arrive one by one, in order.
+  const size_t before = [&] { std::lock_guard<std::mutex> l(mu); return captured_values.size(); }();
+  ASSERT_TRUE(WaitFor([&] { std::lock_guard<std::mutex> l(mu); return captured_values.size() > before + 20; },
+                      seconds(10)));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<uint64_t> tail(captured_values.begin() + before, captured_values.end());
+    EXPECT_TRUE(std::is_sorted(tail.begin(), tail.end()));
+    EXPECT_EQ(tail.back() - tail.front() + 1, tail.size()) << "a guest write bypassed the capture";
+  }
+  // Synchronous: whatever the guest already sent was on the target before it was sent.
+  const auto seen = rig_->ObserverValues();
+  dt_rec header;
+  {
+    std::ifstream in(target, std::ios::binary);
+    in.read(reinterpret_cast<char*>(&header), sizeof header);
+  }
+  ASSERT_EQ(dt_rec_check(&header, DT_KIND_HEADER), 1);
+  EXPECT_GE(static_cast<int64_t>(header.value), seen.back());
+
+  ASSERT_TRUE(hv->StopDiskCapture(kGuestUuid, "vda").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(hv->DiskCaptureReady(kGuestUuid, "vda").status()));
+  const size_t n = rig_->ObserverValues().size();
+  EXPECT_TRUE(WaitFor([&] { return rig_->ObserverValues().size() > n + 10; }, seconds(10)))
+      << "the guest stopped after the capture ended";
+  (*server)->Stop();
 }
 
 TEST_F(RigTest, AgentsStopInOrderOnSigterm) {

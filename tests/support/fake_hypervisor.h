@@ -52,6 +52,22 @@ class FakeHypervisor final : public core::Hypervisor {
   }
   StatusOr<std::vector<core::DomainInfo>> ListDomains() override { return std::vector<core::DomainInfo>{}; }
 
+  // Disk capture is recorded as pseudo-commands "capture-start <disk> <socket> <export>",
+  // "capture-stop <disk>"; it is ready at once.
+  Status StartDiskCapture(std::string_view, std::string_view disk, std::string_view socket,
+                          std::string_view export_name) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back("capture-start " + std::string(disk) + " " + std::string(socket) + " " +
+                        std::string(export_name));
+    return absl::OkStatus();
+  }
+  StatusOr<bool> DiskCaptureReady(std::string_view, std::string_view) override { return true; }
+  Status StopDiskCapture(std::string_view, std::string_view disk) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back("capture-stop " + std::string(disk));
+    return absl::OkStatus();
+  }
+
   StatusOr<std::string> QemuMonitorCommand(std::string_view, std::string_view qmp_json) override {
     const nlohmann::json cmd = nlohmann::json::parse(qmp_json);
     const std::string execute = cmd.value("execute", "");
