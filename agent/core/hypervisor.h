@@ -66,6 +66,13 @@ class Hypervisor {
   virtual StatusOr<std::string> QemuMonitorCommand(std::string_view uuid,
                                                    std::string_view qmp_json) = 0;
 
+  // QemuMonitorCommand() that also hands QEMU the file descriptor `fd` (SCM_RIGHTS through
+  // libvirt), for QMP `getfd`: device state then flows through a pipe or file the agent owns,
+  // never a path or `exec:` (libvirt's seccomp sandbox kills QEMU on exec). `fd` stays owned
+  // by the caller. Errors as for QemuMonitorCommand().
+  virtual StatusOr<std::string> QemuMonitorCommandWithFd(std::string_view uuid,
+                                                         std::string_view qmp_json, int fd) = 0;
+
   // Stage I disk capture. Starts a libvirt block copy of disk `disk` (its target dev, e.g.
   // "vda") into the NBD export `export_name` served on the unix socket `socket_path`, with
   // synchronous writes (a guest write completes only once the export has it) as a transient job

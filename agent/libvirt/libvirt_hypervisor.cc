@@ -148,6 +148,21 @@ class LibvirtHypervisor final : public core::Hypervisor {
     return std::string(reply.get());
   }
 
+  StatusOr<std::string> QemuMonitorCommandWithFd(std::string_view uuid,
+                                                 std::string_view qmp_json, int fd) override {
+    auto dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    char* raw = nullptr;
+    const std::string cmd(qmp_json);
+    int files[1] = {fd};
+    if (virDomainQemuMonitorCommandWithFiles(dom->get(), cmd.c_str(), 1, files, nullptr, nullptr,
+                                             &raw, VIR_DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT) < 0) {
+      return LastError("QMP command with fd to domain " + std::string(uuid) + " failed");
+    }
+    CString reply(raw);
+    return std::string(reply.get());
+  }
+
   Status StartDiskCapture(std::string_view uuid, std::string_view disk,
                           std::string_view socket_path, std::string_view export_name) override {
     auto dom = Lookup(uuid);

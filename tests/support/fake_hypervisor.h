@@ -2,6 +2,8 @@
 // be made to fail (LevelDB FaultInjectionTestEnv style). Thread-safe.
 #pragma once
 
+#include <unistd.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -52,6 +54,31 @@ class FakeHypervisor final : public core::Hypervisor {
   }
   StatusOr<std::vector<core::DomainInfo>> ListDomains() override { return std::vector<core::DomainInfo>{}; }
 
+  // The fd is dup()ed and kept under the command's "fdname" (getfd) for TakeFd().
+  StatusOr<std::string> QemuMonitorCommandWithFd(std::string_view uuid, std::string_view qmp_json,
+                                                 int fd) override {
+    const nlohmann::json cmd = nlohmann::json::parse(qmp_json);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const std::string name = cmd.value("arguments", nlohmann::json::object()).value("fdname", "");
+      if (fds_.count(name)) ::close(fds_[name]);
+      fds_[name] = ::dup(fd);
+    }
+    return QemuMonitorCommand(uuid, qmp_json);
+  }
+  // The fd passed with `getfd` under `fdname` (the caller owns it now), or -1.
+  int TakeFd(const std::string& fdname) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = fds_.find(fdname);
+    if (it == fds_.end()) return -1;
+    const int fd = it->second;
+    fds_.erase(it);
+    return fd;
+  }
+  ~FakeHypervisor() override {
+    for (auto& [name, fd] : fds_) ::close(fd);
+  }
+
   // Disk capture is recorded as pseudo-commands "capture-start <disk> <socket> <export>",
   // "capture-stop <disk>"; it is ready at once.
   Status StartDiskCapture(std::string_view, std::string_view disk, std::string_view socket,
@@ -93,6 +120,7 @@ class FakeHypervisor final : public core::Hypervisor {
   std::map<std::string, std::shared_ptr<Handler>> handlers_;
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> failures_;
   std::vector<std::string> commands_;
+  std::map<std::string, int> fds_;
 };
 
 }  // namespace novadt::testing
