@@ -1,0 +1,76 @@
+// Stages II and III on the primary — the checkpoint pause of one epoch:
+//   II  `stop` (QEMU drains block I/O, so every disk write of the epoch has reached the capture
+//       endpoint); collect the dirty pages and copy them out of the shared RAM file; save CPU and
+//       device state without the shared RAM (`migrate` to a pipe with x-ignore-shared, which
+//       also keeps the ROM/ACPI blocks that xen-save-devices-state omits; SPIKE-NOTES.md);
+//   III open the next epoch's egress buffer at the tail, then `cont` — before anything of the
+//       epoch crosses the network (the sender streams the staged epoch afterwards).
+// Whatever fails after `stop`, the guest is resumed: availability comes before protection (the
+// engine then degrades the pair).
+//
+// Not thread-safe: owned by the server's epoch engine.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "agent/common/clock.h"
+#include "agent/core/epoch_sender.h"
+#include "agent/core/hypervisor.h"
+#include "agent/dirty/dirty_tracker.h"
+#include "agent/engine/egress_gate.h"
+#include "agent/engine/ram_stager.h"
+
+namespace novadt::engine {
+
+// Where each part of one pause went.
+struct PauseTimings {
+  Clock::Duration total{0};     // stop sent .. cont answered
+  Clock::Duration stop{0};
+  Clock::Duration dirty{0};     // dirty-page collection
+  Clock::Duration copy{0};      // staging the dirty pages
+  Clock::Duration device_state{0};
+  Clock::Duration resume{0};    // egress buffer + cont
+};
+
+class Checkpointer {
+ public:
+  // Hands over the disk writes captured since the previous checkpoint, in guest order
+  // (stage I's capture endpoint buffers them); called while the guest is stopped.
+  using TakeDiskWrites = std::function<std::vector<core::DiskWrite>()>;
+
+  // All references must outlive the Checkpointer.
+  Checkpointer(core::Hypervisor& hv, std::string instance_uuid, dirty::DirtyTracker& tracker,
+               const RamStager& stager, EgressGate& egress, TakeDiskWrites take_disk_writes,
+               const Clock& clock);
+
+  // Once before the first checkpoint: enables x-ignore-shared so device-state saves skip the
+  // shared guest RAM. FailedPrecondition (QEMU's reason) when QEMU refuses.
+  Status Prepare();
+
+  // Takes the checkpoint of epoch `epoch` into `out` (pages, disk writes, device state), opens
+  // egress epoch `epoch + 1` and resumes the guest. On error the guest is running again (or
+  // never stopped) and `out` must not be sent; the egress gate holds what it held before.
+  StatusOr<PauseTimings> Take(uint64_t epoch, core::StagedEpoch& out);
+
+  // Bound on the device-state save (QEMU normally needs a few ms); then the save is cancelled.
+  void set_device_state_timeout(std::chrono::milliseconds t) { device_state_timeout_ = t; }
+
+ private:
+  Status SaveDeviceState(std::string& out);
+  Status Qmp(const char* execute);
+
+  core::Hypervisor& hv_;
+  const std::string uuid_;
+  dirty::DirtyTracker& tracker_;
+  const RamStager& stager_;
+  EgressGate& egress_;
+  TakeDiskWrites take_disk_writes_;
+  const Clock& clock_;
+  std::chrono::milliseconds device_state_timeout_{5000};
+};
+
+}  // namespace novadt::engine

@@ -1,0 +1,166 @@
+#include "agent/engine/checkpointer.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tests/support/fake_hypervisor.h"
+#include "tests/support/test_util.h"
+
+namespace novadt::engine {
+namespace {
+
+using novadt::testing::FakeHypervisor;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr char kUuid[] = "3f0c2b8e-6d41-4a5e-9c3a-7b2d1e0f4a10";
+constexpr uint64_t kPages = 64;
+constexpr size_t kPage = core::kGuestPageSize;
+
+class CheckpointerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ram_path_ = dir_.path() + "/pc.ram";
+    int fd = ::open(ram_path_.c_str(), O_RDWR | O_CREAT, 0600);
+    ASSERT_EQ(::ftruncate(fd, kPages * kPage), 0);
+    guest_ = static_cast<char*>(::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::close(fd);
+
+    hv_.Returns("query-rx-filter", json::array({{{"name", "net0"}}}));
+    hv_.Returns("qom-get", "hostnet0");
+    hv_.Returns("query-migrate", {{"status", "completed"}});
+    // QEMU's side of the save: write the state into the passed fd, then close it.
+    hv_.On("migrate", [this](const json& args) {
+      EXPECT_EQ(args["uri"], "fd:nova-dt-devstate");
+      if (!migrate_closes_) return json{{"return", json::object()}};
+      const int fd = hv_.TakeFd("nova-dt-devstate");
+      EXPECT_GE(fd, 0);
+      const std::string state(100000, 'S');  // larger than a pipe buffer
+      std::thread([fd, state] {
+        EXPECT_EQ(::write(fd, state.data(), state.size()), static_cast<ssize_t>(state.size()));
+        ::close(fd);
+      }).detach();
+      return json{{"return", json::object()}};
+    });
+
+    auto tracker = dirty::MakeDirtyTracker({ram_path_, kPages * kPage, 0,
+                                            dirty::DirtyTrackerOptions::Method::kHashScan, 1});
+    ASSERT_TRUE(tracker.ok()) << tracker.status();
+    tracker_ = *std::move(tracker);
+    ASSERT_TRUE(tracker_->Reset().ok());
+    auto stager = RamStager::Open(ram_path_, kPages * kPage);
+    ASSERT_TRUE(stager.ok());
+    stager_ = *std::move(stager);
+    auto gate = EgressGate::Create(hv_, kUuid);
+    ASSERT_TRUE(gate.ok());
+    gate_ = *std::move(gate);
+    ASSERT_TRUE(gate_->Open(1).ok());
+    cp_ = std::make_unique<Checkpointer>(
+        hv_, kUuid, *tracker_, *stager_, *gate_,
+        [this] { return std::exchange(disk_writes_, {}); }, clock_);
+    hv_.ClearCommands();
+  }
+  void TearDown() override { ::munmap(guest_, kPages * kPage); }
+
+  std::vector<std::string> Executes() {
+    std::vector<std::string> out;
+    for (const auto& c : hv_.Commands()) out.push_back(json::parse(c)["execute"]);
+    return out;
+  }
+
+  novadt::testing::ScratchDir dir_;
+  std::string ram_path_;
+  char* guest_ = nullptr;
+  FakeHypervisor hv_;
+  SystemClock clock_;
+  bool migrate_closes_ = true;
+  std::vector<core::DiskWrite> disk_writes_;
+  std::unique_ptr<dirty::DirtyTracker> tracker_;
+  std::unique_ptr<RamStager> stager_;
+  std::unique_ptr<EgressGate> gate_;
+  std::unique_ptr<Checkpointer> cp_;
+};
+
+TEST_F(CheckpointerTest, PrepareEnablesIgnoreShared) {
+  ASSERT_TRUE(cp_->Prepare().ok());
+  json c = json::parse(hv_.Commands().at(0));
+  EXPECT_EQ(c["execute"], "migrate-set-capabilities");
+  EXPECT_EQ(c["arguments"]["capabilities"][0]["capability"], "x-ignore-shared");
+  EXPECT_EQ(c["arguments"]["capabilities"][0]["state"], true);
+}
+
+TEST_F(CheckpointerTest, OnePauseStagesEverythingAndResumesBehindANewEgressBuffer) {
+  guest_[5 * kPage] = 'x';
+  guest_[40 * kPage + 9] = 'y';
+  disk_writes_ = {{"vda", 512, "w1"}, {"vda", 0, "w2"}};
+  core::StagedEpoch e;
+  auto t = cp_->Take(1, e);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(Executes(), ElementsAre("stop", "getfd", "migrate", "query-migrate", "object-add", "cont"));
+  EXPECT_EQ(e.epoch, 1u);
+  EXPECT_THAT(e.page_index, ElementsAre(5, 40));
+  EXPECT_EQ(e.page_data[0], 'x');
+  EXPECT_EQ(e.page_data[kPage + 9], 'y');
+  ASSERT_EQ(e.disk_writes.size(), 2u);
+  EXPECT_EQ(e.disk_writes[0].data, "w1");
+  EXPECT_EQ(e.device_state, std::string(100000, 'S'));
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1, 2));
+  EXPECT_GE(t->total, t->stop + t->dirty + t->copy + t->device_state);
+
+  // The next pause sees only what changed since.
+  hv_.ClearCommands();
+  guest_[5 * kPage + 1] = 'z';
+  ASSERT_TRUE(cp_->Take(2, e).ok());
+  EXPECT_THAT(e.page_index, ElementsAre(5));
+  EXPECT_TRUE(e.disk_writes.empty());
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1, 2, 3));
+}
+
+TEST_F(CheckpointerTest, FailedDeviceStateSaveStillResumesTheGuest) {
+  hv_.FailNext("migrate", "GenericError", "migration blocked");
+  core::StagedEpoch e;
+  auto t = cp_->Take(1, e);
+  EXPECT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("migration blocked"));
+  EXPECT_EQ(Executes().back(), "cont");
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1)) << "no new epoch after a failed checkpoint";
+}
+
+TEST_F(CheckpointerTest, DeviceStateSaveIsBoundedAndCancelled) {
+  migrate_closes_ = false;
+  cp_->set_device_state_timeout(std::chrono::milliseconds(200));
+  core::StagedEpoch e;
+  auto t = cp_->Take(1, e);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(t.status())) << t.status();
+  EXPECT_THAT(Executes(), ElementsAre("stop", "getfd", "migrate", "migrate_cancel", "cont"));
+}
+
+TEST_F(CheckpointerTest, FailedMigrationReportedByQemuIsAnError) {
+  hv_.Returns("query-migrate", {{"status", "failed"}, {"error-desc", "disk full"}});
+  core::StagedEpoch e;
+  auto t = cp_->Take(1, e);
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("disk full"));
+  EXPECT_EQ(Executes().back(), "cont");
+}
+
+TEST_F(CheckpointerTest, StopFailingLeavesTheGuestAlone) {
+  hv_.FailNext("stop");
+  core::StagedEpoch e;
+  EXPECT_FALSE(cp_->Take(1, e).ok());
+  EXPECT_THAT(Executes(), ElementsAre("stop"));
+}
+
+TEST_F(CheckpointerTest, GuestThatCannotBeResumedIsAnInternalError) {
+  hv_.FailNext("cont", "GenericError", "cannot continue");
+  core::StagedEpoch e;
+  auto t = cp_->Take(1, e);
+  EXPECT_TRUE(absl::IsInternal(t.status())) << t.status();
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("cannot resume the guest"));
+}
+
+}  // namespace
+}  // namespace novadt::engine
