@@ -24,9 +24,30 @@ struct StagedEpoch {
 // Largest payload put into one stream item by default (well under the peer link's 16 MiB).
 inline constexpr size_t kDefaultChunkBytes = 4 << 20;
 
-// Sends `epoch` on `stream`. REQUIRES: page_data.size() == page_index.size() * kGuestPageSize,
-// max_chunk_bytes >= kGuestPageSize (InvalidArgument otherwise). Returns the stream's error if
-// it ends part-way; the backup then drops the partial epoch.
+// Writes one epoch onto a stream in parts, keeping the counts EpochEnd reports. Seeding uses the
+// parts directly (RAM slices streamed while the guest runs, the rest at the first pause);
+// SendEpoch() is the one-shot form. Every method returns the stream's error if it ended; the
+// backup then drops the partial epoch.
+class EpochWriter {
+ public:
+  // REQUIRES: max_chunk_bytes >= kGuestPageSize.
+  EpochWriter(EpochStream& stream, uint64_t epoch, size_t max_chunk_bytes = kDefaultChunkBytes);
+  Status Begin();
+  // Pages of staged.page_index/page_data (InvalidArgument when they do not match).
+  Status Pages(const StagedEpoch& staged);
+  Status DiskWrites(const std::vector<DiskWrite>& writes);
+  // Device state, then EpochEnd: the epoch is complete.
+  Status End(const std::string& device_state);
+
+ private:
+  EpochStream& stream_;
+  const size_t chunk_;
+  EpochEnd end_;
+};
+
+// Sends `epoch` on `stream` (Begin, pages, disk writes, device state, End). REQUIRES:
+// page_data.size() == page_index.size() * kGuestPageSize, max_chunk_bytes >= kGuestPageSize
+// (InvalidArgument otherwise, nothing sent).
 Status SendEpoch(const StagedEpoch& epoch, EpochStream& stream,
                  size_t max_chunk_bytes = kDefaultChunkBytes);
 

@@ -97,6 +97,18 @@ TEST_F(EpochSenderTest, BrokenStreamStopsTheEpochAndTheBackupKeepsThePreviousOne
   EXPECT_THAT(state_->Calls().back(), ::testing::HasSubstr("stream ended inside epoch 2"));
 }
 
+TEST_F(EpochSenderTest, AnEpochWrittenInPartsCountsEveryPart) {
+  // Seeding: RAM slices while the guest runs, the rest at the first pause.
+  EpochWriter w(*stream_, 1, kGuestPageSize);
+  ASSERT_TRUE(w.Begin().ok());
+  ASSERT_TRUE(w.Pages(Staged(1, {0, 1}, 0)).ok());
+  ASSERT_TRUE(w.Pages(Staged(1, {2}, 0)).ok());
+  ASSERT_TRUE(w.Pages(Staged(1, {1}, 0)).ok());  // re-dirtied while seeding: sent again
+  ASSERT_TRUE(w.DiskWrites({{"vda", 0, std::string(100, 'd')}}).ok());
+  ASSERT_TRUE(w.End("devstate").ok());
+  EXPECT_THAT(stream_->acks, ElementsAre(1));
+}
+
 TEST_F(EpochSenderTest, InconsistentStagingIsRefused) {
   StagedEpoch e = Staged(1, {1, 2}, 10);
   e.page_data.resize(kGuestPageSize);
