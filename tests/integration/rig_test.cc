@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/engine/checkpointer.h"
+#include "agent/engine/disk_capture.h"
 #include "agent/engine/egress_gate.h"
 #include "agent/engine/qmp.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
@@ -345,6 +346,32 @@ TEST_F(RigTest, CheckpointPausesKeepTheGuestRunningAndLoseNoOutput) {
   EXPECT_EQ(values.back() - values.front() + 1, static_cast<int64_t>(values.size()))
       << "values lost across checkpoints";
   EXPECT_EQ(hv->LookupDomain(kGuestUuid)->state, core::DomainState::kRunning);
+}
+
+// The engine's capture-only endpoint: the block copy's initial copy covers the whole disk (it
+// seeds the replica), then guest writes follow, and nothing needs a local copy of the disk.
+TEST_F(RigTest, NbdDiskCaptureBuffersTheInitialCopyThenGuestWrites) {
+  config::LibvirtSection cfg;
+  cfg.connection_uri = rig_->LibvirtUri("a");
+  auto hv = libvirt::MakeLibvirtHypervisor(cfg, {});
+  ASSERT_TRUE(WaitFor([&] { return hv->connected(); }, seconds(10)));
+  const uint64_t disk_size = 16 << 20;  // the rig's test-guest disk
+  novadt::testing::ScratchDir dir("nova-dt-capture");
+  auto capture = engine::MakeNbdDiskCapture(*hv, kGuestUuid, {{"vda", disk_size}}, dir.path());
+  ASSERT_TRUE(capture->Start(seconds(60)).ok());
+
+  std::vector<bool> covered(disk_size / 512, false);
+  auto writes = capture->TakeWrites();
+  for (const auto& w : writes) {
+    const uint64_t len = w.zeroes ? w.length : w.data.size();
+    for (uint64_t s = w.offset / 512; s < (w.offset + len) / 512; ++s) covered[s] = true;
+  }
+  EXPECT_EQ(std::count(covered.begin(), covered.end(), false), 0)
+      << "the initial copy did not cover the disk";
+  ASSERT_TRUE(WaitFor([&] { return capture->buffered_bytes() >= 20 * 512; }, seconds(10)))
+      << "no guest writes after the initial copy";
+  capture->Stop();
+  EXPECT_TRUE(absl::IsFailedPrecondition(hv->DiskCaptureReady(kGuestUuid, "vda").status()));
 }
 
 TEST_F(RigTest, AgentsStopInOrderOnSigterm) {
