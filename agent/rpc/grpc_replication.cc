@@ -125,7 +125,14 @@ class GrpcEpochStream final : public core::EpochStream {
 
   ~GrpcEpochStream() override {
     Cancel();
-    if (reader_.joinable()) reader_.join();
+    if (!reader_.joinable()) return;
+    // The last owner may drop the stream from inside on_done, i.e. on the reader thread, which
+    // touches nothing of the stream after on_done returns.
+    if (reader_.get_id() == std::this_thread::get_id()) {
+      reader_.detach();
+    } else {
+      reader_.join();
+    }
   }
 
   // Sends the StreamOpen and starts reading acks.

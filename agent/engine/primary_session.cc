@@ -1,0 +1,297 @@
+#include "agent/engine/primary_session.h"
+
+#include <algorithm>
+
+#include "agent/common/logging.h"
+#include "agent/core/epoch_sender.h"
+#include "agent/engine/qmp.h"
+
+namespace novadt::engine {
+
+std::string_view PairStateName(PairState s) {
+  switch (s) {
+    case PairState::kSeeding: return "seeding";
+    case PairState::kProtected: return "protected";
+    case PairState::kDegraded: return "degraded";
+    case PairState::kUnprotected: return "unprotected";
+  }
+  return "unknown";
+}
+
+PrimarySession::PrimarySession(SessionParts parts, SessionOptions options, const Clock& clock)
+    : parts_(std::move(parts)),
+      options_(options),
+      clock_(clock),
+      checkpointer_(*parts_.hypervisor, parts_.open.instance_uuid, *parts_.tracker, *parts_.stager,
+                    *parts_.gate, [this] { return parts_.capture->TakeWrites(); }, clock) {}
+
+PrimarySession::~PrimarySession() { Stop(); }
+
+void PrimarySession::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_) return;
+  started_ = true;
+  epoch_thread_ = std::thread([this] { EpochThread(); });
+  watchdog_thread_ = std::thread([this] { WatchdogThread(); });
+}
+
+bool PrimarySession::Stopping() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
+}
+
+void PrimarySession::Stop() {
+  std::shared_ptr<core::EpochStream> stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    stream = stream_;
+  }
+  cv_.notify_all();
+  if (stream) stream->Cancel();  // unblocks a send stuck on a stalled backup
+  if (epoch_thread_.joinable()) epoch_thread_.join();
+  if (watchdog_thread_.joinable()) watchdog_thread_.join();
+  {
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
+      InstanceLog(parts_.open.instance_uuid).Error("cannot release held output: {}", st.ToString());
+    }
+  }
+  parts_.capture->Stop();
+  std::lock_guard<std::mutex> lock(mu_);
+  state_ = PairState::kUnprotected;
+  reason_ = "protection stopped";
+  stream_.reset();
+}
+
+SessionStatus PrimarySession::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  SessionStatus s;
+  s.state = state_;
+  s.reason = reason_;
+  s.last_checkpoint = last_checkpoint_;
+  s.last_committed = last_committed_;
+  s.reseeds = reseeds_;
+  s.dirty_tracking = std::string(parts_.tracker->name());
+  s.seed_time = seed_time_;
+  if (!pauses_.empty()) {
+    std::vector<Clock::Duration> sorted(pauses_.begin(), pauses_.end());
+    std::sort(sorted.begin(), sorted.end());
+    s.pause_p50 = sorted[sorted.size() / 2];
+    s.pause_p99 = sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)];
+  }
+  return s;
+}
+
+void PrimarySession::RecordPause(Clock::Duration d) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pauses_.push_back(d);
+  if (pauses_.size() > 1000) pauses_.pop_front();
+}
+
+void PrimarySession::Degrade(const std::string& reason) {
+  std::shared_ptr<core::EpochStream> stream;
+  {
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || state_ == PairState::kDegraded || state_ == PairState::kUnprotected) return;
+      state_ = PairState::kDegraded;
+      reason_ = reason;
+      unacked_.clear();
+      stream = stream_;
+    }
+    // Availability first: whatever the backup has not confirmed leaves now.
+    if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
+      InstanceLog(parts_.open.instance_uuid).Error("cannot release held output: {}", st.ToString());
+    }
+  }
+  InstanceLog(parts_.open.instance_uuid).Warn("protection degraded: {}", reason);
+  if (stream) stream->Cancel();
+  cv_.notify_all();
+}
+
+void PrimarySession::OnAck(uint64_t epoch) {
+  std::lock_guard<std::mutex> gate_lock(gate_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != PairState::kSeeding && state_ != PairState::kProtected) return;
+  }
+  // Stage VI on the primary: epoch `epoch` is durable on the backup; its frames may leave.
+  if (Status st = parts_.gate->Release(epoch); !st.ok()) {
+    InstanceLog(parts_.open.instance_uuid).Error("cannot release epoch {}: {}", epoch, st.ToString());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  last_committed_ = std::max(last_committed_, epoch);
+  unacked_.erase(unacked_.begin(), unacked_.upper_bound(epoch));
+  if (state_ == PairState::kSeeding) {
+    state_ = PairState::kProtected;
+    reason_.clear();
+    seed_time_ = clock_.Now() - seed_started_;
+    InstanceLog(parts_.open.instance_uuid).Info("protected: seeding took {} ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(seed_time_).count());
+  }
+}
+
+void PrimarySession::OnStreamDone(const Status& st, uint64_t generation) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (generation != generation_ || stopping_) return;
+  }
+  Degrade(st.ok() ? "backup closed the replication stream"
+                  : "replication stream ended: " + std::string(st.message()));
+}
+
+void PrimarySession::WatchdogThread() {
+  const auto tick = std::min<Clock::Duration>(std::chrono::milliseconds(50), options_.degrade_after / 4);
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, tick);
+    if (stopping_ || unacked_.empty()) continue;
+    if (state_ != PairState::kSeeding && state_ != PairState::kProtected) continue;
+    const auto& [epoch, taken] = *unacked_.begin();
+    if (clock_.Now() - taken <= options_.degrade_after) continue;
+    const std::string reason = "backup did not acknowledge epoch " + std::to_string(epoch) +
+                               " within " + std::to_string(options_.degrade_after.count()) + " ms";
+    lock.unlock();
+    Degrade(reason);
+    lock.lock();
+  }
+}
+
+Status PrimarySession::PauseAndArm() {
+  auto& hv = *parts_.hypervisor;
+  const std::string& uuid = parts_.open.instance_uuid;
+  NOVA_DT_RETURN_IF_ERROR(QmpCall(hv, uuid, {{"execute", "stop"}}).status());
+  Status armed = parts_.tracker->Reset();
+  Status resumed = QmpCall(hv, uuid, {{"execute", "cont"}}).status();
+  if (!resumed.ok()) return absl::InternalError("cannot resume the guest: " + resumed.ToString());
+  return armed;
+}
+
+Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged) {
+  // Output is not held while seeding: without a committed replica there is nothing to fail
+  // over to, so nothing the guest says could be lost by a failover. Holding starts with the
+  // first checkpoint (which opens egress epoch 2).
+  NOVA_DT_RETURN_IF_ERROR(checkpointer_.Prepare());
+  NOVA_DT_RETURN_IF_ERROR(PauseAndArm());
+  NOVA_DT_RETURN_IF_ERROR(parts_.capture->Start(options_.capture_ready_timeout));
+  core::EpochWriter epoch1(stream, 1);
+  NOVA_DT_RETURN_IF_ERROR(epoch1.Begin());
+  const uint64_t pages = parts_.stager->page_count();
+  core::StagedEpoch slice;
+  for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
+    if (Stopping()) return absl::CancelledError("stopped while seeding");
+    NOVA_DT_RETURN_IF_ERROR(
+        parts_.stager->StageRange(first, std::min(options_.seed_slice_pages, pages - first), slice));
+    NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(slice));
+  }
+  {
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (state_ != PairState::kSeeding) return absl::AbortedError(reason_);
+    }
+    auto t = checkpointer_.Take(1, staged);
+    if (!t.ok()) return t.status();
+    RecordPause(t->total);
+    std::lock_guard<std::mutex> lock(mu_);
+    unacked_[1] = clock_.Now();
+    last_checkpoint_ = 1;
+  }
+  NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
+  NOVA_DT_RETURN_IF_ERROR(epoch1.DiskWrites(staged.disk_writes));
+  return epoch1.End(staged.device_state);
+}
+
+Status PrimarySession::Protect() {
+  uint64_t generation;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation = ++generation_;
+    state_ = PairState::kSeeding;
+    reason_ = "seeding the replica on " + parts_.backup_address;
+    unacked_.clear();
+    last_committed_ = 0;
+    seed_started_ = clock_.Now();
+  }
+  core::EpochStreamCallbacks callbacks;
+  callbacks.on_ack = [this, generation](const core::StreamAck& ack) {
+    if (ack.kind != core::StreamAck::Kind::kCommitted) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (generation != generation_) return;
+    }
+    OnAck(ack.epoch);
+  };
+  callbacks.on_done = [this, generation](const Status& st) { OnStreamDone(st, generation); };
+  auto opened = parts_.link->Open(parts_.backup_address, parts_.open, std::move(callbacks));
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<core::EpochStream> stream = *std::move(opened);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream_ = stream;
+    if (stopping_) return absl::OkStatus();
+  }
+
+  core::StagedEpoch staged;
+  RamStager::Prefault(staged, std::min<uint64_t>(parts_.stager->page_count(), 16384));
+  NOVA_DT_RETURN_IF_ERROR(Seed(*stream, staged));
+
+  auto next_tick = clock_.Now() + options_.epoch;
+  for (uint64_t epoch = 2;; ++epoch) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // The epoch clock is injected: wait in small real-time steps and re-check it.
+      while (!stopping_ && state_ != PairState::kDegraded && clock_.Now() < next_tick) {
+        cv_.wait_for(lock, std::min<Clock::Duration>(next_tick - clock_.Now(),
+                                                     std::chrono::milliseconds(10)));
+      }
+      if (stopping_) return absl::OkStatus();
+      if (state_ == PairState::kDegraded) return absl::AbortedError(reason_);
+    }
+    next_tick = clock_.Now() + options_.epoch;
+    {
+      std::lock_guard<std::mutex> gate_lock(gate_mu_);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (state_ == PairState::kDegraded) return absl::AbortedError(reason_);
+      }
+      auto t = checkpointer_.Take(epoch, staged);
+      if (!t.ok()) return absl::InternalError("checkpoint " + std::to_string(epoch) + " failed: " +
+                                              std::string(t.status().message()));
+      std::lock_guard<std::mutex> lock(mu_);
+      unacked_[epoch] = clock_.Now();
+      last_checkpoint_ = epoch;
+    }
+    {
+      Status sent = core::SendEpoch(staged, *stream);
+      if (!sent.ok()) return sent;
+    }
+  }
+}
+
+void PrimarySession::EpochThread() {
+  const InstanceLog log(parts_.open.instance_uuid);
+  while (!Stopping()) {
+    Status st = Protect();
+    if (Stopping()) break;
+    Degrade(st.ok() ? "protection ended" : std::string(st.message()));
+    std::shared_ptr<core::EpochStream> stream;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream = std::move(stream_);
+    }
+    if (stream) stream->Cancel();
+    stream.reset();
+    parts_.capture->Stop();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, options_.reseed_after, [this] { return stopping_; });
+    if (stopping_) break;
+    ++reseeds_;
+    log.Info("re-seeding to {} (attempt {})", parts_.backup_address, reseeds_);
+  }
+}
+
+}  // namespace novadt::engine

@@ -1,0 +1,134 @@
+// One protected server on its primary host: the epoch engine's state machine, driving the
+// seven stages (ARCHITECTURE.md) over the parts it is given:
+//
+//   seeding    open the replication stream; short pause: arm dirty tracking, open egress
+//              epoch 1, resume; start disk capture (its initial copy seeds the disks); stream all
+//              of RAM in slices while the guest runs; first checkpoint completes epoch 1.
+//   protected  every `epoch` interval: checkpoint (stages II+III, Checkpointer), stream the
+//              epoch (IV/V, EpochWriter); each ack from the backup (VI) releases that epoch's
+//              held output (EgressGate).
+//   degraded   the backup did not ack the oldest outstanding epoch within `degrade_after`, or
+//              the stream broke, or a checkpoint failed: all held output is released, the guest
+//              runs unprotected, the reason is reported; after `reseed_after` seeding starts
+//              again (a new stream re-creates the replica).
+//   unprotected  Stop() was called.
+//
+// Threads: an epoch thread (seeding, checkpoints, sending), a watchdog thread (the degrade
+// bound, which must fire even while a send is blocked by a stalled backup), and the link's ack
+// thread. The egress gate is touched under one mutex so a degrade can never strand frames in a
+// buffer opened after the release.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/common/clock.h"
+#include "agent/core/replication_link.h"
+#include "agent/dirty/dirty_tracker.h"
+#include "agent/engine/checkpointer.h"
+#include "agent/engine/disk_capture.h"
+#include "agent/engine/egress_gate.h"
+#include "agent/engine/ram_stager.h"
+
+namespace novadt::engine {
+
+enum class PairState { kSeeding, kProtected, kDegraded, kUnprotected };
+std::string_view PairStateName(PairState s);
+
+struct SessionOptions {
+  std::chrono::milliseconds epoch{100};
+  std::chrono::milliseconds degrade_after{2000};
+  std::chrono::milliseconds reseed_after{2000};
+  std::chrono::milliseconds capture_ready_timeout{120000};
+  uint64_t seed_slice_pages = 1024;  // RAM streamed per slice while seeding (4 MiB)
+};
+
+// What the session drives. The pointers must outlive the session; the rest it owns.
+struct SessionParts {
+  core::Hypervisor* hypervisor = nullptr;
+  core::ReplicationLink* link = nullptr;
+  std::string backup_address;
+  core::StreamOpen open;  // identity and geometry of the server
+  std::unique_ptr<dirty::DirtyTracker> tracker;
+  std::unique_ptr<RamStager> stager;
+  std::unique_ptr<EgressGate> gate;
+  std::unique_ptr<DiskCapture> capture;
+};
+
+struct SessionStatus {
+  PairState state = PairState::kSeeding;
+  std::string reason;
+  uint64_t last_checkpoint = 0;  // newest epoch taken
+  uint64_t last_committed = 0;   // newest epoch the backup acked (this stream)
+  uint64_t reseeds = 0;
+  std::string dirty_tracking;    // "soft-dirty" | "hash-scan"
+  Clock::Duration pause_p50{0};
+  Clock::Duration pause_p99{0};
+  Clock::Duration seed_time{0};  // last seeding: start .. epoch 1 acked
+};
+
+class PrimarySession {
+ public:
+  PrimarySession(SessionParts parts, SessionOptions options, const Clock& clock);
+  ~PrimarySession();  // Stop()
+  PrimarySession(const PrimarySession&) = delete;
+  PrimarySession& operator=(const PrimarySession&) = delete;
+
+  // Starts protecting (seeding first). Returns at once.
+  void Start();
+  // Unprotects: stops checkpointing, ends the stream, releases all held output, stops the disk
+  // capture. The guest keeps running. Bounded; idempotent.
+  void Stop();
+
+  SessionStatus status() const;
+
+ private:
+  void EpochThread();
+  void WatchdogThread();
+  // One protection attempt: seed, then checkpoint until degraded or stopped. Returns why it
+  // ended (OK when stopped).
+  Status Protect();
+  Status Seed(core::EpochStream& stream, core::StagedEpoch& staged);
+  Status PauseAndArm();
+  void OnAck(uint64_t epoch);
+  void OnStreamDone(const Status& st, uint64_t generation);
+  void Degrade(const std::string& reason);
+  bool Stopping() const;
+  void RecordPause(Clock::Duration d);
+
+  SessionParts parts_;
+  const SessionOptions options_;
+  const Clock& clock_;
+  Checkpointer checkpointer_;
+
+  std::mutex gate_mu_;  // serialises every EgressGate call and the degrade decision
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool started_ = false;
+  bool stopping_ = false;
+  PairState state_ = PairState::kSeeding;
+  std::string reason_;
+  uint64_t generation_ = 0;                       // of the current stream
+  std::shared_ptr<core::EpochStream> stream_;     // the current stream, for Cancel()
+  std::map<uint64_t, Clock::TimePoint> unacked_;  // epoch -> when it was checkpointed
+  uint64_t last_checkpoint_ = 0;
+  uint64_t last_committed_ = 0;
+  uint64_t reseeds_ = 0;
+  Clock::TimePoint seed_started_{};
+  Clock::Duration seed_time_{0};
+  std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
+
+  std::thread epoch_thread_;
+  std::thread watchdog_thread_;
+};
+
+}  // namespace novadt::engine

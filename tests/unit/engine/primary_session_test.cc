@@ -1,0 +1,291 @@
+// The primary's state machine over fakes: a scripted QEMU, an in-process replication link that
+// feeds the backup's receiver and can stall or refuse, and a fake disk capture.
+#include "agent/engine/primary_session.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "agent/core/replication_receiver.h"
+#include "tests/support/fake_hypervisor.h"
+#include "tests/support/fake_replica_sink.h"
+#include "tests/support/test_util.h"
+
+namespace novadt::engine {
+namespace {
+
+using novadt::testing::FakeHypervisor;
+using novadt::testing::FakeReplicaState;
+using novadt::testing::WaitFor;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr uint64_t kPages = 64;
+constexpr size_t kPage = core::kGuestPageSize;
+
+// In-process backup: every stream gets a ReplicationReceiver over a FakeReplicaSink; acks go
+// back at once unless the link is stalled (then they wait); opens can be refused.
+class LoopbackLink final : public core::ReplicationLink {
+ public:
+  class Stream final : public core::EpochStream {
+   public:
+    Stream(LoopbackLink& link, std::unique_ptr<core::ReplicationReceiver> r,
+           core::EpochStreamCallbacks cb)
+        : link_(link), receiver_(std::move(r)), cb_(std::move(cb)) {}
+    Status Send(const core::StreamItem& item) override {
+      std::optional<uint64_t> ack;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_) return absl::CancelledError("stream cancelled");
+        auto a = receiver_->Handle(item);
+        if (!a.ok()) return a.status();
+        ack = *a;
+      }
+      if (ack) link_.Ack(this, *ack);
+      return absl::OkStatus();
+    }
+    Status Heartbeat() override { return absl::OkStatus(); }
+    Status Finish(milliseconds) override { return absl::OkStatus(); }
+    void Cancel() override {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_) return;
+        done_ = true;
+        receiver_->Close(absl::CancelledError("cancelled"));
+      }
+      cb_.on_done(absl::CancelledError("cancelled"));
+    }
+    void DeliverAck(uint64_t epoch) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_) return;
+      }
+      cb_.on_ack({core::StreamAck::Kind::kCommitted, epoch});
+    }
+
+   private:
+    LoopbackLink& link_;
+    std::mutex mu_;
+    bool done_ = false;
+    std::unique_ptr<core::ReplicationReceiver> receiver_;
+    core::EpochStreamCallbacks cb_;
+  };
+
+  StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string&, const core::StreamOpen& open,
+                                                    core::EpochStreamCallbacks cb) override {
+    if (refuse_opens_ > 0) {
+      --refuse_opens_;
+      cb.on_done(absl::UnavailableError("backup unreachable"));
+      return absl::UnavailableError("backup unreachable");
+    }
+    auto r = core::ReplicationReceiver::Start(open, novadt::testing::FakeSinkFactory(state));
+    if (!r.ok()) return r.status();
+    ++opens;
+    auto s = std::make_unique<Stream>(*this, *std::move(r), std::move(cb));
+    std::lock_guard<std::mutex> lock(mu_);
+    current_ = s.get();
+    return std::unique_ptr<core::EpochStream>(std::move(s));
+  }
+
+  void Ack(Stream* s, uint64_t epoch) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stalled_) {
+        held_.push_back({s, epoch});
+        return;
+      }
+    }
+    s->DeliverAck(epoch);
+  }
+  void Stall(bool on) {
+    std::vector<std::pair<Stream*, uint64_t>> release;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stalled_ = on;
+      if (!on) release.swap(held_);
+    }
+    for (auto& [s, e] : release) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (s == current_) s->DeliverAck(e);
+    }
+  }
+
+  std::shared_ptr<FakeReplicaState> state = std::make_shared<FakeReplicaState>();
+  std::atomic<int> opens{0};
+  std::atomic<int> refuse_opens_{0};
+
+ private:
+  std::mutex mu_;
+  bool stalled_ = false;
+  Stream* current_ = nullptr;
+  std::vector<std::pair<Stream*, uint64_t>> held_;
+};
+
+class FakeCapture final : public DiskCapture {
+ public:
+  Status Start(milliseconds) override {
+    ++starts;
+    std::lock_guard<std::mutex> lock(mu);
+    writes.push_back({"vda", 0, std::string(4096, 'i')});  // the "initial copy"
+    return absl::OkStatus();
+  }
+  std::vector<core::DiskWrite> TakeWrites() override {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::exchange(writes, {});
+  }
+  uint64_t buffered_bytes() const override { return 0; }
+  void Stop() override { ++stops; }
+  std::mutex mu;
+  std::vector<core::DiskWrite> writes;
+  std::atomic<int> starts{0}, stops{0};
+};
+
+class PrimarySessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ram_ = dir_.path() + "/pc.ram";
+    int fd = ::open(ram_.c_str(), O_RDWR | O_CREAT, 0600);
+    ASSERT_EQ(::ftruncate(fd, kPages * kPage), 0);
+    guest_ = static_cast<char*>(::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::close(fd);
+    hv_.Returns("query-rx-filter", json::array({{{"name", "net0"}}}));
+    hv_.Returns("qom-get", "hostnet0");
+    hv_.Returns("query-migrate", {{"status", "completed"}});
+    hv_.On("migrate", [this](const json&) {
+      const int fd = hv_.TakeFd("nova-dt-devstate");
+      if (::write(fd, "devstate", 8) != 8) ADD_FAILURE();
+      ::close(fd);
+      guest_[(++tick_ % kPages) * kPage] ^= 1;  // the guest dirties a page every epoch
+      return json{{"return", json::object()}};
+    });
+  }
+  void TearDown() override {
+    session_.reset();
+    ::munmap(guest_, kPages * kPage);
+  }
+
+  void StartSession(SessionOptions o) {
+    SessionParts p;
+    p.hypervisor = &hv_;
+    p.link = &link_;
+    p.backup_address = "backup:7070";
+    p.open = novadt::testing::TestOpen();
+    p.open.ram_size_bytes = kPages * kPage;
+    p.tracker = *dirty::MakeDirtyTracker({ram_, kPages * kPage, 0,
+                                          dirty::DirtyTrackerOptions::Method::kHashScan, 1});
+    p.stager = *RamStager::Open(ram_, kPages * kPage);
+    auto gate = EgressGate::Create(hv_, p.open.instance_uuid);
+    ASSERT_TRUE(gate.ok());
+    gate_ = gate->get();
+    p.gate = *std::move(gate);
+    auto capture = std::make_unique<FakeCapture>();
+    capture_ = capture.get();
+    p.capture = std::move(capture);
+    session_ = std::make_unique<PrimarySession>(std::move(p), o, clock_);
+    session_->Start();
+  }
+  bool WaitState(PairState s, milliseconds t = milliseconds(5000)) {
+    return WaitFor([&] { return session_->status().state == s; }, t);
+  }
+  int Count(const std::string& prefix) {
+    int n = 0;
+    for (const auto& c : hv_.Commands()) {
+      if (c.find(prefix) != std::string::npos) ++n;
+    }
+    return n;
+  }
+
+  novadt::testing::ScratchDir dir_;
+  std::string ram_;
+  char* guest_ = nullptr;
+  int tick_ = 0;
+  FakeHypervisor hv_;
+  LoopbackLink link_;
+  SystemClock clock_;
+  EgressGate* gate_ = nullptr;
+  FakeCapture* capture_ = nullptr;
+  std::unique_ptr<PrimarySession> session_;
+};
+
+SessionOptions Fast() {
+  SessionOptions o;
+  o.epoch = milliseconds(20);
+  o.degrade_after = milliseconds(300);
+  o.reseed_after = milliseconds(100);
+  o.seed_slice_pages = 16;
+  return o;
+}
+
+TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  ASSERT_TRUE(WaitFor([&] { return session_->status().last_committed >= 6; }, seconds(5)));
+  auto calls = link_.state->Calls();
+  // Epoch 1 carries all of RAM in 16-page slices, the disk's initial copy and the device state.
+  ASSERT_GE(calls.size(), 8u);
+  EXPECT_EQ(calls[0], "begin 1");
+  for (int i = 1; i <= 4; ++i) EXPECT_EQ(calls[i], "pages 16");
+  EXPECT_NE(std::find(calls.begin(), calls.end(), "disk vda 0+4096"), calls.end());
+  EXPECT_NE(std::find(calls.begin(), calls.end(), "commit 1"), calls.end());
+  // Output is held per epoch and let go by acks: never more than the open epoch plus one in
+  // flight, and an object-del for each acked epoch.
+  EXPECT_LE(gate_->held_epochs().size(), 2u);
+  EXPECT_GE(Count("object-del"), 4);
+  auto st = session_->status();
+  EXPECT_EQ(st.dirty_tracking, "hash-scan");
+  EXPECT_GT(st.pause_p50.count(), 0);
+
+  session_->Stop();
+  EXPECT_EQ(session_->status().state, PairState::kUnprotected);
+  EXPECT_TRUE(gate_->held_epochs().empty());
+  EXPECT_GE(capture_->stops.load(), 1);
+  // Every pause ended with the guest running.
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+TEST_F(PrimarySessionTest, StalledBackupHoldsOutputUntilTheBoundThenDegradesAndReseeds) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected));
+  link_.Stall(true);
+  // Within the bound: still protected, output accumulates in held epochs.
+  ASSERT_TRUE(WaitFor([&] { return gate_->held_epochs().size() >= 4; }, seconds(2)));
+  EXPECT_EQ(session_->status().state, PairState::kProtected);
+  // Past it: degraded, everything released, the guest runs on.
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(3)));
+  EXPECT_THAT(session_->status().reason, HasSubstr("did not acknowledge epoch"));
+  EXPECT_TRUE(WaitFor([&] { return gate_->held_epochs().empty(); }, seconds(1)));
+  // The backup comes back: a new stream seeds again and the pair is protected again.
+  link_.Stall(false);
+  ASSERT_TRUE(WaitFor([&] { return session_->status().state == PairState::kProtected &&
+                                   session_->status().reseeds >= 1; }, seconds(5)))
+      << session_->status().reason;
+  EXPECT_GE(link_.opens.load(), 2);
+  EXPECT_GE(capture_->starts.load(), 2);
+}
+
+TEST_F(PrimarySessionTest, UnreachableBackupIsReportedAndRetried) {
+  link_.refuse_opens_ = 2;
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(2)));
+  EXPECT_THAT(session_->status().reason, HasSubstr("backup unreachable"));
+  ASSERT_TRUE(WaitState(PairState::kProtected, seconds(5))) << session_->status().reason;
+  EXPECT_EQ(session_->status().reseeds, 2u);
+}
+
+TEST_F(PrimarySessionTest, FailedCheckpointDegradesWithTheReasonAndLeavesTheGuestRunning) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected));
+  hv_.FailNext("migrate", "GenericError", "migration blocked by a device");
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(2)));
+  EXPECT_THAT(session_->status().reason, HasSubstr("migration blocked by a device"));
+  EXPECT_TRUE(gate_->held_epochs().empty());
+  session_->Stop();
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+}  // namespace
+}  // namespace novadt::engine
