@@ -1,11 +1,13 @@
 #include "agent/rpc/grpc_peer_link.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
-#include <set>
-#include <vector>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -14,80 +16,112 @@
 namespace novadt::rpc {
 namespace {
 
-// Everything one in-flight Hello needs; kept alive by its completion callback and inflight_.
-struct HelloCall {
-  grpc::ClientContext ctx;
-  nova_dt::v1::HelloRequest req;
-  nova_dt::v1::HelloReply reply;
-  std::chrono::steady_clock::time_point started;
-  std::function<void(StatusOr<core::HelloResult>)> done;
-};
-
+// Greetings run as synchronous calls on the link's own worker thread, one at a time (each bounded
+// by its timeout): hellos are rare, and this keeps the link off gRPC's process-wide callback
+// completion queue, which gRPC 1.51 tears down unsafely when its last user goes away.
 class GrpcPeerLink final : public core::PeerLink {
  public:
-  explicit GrpcPeerLink(PeerIdentity self) : self_(std::move(self)) {}
+  explicit GrpcPeerLink(PeerIdentity self) : self_(std::move(self)) {
+    worker_ = std::thread([this] { Work(); });
+    pthread_setname_np(worker_.native_handle(), "peer-hello");
+  }
 
-  // Cancels the calls still in flight and waits for their callbacks, so no `done` runs after
-  // the link (and whoever it calls back) is gone.
+  // Cancels the call in flight, fails the queued ones (their callbacks run), and joins the
+  // worker, so no `done` runs after the link is gone.
   ~GrpcPeerLink() override {
-    std::vector<std::shared_ptr<HelloCall>> calls;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      calls.assign(inflight_.begin(), inflight_.end());
+      stopping_ = true;
+      if (inflight_) inflight_->TryCancel();
     }
-    // Outside the lock: gRPC may run a completion inline from TryCancel().
-    for (auto& call : calls) call->ctx.TryCancel();
-    calls.clear();
-    std::unique_lock<std::mutex> lock(mu_);
-    idle_.wait(lock, [this] { return inflight_.empty(); });
+    cv_.notify_all();
+    worker_.join();
   }
 
   void Hello(const std::string& address, std::chrono::milliseconds timeout,
              std::function<void(StatusOr<core::HelloResult>)> done) override {
-    auto call = std::make_shared<HelloCall>();
-    call->req.set_host(self_.host);
-    call->req.set_version(self_.version);
-    call->req.set_listen_address(self_.listen_address);
-    call->ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-    call->done = std::move(done);
-    call->started = std::chrono::steady_clock::now();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      inflight_.insert(call);
+      if (!stopping_) {
+        queue_.push_back({address, timeout, std::move(done)});
+        cv_.notify_one();
+        return;
+      }
     }
-    Stub(address)->async()->Hello(
-        &call->ctx, &call->req, &call->reply, [this, call, address](grpc::Status st) {
-          if (!st.ok()) {
-            call->done(absl::UnavailableError("hello to " + address + " failed: " +
-                                              st.error_message()));
-          } else {
-            call->done(core::HelloResult{
-                call->reply.host(), call->reply.version(),
-                std::chrono::duration_cast<std::chrono::microseconds>(
-                    std::chrono::steady_clock::now() - call->started)});
-          }
-          std::lock_guard<std::mutex> lock(mu_);
-          inflight_.erase(call);
-          if (inflight_.empty()) idle_.notify_all();
-        });
+    done(absl::CancelledError("peer link is shutting down"));
   }
 
  private:
-  nova_dt::v1::Peer::Stub* Stub(const std::string& address) {
-    std::lock_guard<std::mutex> lock(mu_);
+  struct Request {
+    std::string address;
+    std::chrono::milliseconds timeout;
+    std::function<void(StatusOr<core::HelloResult>)> done;
+  };
+
+  void Work() {
+    for (;;) {
+      Request req;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        req = std::move(queue_.front());
+        queue_.pop_front();
+        if (stopping_) {
+          lock.unlock();
+          req.done(absl::CancelledError("peer link is shutting down"));
+          continue;
+        }
+      }
+      req.done(Call(req.address, req.timeout));
+    }
+  }
+
+  StatusOr<core::HelloResult> Call(const std::string& address, std::chrono::milliseconds timeout) {
+    nova_dt::v1::HelloRequest request;
+    request.set_host(self_.host);
+    request.set_version(self_.version);
+    request.set_listen_address(self_.listen_address);
+    nova_dt::v1::HelloReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inflight_ = &ctx;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    grpc::Status st = Stub(address).Hello(&ctx, request, &reply);
+    const auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inflight_ = nullptr;
+    }
+    if (!st.ok()) {
+      return absl::UnavailableError("hello to " + address + " failed: " + st.error_message());
+    }
+    return core::HelloResult{reply.host(), reply.version(), rtt};
+  }
+
+  // Worker thread only.
+  nova_dt::v1::Peer::Stub& Stub(const std::string& address) {
     auto& stub = stubs_[address];
     if (!stub) {
       stub = nova_dt::v1::Peer::NewStub(
           grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
     }
-    return stub.get();
+    return *stub;
   }
 
-  PeerIdentity self_;
+  const PeerIdentity self_;
+  std::map<std::string, std::unique_ptr<nova_dt::v1::Peer::Stub>> stubs_;  // worker thread only
+
   std::mutex mu_;
-  std::condition_variable idle_;
-  std::map<std::string, std::unique_ptr<nova_dt::v1::Peer::Stub>> stubs_;  // guarded by mu_
-  std::set<std::shared_ptr<HelloCall>> inflight_;                             // guarded by mu_
+  std::condition_variable cv_;
+  std::deque<Request> queue_;               // guarded by mu_
+  grpc::ClientContext* inflight_ = nullptr;  // guarded by mu_
+  bool stopping_ = false;                    // guarded by mu_
+  std::thread worker_;
 };
 
 }  // namespace

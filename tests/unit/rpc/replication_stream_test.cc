@@ -192,13 +192,18 @@ TEST_F(ReplicationStreamTest, PrimaryCancellingIsSeenByTheBackup) {
   auto stream = Open();
   ASSERT_TRUE(stream.ok());
   ASSERT_TRUE((*stream)->Send(core::EpochBegin{1}).ok());
+  // Cancel only once the backup is inside epoch 1 (earlier, there is nothing to drop).
+  ASSERT_TRUE(WaitFor([&] { return !state_->Calls().empty(); }, seconds(5)));
   (*stream)->Cancel();
   ASSERT_TRUE(view_.WaitDone(seconds(5)));
   EXPECT_EQ(view_.done->code(), absl::StatusCode::kCancelled) << *view_.done;
+  // The backup sees the end either as a cancel or as the stream ending inside epoch 1 (gRPC
+  // does not always report the cancel before the read fails); either way the epoch is dropped.
   EXPECT_TRUE(WaitFor(
       [&] {
         auto calls = state_->Calls();
-        return !calls.empty() && calls.back().rfind("close CANCELLED", 0) == 0;
+        return !calls.empty() && (calls.back().rfind("close CANCELLED", 0) == 0 ||
+                                  calls.back().rfind("close DATA_LOSS", 0) == 0);
       },
       seconds(5)))
       << (state_->Calls().empty() ? "" : state_->Calls().back());
