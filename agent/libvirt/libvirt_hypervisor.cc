@@ -9,6 +9,7 @@
 #include <libvirt/virterror.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/libvirt/errors.h"
 #include "agent/libvirt/event_thread.h"
 #include "agent/libvirt/handles.h"
 
@@ -18,24 +19,6 @@ namespace {
 using core::DomainEvent;
 using core::DomainInfo;
 using core::DomainState;
-
-// The last libvirt error of this thread as a Status, with `what` as context.
-Status LastError(const std::string& what) {
-  virErrorPtr err = virGetLastError();
-  const std::string msg = what + ": " + (err && err->message ? err->message : "unknown error");
-  const int code = err ? err->code : VIR_ERR_INTERNAL_ERROR;
-  switch (code) {
-    case VIR_ERR_NO_DOMAIN:
-      return absl::NotFoundError(msg);
-    case VIR_ERR_OPERATION_INVALID:
-      return absl::FailedPreconditionError(msg);
-    case VIR_ERR_INVALID_ARG:
-    case VIR_ERR_NO_SUPPORT:
-      return absl::InvalidArgumentError(msg);
-    default:
-      return absl::UnavailableError(msg);
-  }
-}
 
 DomainState FromVirState(int s) {
   switch (s) {

@@ -1,0 +1,279 @@
+// FailoverRestorer over FakeHypervisor and a fake launcher that does what libvirt + the nova-dt
+// hook do to the file system: on start it reads the arm file and hard-links the replica RAM to
+// <ram dir>/<id>-<name>/pc.ram (or, when told to behave like a host without the hook, creates a
+// fresh file there).
+#include "agent/engine/failover_restorer.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/fake_hypervisor.h"
+#include "tests/support/test_util.h"
+
+namespace novadt::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using novadt::testing::FakeHypervisor;
+using novadt::testing::ScratchDir;
+
+constexpr char kUuid[] = "0d5b2f3a-1111-4c2e-9a7b-0123456789ab";
+constexpr char kXml[] = "<domain type='qemu'><name>g</name></domain>";
+
+// Fails on demand; records the lifecycle calls in order.
+class FakeLauncher final : public core::DomainLauncher {
+ public:
+  FakeLauncher(std::string ram_dir, std::string arm_dir)
+      : ram_dir_(std::move(ram_dir)), arm_dir_(std::move(arm_dir)) {}
+
+  bool run_hook = true;
+  Status start_error, resume_error, define_error;
+
+  StatusOr<core::LaunchedDomain> StartPausedIncoming(const core::RestoreSpec& spec) override {
+    Record("start");
+    last_spec = spec;
+    if (!start_error.ok()) return start_error;
+    ++id_;
+    const std::string dir = ram_dir_ + "/" + std::to_string(id_) + "-g";
+    fs::create_directories(dir);
+    const std::string arm = arm_dir_ + "/" + kUuid + ".arm";
+    if (run_hook && fs::exists(arm)) {
+      std::string target;
+      std::getline(std::ifstream(arm), target);
+      last_arm = target;
+      if (target.empty() || target[0] != '/') target = arm_dir_ + "/" + target;
+      fs::create_hard_link(target, dir + "/pc.ram");
+      fs::remove(arm);
+    } else {
+      std::ofstream(dir + "/pc.ram") << "fresh";
+    }
+    running_ = true;
+    return core::LaunchedDomain{kUuid, "g", id_};
+  }
+  StatusOr<std::string> DomainRamFile(std::string_view) override {
+    Record("ram-file");
+    if (!running_) return absl::NotFoundError("not running");
+    return ram_dir_ + "/" + std::to_string(id_) + "-g/pc.ram";
+  }
+  Status Resume(std::string_view) override {
+    Record("resume");
+    return resume_error;
+  }
+  Status MakePersistent(const core::RestoreSpec&) override {
+    Record("define");
+    return define_error;
+  }
+  Status Destroy(std::string_view) override {
+    Record("destroy");
+    if (running_) fs::remove_all(ram_dir_ + "/" + std::to_string(id_) + "-g");  // as libvirt
+    running_ = false;
+    return absl::OkStatus();
+  }
+
+  std::vector<std::string> calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
+  }
+  bool running() const { return running_; }
+  core::RestoreSpec last_spec;
+  std::string last_arm;  // the arm file's line the hook saw
+
+ private:
+  void Record(const std::string& c) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.push_back(c);
+  }
+  std::mutex mu_;
+  std::vector<std::string> calls_;
+  std::string ram_dir_, arm_dir_;
+  int id_ = 4;
+  bool running_ = false;
+};
+
+class FailoverRestorerTest : public ::testing::Test {
+ protected:
+  FailoverRestorerTest()
+      : arm_dir_(dir_.path() + "/nova-dt"),
+        launcher_(dir_.path(), arm_dir_),
+        restorer_(launcher_, hv_, clock_, Options()) {
+    fs::create_directories(arm_dir_ + "/" + kUuid);
+    req_.instance_uuid = kUuid;
+    req_.domain_xml = kXml;
+    req_.committed_epoch = 7;
+    req_.ram_path = arm_dir_ + "/" + kUuid + "/ram.img";
+    req_.device_state_path = arm_dir_ + "/" + kUuid + "/devstate-1.bin";
+    req_.disk_paths = {{"vda", arm_dir_ + "/" + kUuid + "/disk-vda.raw"}};
+    std::ofstream(req_.ram_path) << "replica ram";
+    std::ofstream(req_.device_state_path) << "DEVICE-STATE";
+    // query-migrate: "active" twice, then "completed".
+    hv_.On("query-migrate", [this](const nlohmann::json&) {
+      const char* s = ++polls_ < 3 ? "active" : "completed";
+      return nlohmann::json{{"return", {{"status", s}}}};
+    });
+  }
+
+  FailoverRestorerOptions Options() {
+    FailoverRestorerOptions o;
+    o.arm_dir = arm_dir_;
+    o.poll_interval = std::chrono::milliseconds(0);
+    o.load_timeout = std::chrono::milliseconds(500);
+    return o;
+  }
+
+  std::vector<std::string> QmpNames() {
+    std::vector<std::string> out;
+    for (const auto& c : hv_.Commands()) out.push_back(nlohmann::json::parse(c)["execute"]);
+    return out;
+  }
+
+  bool Armed() const { return fs::exists(arm_dir_ + "/" + kUuid + ".arm"); }
+
+  ScratchDir dir_{"nova-dt-restorer"};
+  std::string arm_dir_;
+  FakeHypervisor hv_;
+  ManualClock clock_;
+  FakeLauncher launcher_;
+  FailoverRestorer restorer_;
+  RestoreRequest req_;
+  int polls_ = 0;
+};
+
+TEST_F(FailoverRestorerTest, RestoresWithTheStagedQmpSequence) {
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->epoch, 7u);
+  EXPECT_EQ(r->domain_id, 5);
+  EXPECT_TRUE(r->persistent);
+  EXPECT_EQ(launcher_.calls(), (std::vector<std::string>{"start", "ram-file", "resume", "define"}));
+  EXPECT_EQ(QmpNames(),
+            (std::vector<std::string>{"migrate-set-capabilities", "getfd", "migrate-incoming",
+                                      "query-migrate", "query-migrate", "query-migrate"}));
+  const auto cmds = hv_.Commands();
+  const auto caps = nlohmann::json::parse(cmds[0])["arguments"]["capabilities"][0];
+  EXPECT_EQ(caps["capability"], "x-ignore-shared");
+  EXPECT_EQ(caps["state"], true);
+  const std::string fdname = nlohmann::json::parse(cmds[1])["arguments"]["fdname"];
+  EXPECT_EQ(nlohmann::json::parse(cmds[2])["arguments"]["uri"], "fd:" + fdname);
+  // The fd handed to QEMU is the committed device state.
+  const int fd = hv_.TakeFd(fdname);
+  ASSERT_GE(fd, 0);
+  char buf[64] = {};
+  ASSERT_EQ(pread(fd, buf, sizeof buf, 0), 12);
+  close(fd);
+  EXPECT_STREQ(buf, "DEVICE-STATE");
+  // The launcher got the primary's XML and the replica's disks; the arm file is gone.
+  EXPECT_EQ(launcher_.last_spec.domain_xml, kXml);
+  EXPECT_EQ(launcher_.last_spec.disk_images, req_.disk_paths);
+  EXPECT_FALSE(Armed());
+  EXPECT_TRUE(launcher_.running());
+}
+
+TEST_F(FailoverRestorerTest, ArmFileNamesTheReplicaRelativeToTheArmDirectory) {
+  ASSERT_TRUE(restorer_.Restore(req_).ok());
+  struct stat a = {}, b = {};
+  ASSERT_EQ(stat(req_.ram_path.c_str(), &a), 0);
+  ASSERT_EQ(stat((dir_.path() + "/5-g/pc.ram").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_nlink, 2u);
+  EXPECT_EQ(launcher_.last_arm, std::string(kUuid) + "/ram.img");
+}
+
+TEST_F(FailoverRestorerTest, WrongRamFileDestroysTheDomainAndNeverLoads) {
+  launcher_.run_hook = false;  // a host without the hook: libvirt's own fresh RAM file
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("is not the replica RAM"), std::string::npos) << r.status();
+  EXPECT_EQ(launcher_.calls(), (std::vector<std::string>{"start", "ram-file", "destroy"}));
+  EXPECT_TRUE(hv_.Commands().empty()) << "QMP sent to a guest on the wrong memory";
+  EXPECT_FALSE(launcher_.running());
+  EXPECT_FALSE(Armed());
+  EXPECT_TRUE(fs::exists(req_.ram_path)) << "the replica must survive a failed restore";
+}
+
+TEST_F(FailoverRestorerTest, FailedMigrationDestroysTheDomain) {
+  hv_.On("query-migrate", [](const nlohmann::json&) {
+    return nlohmann::json{
+        {"return", {{"status", "failed"}, {"error-desc", "load of migration failed"}}}};
+  });
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("load of migration failed"), std::string::npos);
+  EXPECT_NE(r.status().message().find("loading the device state"), std::string::npos);
+  EXPECT_EQ(launcher_.calls(), (std::vector<std::string>{"start", "ram-file", "destroy"}));
+  EXPECT_FALSE(launcher_.running());
+  EXPECT_FALSE(Armed());
+}
+
+TEST_F(FailoverRestorerTest, QmpErrorOnMigrateIncomingDestroysTheDomain) {
+  hv_.FailNext("migrate-incoming", "GenericError", "bad uri");
+  auto r = restorer_.Restore(req_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("bad uri"), std::string::npos) << r.status();
+  EXPECT_EQ(launcher_.calls().back(), "destroy");
+  EXPECT_FALSE(launcher_.running());
+}
+
+TEST_F(FailoverRestorerTest, LoadThatNeverCompletesTimesOutAndDestroys) {
+  hv_.On("query-migrate", [this](const nlohmann::json&) {
+    clock_.Advance(std::chrono::milliseconds(100));
+    return nlohmann::json{{"return", {{"status", "active"}}}};
+  });
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsDeadlineExceeded(r.status())) << r.status();
+  EXPECT_EQ(launcher_.calls().back(), "destroy");
+  EXPECT_FALSE(launcher_.running());
+}
+
+TEST_F(FailoverRestorerTest, FailedStartDisarmsAndDestroysNothing) {
+  launcher_.start_error = absl::UnavailableError("libvirtd down");
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  EXPECT_EQ(launcher_.calls(), (std::vector<std::string>{"start"}));
+  EXPECT_FALSE(Armed());
+}
+
+TEST_F(FailoverRestorerTest, FailedResumeDestroys) {
+  launcher_.resume_error = absl::FailedPreconditionError("cont refused");
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(launcher_.calls().back(), "destroy");
+}
+
+TEST_F(FailoverRestorerTest, FailedDefineLeavesTheRunningGuestAndReportsIt) {
+  launcher_.define_error = absl::UnavailableError("define refused");
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->persistent);
+  EXPECT_TRUE(absl::IsUnavailable(r->persist_error));
+  EXPECT_TRUE(launcher_.running());
+  EXPECT_EQ(launcher_.calls().back(), "define");
+}
+
+TEST_F(FailoverRestorerTest, RefusesUnseededReplicaAndRamOffTheHookFileSystem) {
+  req_.committed_epoch = 0;
+  EXPECT_TRUE(absl::IsFailedPrecondition(restorer_.Restore(req_).status()));
+  req_.committed_epoch = 7;
+  // A file on another file system (procfs) than the arm directory: no hard link possible.
+  req_.ram_path = "/proc/self/status";
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("not on the file system"), std::string::npos);
+  EXPECT_TRUE(launcher_.calls().empty());
+  EXPECT_FALSE(Armed());
+}
+
+TEST_F(FailoverRestorerTest, MissingDeviceStateDestroys) {
+  fs::remove(req_.device_state_path);
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsNotFound(r.status())) << r.status();
+  EXPECT_EQ(launcher_.calls().back(), "destroy");
+}
+
+}  // namespace
+}  // namespace novadt::engine
