@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -65,6 +66,16 @@ class Hypervisor {
   // while disconnected.
   virtual StatusOr<std::string> QemuMonitorCommand(std::string_view uuid,
                                                    std::string_view qmp_json) = 0;
+
+  // The domain's live definition (libvirt XML). NotFound for an unknown domain.
+  virtual StatusOr<std::string> DomainXml(std::string_view uuid) = 0;
+
+  struct Disk {
+    std::string target;  // e.g. "vda"
+    uint64_t capacity_bytes = 0;
+  };
+  // The domain's disks (device='disk'), in definition order, with their virtual sizes.
+  virtual StatusOr<std::vector<Disk>> ListDisks(std::string_view uuid) = 0;
 
   // QemuMonitorCommand() that also hands QEMU the file descriptor `fd` (SCM_RIGHTS through
   // libvirt), for QMP `getfd`: device state then flows through a pipe or file the agent owns,

@@ -9,6 +9,7 @@
 #include <libvirt/virterror.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/libvirt/domain_xml.h"
 #include "agent/libvirt/errors.h"
 #include "agent/libvirt/event_thread.h"
 #include "agent/libvirt/handles.h"
@@ -129,6 +130,32 @@ class LibvirtHypervisor final : public core::Hypervisor {
     }
     CString reply(raw);
     return std::string(reply.get());
+  }
+
+  StatusOr<std::string> DomainXml(std::string_view uuid) override {
+    auto dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    CString xml(virDomainGetXMLDesc(dom->get(), 0));
+    if (!xml) return LastError("cannot read the definition of domain " + std::string(uuid));
+    return std::string(xml.get());
+  }
+
+  StatusOr<std::vector<Disk>> ListDisks(std::string_view uuid) override {
+    auto xml = DomainXml(uuid);
+    if (!xml.ok()) return xml.status();
+    auto targets = DiskTargets(*xml);
+    if (!targets.ok()) return targets.status();
+    auto dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    std::vector<Disk> disks;
+    for (const auto& target : *targets) {
+      virDomainBlockInfo info{};
+      if (virDomainGetBlockInfo(dom->get(), target.c_str(), &info, 0) < 0) {
+        return LastError("cannot read the size of disk " + target);
+      }
+      disks.push_back({target, info.capacity});
+    }
+    return disks;
   }
 
   StatusOr<std::string> QemuMonitorCommandWithFd(std::string_view uuid,

@@ -1,5 +1,6 @@
 #include "agent/libvirt/libvirt_launcher.h"
 
+#include "agent/libvirt/domain_xml.h"
 #include "agent/libvirt/errors.h"
 
 #include <libvirt/libvirt.h>
@@ -21,11 +22,6 @@ constexpr char kQemuNsHref[] = "http://libvirt.org/schemas/domain/qemu/1.0";
 
 // ---------------------------------------------------------------------------------------------
 // Restore-XML derivation (libxml2).
-
-struct DocFreer {
-  void operator()(xmlDocPtr d) const { xmlFreeDoc(d); }
-};
-using DocPtr = std::unique_ptr<xmlDoc, DocFreer>;
 
 const xmlChar* X(const char* s) { return reinterpret_cast<const xmlChar*>(s); }
 
@@ -167,8 +163,7 @@ void AddIncomingDefer(xmlNodePtr domain) {
 
 // The <uuid> of a domain XML.
 StatusOr<std::string> DomainUuidOf(const std::string& xml) {
-  DocPtr doc(xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "domain.xml", nullptr,
-                           XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+  XmlDocPtr doc = ParseDomainXml(xml);
   xmlNodePtr uuid = doc ? Child(xmlDocGetRootElement(doc.get()), "uuid") : nullptr;
   xmlChar* text = uuid ? xmlNodeGetContent(uuid) : nullptr;
   if (!text) return Invalid("domain XML has no <uuid>");
@@ -317,7 +312,7 @@ class LibvirtLauncher final : public core::DomainLauncher {
 StatusOr<std::string> DeriveRestoreXml(std::string_view domain_xml,
                                        const std::map<std::string, std::string>& disk_images,
                                        bool incoming) {
-  DocPtr doc(xmlReadMemory(
+  XmlDocPtr doc(xmlReadMemory(
       domain_xml.data(), static_cast<int>(domain_xml.size()), "domain.xml", nullptr,
       XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
   if (!doc) {

@@ -54,6 +54,11 @@ class FakeHypervisor final : public core::Hypervisor {
   }
   StatusOr<std::vector<core::DomainInfo>> ListDomains() override { return std::vector<core::DomainInfo>{}; }
 
+  std::string domain_xml = "<domain type='qemu'><name>fake</name></domain>";
+  std::vector<Disk> disks = {{"vda", 1 << 20}};
+  StatusOr<std::string> DomainXml(std::string_view) override { return domain_xml; }
+  StatusOr<std::vector<Disk>> ListDisks(std::string_view) override { return disks; }
+
   // The fd is dup()ed and kept under the command's "fdname" (getfd) for TakeFd().
   StatusOr<std::string> QemuMonitorCommandWithFd(std::string_view uuid, std::string_view qmp_json,
                                                  int fd) override {

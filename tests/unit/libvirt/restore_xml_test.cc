@@ -7,6 +7,7 @@
 
 #include "agent/libvirt/handles.h"
 #include "agent/libvirt/libvirt_launcher.h"
+#include "agent/libvirt/domain_xml.h"
 
 namespace novadt::libvirt {
 namespace {
@@ -165,6 +166,24 @@ TEST(RestoreXmlTest, LibvirtAcceptsTheDerivedDefinitions) {
     // (The test driver validates <qemu:commandline> against the schema but does not keep it.)
     virDomainUndefine(dom.get());
   }
+}
+
+}  // namespace
+}  // namespace novadt::libvirt
+
+namespace novadt::libvirt {
+namespace {
+
+TEST(DomainXmlTest, DiskTargetsAreTheDisksOnlyInOrder) {
+  auto t = DiskTargets(
+      "<domain><devices>"
+      "<disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>"
+      "<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/></disk>"
+      "<disk type='network' device='disk'><target dev='vdb' bus='virtio'/></disk>"
+      "</devices></domain>");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t, (std::vector<std::string>{"vda", "vdb"}));
+  EXPECT_TRUE(absl::IsInvalidArgument(DiskTargets("<domain><devices>").status()));
 }
 
 }  // namespace
