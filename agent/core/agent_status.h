@@ -18,6 +18,13 @@ struct ProtectedServerView {
   std::string reason;
   std::string peer_host;
   uint64_t last_committed_epoch = 0;
+  // Primary side only.
+  uint64_t last_checkpoint_epoch = 0;
+  std::string dirty_tracking;
+  std::chrono::microseconds pause_p50{0};
+  std::chrono::microseconds pause_p99{0};
+  uint64_t reseeds = 0;
+  std::chrono::milliseconds seed_time{0};
 };
 
 struct AgentStatusSnapshot {

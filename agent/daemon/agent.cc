@@ -1,5 +1,6 @@
 #include "agent/daemon/agent.h"
 
+#include <fstream>
 #include <future>
 
 #include "agent/common/logging.h"
@@ -8,8 +9,23 @@
 #include "agent/replica/store_sink.h"
 #include "agent/rpc/agent_server.h"
 #include "agent/rpc/grpc_peer_link.h"
+#include "agent/rpc/grpc_replication.h"
+#include "agent/engine/disk_capture.h"
+#include "agent/engine/egress_gate.h"
+#include "agent/engine/qmp.h"
+#include "agent/engine/ram_stager.h"
 
 namespace novadt::daemon {
+namespace {
+
+// QEMU's pid from libvirt's pid file (for soft-dirty tracking); 0 when unknown.
+pid_t QemuPid(const std::string& domain_name) {
+  std::ifstream in("/run/libvirt/qemu/" + domain_name + ".pid");
+  long pid = 0;
+  return (in >> pid) ? static_cast<pid_t>(pid) : 0;
+}
+
+}  // namespace
 
 Agent::Agent(config::AgentConfig cfg, const Clock& clock)
     : cfg_(std::move(cfg)),
@@ -41,6 +57,10 @@ Status Agent::Run() {
   replica_events.closed = [this](const std::string& uuid, const Status& why) {
     loop_.Post([this, uuid, why] { OnReplicaClosed(uuid, why); });
   };
+  handlers.protect = [this](const std::string& uuid, const std::string& backup) {
+    return Protect(uuid, backup);
+  };
+  handlers.unprotect = [this](const std::string& uuid) { return Unprotect(uuid); };
   handlers.open_replica =
       replica::MakeStoreSinkFactory(cfg_.replication.replica_path, {}, std::move(replica_events));
   auto server = rpc::StartAgentServer(cfg_.defaults.control_address, cfg_.peer.listen_address,
@@ -48,6 +68,7 @@ Status Agent::Run() {
   if (!server.ok()) return server.status();
   server_ = *std::move(server);
 
+  replication_link_ = rpc::MakeGrpcReplicationLink();
   peer_link_ = rpc::MakeGrpcPeerLink(
       {cfg_.defaults.host, kVersion, server_->peer_address()});
 
@@ -76,6 +97,10 @@ Status Agent::Run() {
   loop_.Run();
 
   spdlog::info("shutting down");
+  // Protection ends with the agent: held output is released, captures stop (the backup keeps
+  // its replica). The session threads are joined here, before the parts they use go away.
+  for (auto& [uuid, protection] : sessions_) protection.session->Stop();
+  sessions_.clear();
   server_->Shutdown(std::chrono::seconds(2));
   hypervisor_.reset();
   peer_link_.reset();
@@ -137,13 +162,31 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   s.peer_listen_address = server_ ? server_->peer_address() : cfg_.peer.listen_address;
   s.peers = peers_.Snapshot();
   for (const auto& [uuid, view] : replicas_) s.protected_servers.push_back(view);
+  for (const auto& [uuid, protection] : sessions_) {
+    const engine::SessionStatus st = protection.session->status();
+    core::ProtectedServerView v;
+    v.instance_uuid = uuid;
+    v.role = "primary";
+    v.peer_host = protection.backup_host;
+    v.state = std::string(engine::PairStateName(st.state));
+    v.reason = st.reason;
+    v.last_committed_epoch = st.last_committed;
+    v.last_checkpoint_epoch = st.last_checkpoint;
+    v.dirty_tracking = st.dirty_tracking;
+    v.pause_p50 = std::chrono::duration_cast<std::chrono::microseconds>(st.pause_p50);
+    v.pause_p99 = std::chrono::duration_cast<std::chrono::microseconds>(st.pause_p99);
+    v.reseeds = st.reseeds;
+    v.seed_time = std::chrono::duration_cast<std::chrono::milliseconds>(st.seed_time);
+    s.protected_servers.push_back(std::move(v));
+  }
   return s;
 }
 
-StatusOr<core::AgentStatusSnapshot> Agent::Snapshot(std::chrono::milliseconds timeout) {
-  auto promise = std::make_shared<std::promise<core::AgentStatusSnapshot>>();
+template <typename T>
+StatusOr<T> Agent::OnLoop(std::function<T()> fn, std::chrono::milliseconds timeout) {
+  auto promise = std::make_shared<std::promise<T>>();
   auto future = promise->get_future();
-  loop_.Post([this, promise] { promise->set_value(BuildSnapshot()); });
+  loop_.Post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
   if (future.wait_for(timeout) == std::future_status::ready) {
     try {
       return future.get();
@@ -152,6 +195,110 @@ StatusOr<core::AgentStatusSnapshot> Agent::Snapshot(std::chrono::milliseconds ti
     }
   }
   return absl::UnavailableError("agent event loop did not answer (shutting down?)");
+}
+
+StatusOr<core::AgentStatusSnapshot> Agent::Snapshot(std::chrono::milliseconds timeout) {
+  return OnLoop<core::AgentStatusSnapshot>([this] { return BuildSnapshot(); }, timeout);
+}
+
+Status Agent::Protect(const std::string& instance_uuid, const std::string& backup_host) {
+  // By value: the task may run after a timed-out caller has returned (protection then starts
+  // all the same and shows in Status).
+  auto st = OnLoop<Status>(
+      [this, instance_uuid, backup_host] { return StartSession(instance_uuid, backup_host); },
+      std::chrono::seconds(10));
+  return st.ok() ? *st : st.status();
+}
+
+Status Agent::Unprotect(const std::string& instance_uuid) {
+  // Taken off the loop, stopped here: stopping waits for the session's threads.
+  auto session = OnLoop<std::shared_ptr<engine::PrimarySession>>(
+      [this, instance_uuid]() -> std::shared_ptr<engine::PrimarySession> {
+        auto it = sessions_.find(instance_uuid);
+        if (it == sessions_.end()) return nullptr;
+        std::shared_ptr<engine::PrimarySession> s = std::move(it->second.session);
+        sessions_.erase(it);
+        return s;
+      },
+      std::chrono::seconds(2));
+  if (!session.ok()) return session.status();
+  if (!*session) return absl::NotFoundError("server " + instance_uuid + " is not protected here");
+  (*session)->Stop();
+  InstanceLog(instance_uuid).Info("unprotected");
+  return absl::OkStatus();
+}
+
+Status Agent::StartSession(const std::string& uuid, const std::string& backup_host) {
+  const InstanceLog log(uuid);
+  if (sessions_.count(uuid)) return absl::AlreadyExistsError("server " + uuid + " is already protected");
+  std::string backup_address;
+  for (const auto& p : cfg_.peer.peers) {
+    if (p.host == backup_host) backup_address = p.address;
+  }
+  if (backup_address.empty()) {
+    return absl::InvalidArgumentError("backup host '" + backup_host +
+                                      "' is not one of this agent's [peer] peers");
+  }
+  auto& hv = *hypervisor_;
+  auto info = hv.LookupDomain(uuid);
+  if (!info.ok()) return info.status();
+  if (info->state != core::DomainState::kRunning) {
+    return absl::FailedPreconditionError("domain " + uuid + " is not running");
+  }
+  // Guest RAM must be shared file-backed memory ([libvirt] file_backed_memory in nova.conf).
+  auto qom = [&](const char* property) {
+    return engine::QmpCall(hv, uuid, {{"execute", "qom-get"},
+        {"arguments", {{"path", "/objects/pc.ram"}, {"property", property}}}});
+  };
+  auto mem_path = qom("mem-path");
+  auto mem_size = qom("size");
+  auto shared = qom("share");
+  if (!mem_path.ok() || !mem_size.ok() || !shared.ok() || !mem_path->is_string() ||
+      !shared->is_boolean() || !shared->get<bool>()) {
+    return absl::FailedPreconditionError(
+        "guest RAM of " + uuid + " is not shared file-backed memory (nova.conf [libvirt] "
+        "file_backed_memory; domain <memoryBacking><source type='file'/><access mode='shared'/>)");
+  }
+  core::StreamOpen open;
+  open.instance_uuid = uuid;
+  open.primary_host = cfg_.defaults.host;
+  open.ram_size_bytes = mem_size->get<uint64_t>();
+  auto xml = hv.DomainXml(uuid);
+  if (!xml.ok()) return xml.status();
+  open.domain_xml = *xml;
+  auto disks = hv.ListDisks(uuid);
+  if (!disks.ok()) return disks.status();
+  for (const auto& d : *disks) open.disks.push_back({d.target, d.capacity_bytes});
+
+  engine::SessionParts parts;
+  parts.hypervisor = &hv;
+  parts.link = replication_link_.get();
+  parts.backup_address = backup_address;
+  parts.open = open;
+  dirty::DirtyTrackerOptions dopts;
+  dopts.ram_path = mem_path->get<std::string>();
+  dopts.ram_size = open.ram_size_bytes;
+  dopts.qemu_pid = QemuPid(info->name);
+  auto tracker = dirty::MakeDirtyTracker(dopts);
+  if (!tracker.ok()) return tracker.status();
+  parts.tracker = *std::move(tracker);
+  auto stager = engine::RamStager::Open(dopts.ram_path, dopts.ram_size);
+  if (!stager.ok()) return stager.status();
+  parts.stager = *std::move(stager);
+  auto gate = engine::EgressGate::Create(hv, uuid);
+  if (!gate.ok()) return gate.status();
+  parts.gate = *std::move(gate);
+  parts.capture = engine::MakeNbdDiskCapture(hv, uuid, open.disks,
+                                             cfg_.defaults.state_path + "/nbd/" + uuid);
+  engine::SessionOptions options;
+  options.epoch = std::chrono::milliseconds(cfg_.replication.epoch_ms);
+  options.degrade_after = std::chrono::milliseconds(cfg_.replication.degrade_after_ms);
+  auto session = std::make_shared<engine::PrimarySession>(std::move(parts), options, clock_);
+  session->Start();
+  log.Info("protection towards {} ({}) started; dirty tracking: {}", backup_host, backup_address,
+           session->status().dirty_tracking);
+  sessions_[uuid] = {backup_host, std::move(session)};
+  return absl::OkStatus();
 }
 
 }  // namespace novadt::daemon

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,6 +16,8 @@
 #include "agent/core/hypervisor.h"
 #include "agent/core/peer_link.h"
 #include "agent/core/peer_tracker.h"
+#include "agent/core/replication_link.h"
+#include "agent/engine/primary_session.h"
 
 namespace novadt::rpc {
 class AgentServer;
@@ -40,7 +43,17 @@ class Agent {
   // within `timeout` (stopped or stuck). Safe from any thread but the loop thread.
   StatusOr<core::AgentStatusSnapshot> Snapshot(std::chrono::milliseconds timeout);
 
+  // Control API (see proto/nova_dt/v1/control.proto). Safe from any thread but the loop thread.
+  Status Protect(const std::string& instance_uuid, const std::string& backup_host);
+  Status Unprotect(const std::string& instance_uuid);
+
  private:
+  // Runs `fn` on the loop thread and returns its result; Unavailable when the loop does not
+  // answer within `timeout` (`fn` may still run later: it must capture by value).
+  template <typename T>
+  StatusOr<T> OnLoop(std::function<T()> fn, std::chrono::milliseconds timeout);
+  // Builds and starts the session of one server (loop thread).
+  Status StartSession(const std::string& instance_uuid, const std::string& backup_host);
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
@@ -55,6 +68,12 @@ class Agent {
   core::EventLoop loop_;
   core::PeerTracker peers_;
   std::map<std::string, core::ProtectedServerView> replicas_;  // by instance UUID; loop thread
+  struct Protection {
+    std::string backup_host;
+    std::shared_ptr<engine::PrimarySession> session;
+  };
+  std::map<std::string, Protection> sessions_;  // servers protected from here; loop thread
+  std::unique_ptr<core::ReplicationLink> replication_link_;
   std::unique_ptr<rpc::AgentServer> server_;
   std::unique_ptr<core::PeerLink> peer_link_;
   std::unique_ptr<core::Hypervisor> hypervisor_;

@@ -261,6 +261,7 @@ Status PrimarySession::Protect() {
       auto t = checkpointer_.Take(epoch, staged);
       if (!t.ok()) return absl::InternalError("checkpoint " + std::to_string(epoch) + " failed: " +
                                               std::string(t.status().message()));
+      RecordPause(t->total);
       std::lock_guard<std::mutex> lock(mu_);
       unacked_[epoch] = clock_.Now();
       last_checkpoint_ = epoch;

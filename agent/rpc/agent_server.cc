@@ -36,6 +36,22 @@ class ControlService final : public nova_dt::v1::Control::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Protect(grpc::ServerContext*, const nova_dt::v1::ProtectRequest* req,
+                       nova_dt::v1::ProtectReply*) override {
+    if (!h_.protect) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "protect not available");
+    if (req->instance_uuid().empty() || req->backup_host().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "instance_uuid and backup_host are required");
+    }
+    return ToGrpc(h_.protect(req->instance_uuid(), req->backup_host()));
+  }
+
+  grpc::Status Unprotect(grpc::ServerContext*, const nova_dt::v1::UnprotectRequest* req,
+                         nova_dt::v1::UnprotectReply*) override {
+    if (!h_.unprotect) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unprotect not available");
+    return ToGrpc(h_.unprotect(req->instance_uuid()));
+  }
+
  private:
   const ServiceHandlers& h_;
 };

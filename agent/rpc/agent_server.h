@@ -23,6 +23,9 @@ struct ServiceHandlers {
   std::function<void(const std::string& host, const std::string& address,
                      const std::string& version)>
       hello_received;
+  // Control API: start / stop protecting a domain (errors go back with their codes).
+  std::function<Status(const std::string& instance_uuid, const std::string& backup_host)> protect;
+  std::function<Status(const std::string& instance_uuid)> unprotect;
   // Makes the replica sink for an incoming replication stream. Unset: this agent keeps no
   // replicas and answers UNIMPLEMENTED.
   core::ReplicaSinkFactory open_replica;

@@ -33,6 +33,12 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
     o->set_reason(s.reason);
     o->set_peer_host(s.peer_host);
     o->set_last_committed_epoch(s.last_committed_epoch);
+    o->set_last_checkpoint_epoch(s.last_checkpoint_epoch);
+    o->set_dirty_tracking(s.dirty_tracking);
+    o->set_pause_p50_us(s.pause_p50.count());
+    o->set_pause_p99_us(s.pause_p99.count());
+    o->set_reseeds(s.reseeds);
+    o->set_seed_ms(s.seed_time.count());
   }
 }
 

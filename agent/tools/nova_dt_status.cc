@@ -1,7 +1,10 @@
-// nova-dt-status: prints what a local nova-dt-agent reports about itself.
+// nova-dt-status: prints what a local nova-dt-agent reports about itself, and drives its
+// control API.
 //
 //   nova-dt-status [--address ADDR | --config-file PATH] [--json] [--health]
 //                  [--wait-peer HOST]... [--timeout SECONDS]
+//   nova-dt-status [--address ADDR | --config-file PATH] protect INSTANCE_UUID BACKUP_HOST
+//   nova-dt-status [--address ADDR | --config-file PATH] unprotect INSTANCE_UUID
 //
 // ADDR defaults to the agent's control socket (unix:/run/nova-dt/agent.sock) or, with
 // --config-file, to that file's [DEFAULT] control_address. --wait-peer polls until every named
@@ -29,13 +32,16 @@ struct Options {
   bool health = false;
   std::vector<std::string> wait_peers;
   double timeout_s = 10;
+  std::vector<std::string> command;  // "protect UUID HOST" | "unprotect UUID"
 };
 
 int Usage(const std::string& why) {
   std::fprintf(stderr,
                "nova-dt-status: %s\n"
                "usage: nova-dt-status [--address ADDR | --config-file PATH] [--json] [--health]\n"
-               "                      [--wait-peer HOST]... [--timeout SECONDS]\n",
+               "                      [--wait-peer HOST]... [--timeout SECONDS]\n"
+               "       nova-dt-status [...] protect INSTANCE_UUID BACKUP_HOST\n"
+               "       nova-dt-status [...] unprotect INSTANCE_UUID\n",
                why.c_str());
   return 2;
 }
@@ -66,9 +72,16 @@ void PrintHuman(const nova_dt::v1::AgentStatus& s) {
   }
   std::printf("protected servers: %d\n", s.protected_servers_size());
   for (const auto& v : s.protected_servers()) {
-    std::printf("  %s %-7s %-12s peer %s epoch %llu %s\n", v.instance_uuid().c_str(),
+    std::printf("  %s %-7s %-12s peer %s committed epoch %llu", v.instance_uuid().c_str(),
                 v.role().c_str(), v.state().c_str(), v.peer_host().c_str(),
-                static_cast<unsigned long long>(v.last_committed_epoch()), v.reason().c_str());
+                static_cast<unsigned long long>(v.last_committed_epoch()));
+    if (v.role() == "primary") {
+      std::printf(" (taken %llu), pause p50 %.1f ms p99 %.1f ms, %s, seeded in %lld ms",
+                  static_cast<unsigned long long>(v.last_checkpoint_epoch()),
+                  v.pause_p50_us() / 1000.0, v.pause_p99_us() / 1000.0,
+                  v.dirty_tracking().c_str(), static_cast<long long>(v.seed_ms()));
+    }
+    std::printf("%s%s\n", v.reason().empty() ? "" : " — ", v.reason().c_str());
   }
 }
 
@@ -112,6 +125,9 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       Usage("help");
       return 0;
+    } else if (a == "protect" || a == "unprotect") {
+      opt.command.assign(argv + i, argv + argc);
+      break;
     } else {
       return Usage("unknown argument '" + a + "'");
     }
@@ -129,6 +145,37 @@ int main(int argc, char** argv) {
   const auto deadline =
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(opt.timeout_s * 1000));
+
+  if (!opt.command.empty()) {
+    const bool protect = opt.command[0] == "protect";
+    if (opt.command.size() != (protect ? 3u : 2u)) {
+      return Usage(protect ? "protect needs INSTANCE_UUID BACKUP_HOST"
+                           : "unprotect needs INSTANCE_UUID");
+    }
+    auto stub = nova_dt::v1::Control::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    grpc::Status st;
+    if (protect) {
+      nova_dt::v1::ProtectRequest req;
+      req.set_instance_uuid(opt.command[1]);
+      req.set_backup_host(opt.command[2]);
+      nova_dt::v1::ProtectReply reply;
+      st = stub->Protect(&ctx, req, &reply);
+    } else {
+      nova_dt::v1::UnprotectRequest req;
+      req.set_instance_uuid(opt.command[1]);
+      nova_dt::v1::UnprotectReply reply;
+      st = stub->Unprotect(&ctx, req, &reply);
+    }
+    if (!st.ok()) {
+      std::fprintf(stderr, "nova-dt-status: %s failed: %s\n", opt.command[0].c_str(),
+                   st.error_message().c_str());
+      return 1;
+    }
+    std::printf("%s %s: ok\n", opt.command[0].c_str(), opt.command[1].c_str());
+    return 0;
+  }
 
   if (opt.health) {
     auto stub = grpc::health::v1::Health::NewStub(channel);

@@ -238,6 +238,8 @@ TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
   auto st = session_->status();
   EXPECT_EQ(st.dirty_tracking, "hash-scan");
   EXPECT_GT(st.pause_p50.count(), 0);
+  EXPECT_GE(st.pause_p99, st.pause_p50);
+  EXPECT_GE(st.last_checkpoint, 6u);
 
   session_->Stop();
   EXPECT_EQ(session_->status().state, PairState::kUnprotected);
