@@ -6,6 +6,7 @@
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
+#include "agent/libvirt/libvirt_launcher.h"
 #include "agent/replica/store_sink.h"
 #include "agent/rpc/agent_server.h"
 #include "agent/rpc/grpc_peer_link.h"
@@ -48,8 +49,14 @@ Status Agent::Run() {
     });
   };
   replica::ReplicaEvents replica_events;
-  replica_events.opened = [this](const std::string& uuid, const std::string& primary) {
-    loop_.Post([this, uuid, primary] { OnReplicaOpened(uuid, primary); });
+  replica_events.opened = [this](const core::StreamOpen& open) {
+    loop_.Post([this, open] { OnReplicaOpened(open); });
+  };
+  replica_events.heard = [this](const std::string& uuid) {
+    loop_.Post([this, uuid] {
+      auto it = backups_.find(uuid);
+      if (it != backups_.end()) it->second.last_heard = clock_.Now();
+    });
   };
   replica_events.committed = [this](const std::string& uuid, uint64_t epoch) {
     loop_.Post([this, uuid, epoch] { OnReplicaCommitted(uuid, epoch); });
@@ -57,12 +64,14 @@ Status Agent::Run() {
   replica_events.closed = [this](const std::string& uuid, const Status& why) {
     loop_.Post([this, uuid, why] { OnReplicaClosed(uuid, why); });
   };
+  registry_ = std::make_unique<replica::ReplicaRegistry>(cfg_.replication.replica_path,
+                                                         replica::ReplicaOptions{},
+                                                         std::move(replica_events));
+  handlers.open_replica = registry_->Factory();
   handlers.protect = [this](const std::string& uuid, const std::string& backup) {
     return Protect(uuid, backup);
   };
   handlers.unprotect = [this](const std::string& uuid) { return Unprotect(uuid); };
-  handlers.open_replica =
-      replica::MakeStoreSinkFactory(cfg_.replication.replica_path, {}, std::move(replica_events));
   auto server = rpc::StartAgentServer(cfg_.defaults.control_address, cfg_.peer.listen_address,
                                       std::move(handlers));
   if (!server.ok()) return server.status();
@@ -86,6 +95,13 @@ Status Agent::Run() {
     });
   };
   hypervisor_ = libvirt::MakeLibvirtHypervisor(cfg_.libvirt, std::move(observer));
+  launcher_ = libvirt::MakeLibvirtLauncher(cfg_.libvirt);
+  engine::FailoverRestorerOptions restore_options;
+  restore_options.arm_dir = cfg_.replication.replica_path;
+  restorer_ = std::make_unique<engine::FailoverRestorer>(*launcher_, *hypervisor_, clock_,
+                                                         restore_options);
+  last_detector_tick_ = clock_.Now();
+  loop_.RunEvery(std::chrono::milliseconds(50), [this] { CheckPrimaries(); });
 
   if (!cfg_.peer.peers.empty()) {
     loop_.Post([this] { GreetPeers(); });
@@ -101,6 +117,7 @@ Status Agent::Run() {
   // its replica). The session threads are joined here, before the parts they use go away.
   for (auto& [uuid, protection] : sessions_) protection.session->Stop();
   sessions_.clear();
+  for (auto& t : failovers_) t.join();  // a restore in progress finishes (bounded by its steps)
   server_->Shutdown(std::chrono::seconds(2));
   hypervisor_.reset();
   peer_link_.reset();
@@ -130,23 +147,109 @@ void Agent::OnDomainEvent(const core::DomainEvent& ev) {
                             core::DomainEventKindName(ev.kind), ev.detail);
 }
 
-void Agent::OnReplicaOpened(const std::string& uuid, const std::string& primary_host) {
-  core::ProtectedServerView& v = replicas_[uuid];
-  v = {uuid, "backup", "seeding", "replication stream open, replica not yet seeded", primary_host, 0};
+void Agent::OnReplicaOpened(const core::StreamOpen& open) {
+  Backup& b = backups_[open.instance_uuid];
+  b.open = open;
+  b.last_heard = clock_.Now();
+  b.phase = Backup::Phase::kReplicating;
+  b.view = {open.instance_uuid, "backup", "seeding",
+            "replication stream open, replica not yet seeded", open.primary_host, 0};
 }
 
 void Agent::OnReplicaCommitted(const std::string& uuid, uint64_t epoch) {
-  core::ProtectedServerView& v = replicas_[uuid];
-  v.last_committed_epoch = epoch;
-  v.state = "protected";
-  v.reason.clear();
+  auto it = backups_.find(uuid);
+  if (it == backups_.end() || it->second.phase != Backup::Phase::kReplicating) return;
+  it->second.view.last_committed_epoch = epoch;
+  it->second.view.state = "protected";
+  it->second.view.reason.clear();
 }
 
 void Agent::OnReplicaClosed(const std::string& uuid, const Status& why) {
-  core::ProtectedServerView& v = replicas_[uuid];
-  v.state = "degraded";
-  v.reason = why.ok() ? "primary closed the replication stream"
-                      : "replication stream ended: " + std::string(why.message());
+  auto it = backups_.find(uuid);
+  if (it == backups_.end() || it->second.phase != Backup::Phase::kReplicating) return;
+  it->second.view.state = "degraded";
+  it->second.view.reason = why.ok() ? "primary closed the replication stream"
+                                    : "replication stream ended: " + std::string(why.message());
+}
+
+// Stage VII, failure detection. The primary is lost when its replication stream has been silent
+// for [replication] heartbeat_timeout_ms AND its agent no longer answers hellos (a primary that
+// merely degraded, or re-seeds, still answers). Fencing through a witness comes with pair safety.
+void Agent::CheckPrimaries() {
+  const auto now = clock_.Now();
+  const auto timeout = std::chrono::milliseconds(cfg_.replication.heartbeat_timeout_ms);
+  // If this agent itself did not run for a while (SIGSTOP, overload), silence means nothing:
+  // wait until fresh evidence could have arrived.
+  if (now - last_detector_tick_ > std::chrono::milliseconds(200)) {
+    detector_grace_until_ = now + timeout + 3 * std::chrono::milliseconds(cfg_.peer.hello_interval_ms);
+    spdlog::warn("agent did not run for {} ms: failover decisions held back",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - last_detector_tick_).count());
+  }
+  last_detector_tick_ = now;
+  if (now < detector_grace_until_) return;
+  std::map<std::string, bool> reachable;
+  for (const auto& p : peers_.Snapshot()) reachable[p.host] = p.reachable;
+  std::vector<std::pair<std::string, std::string>> lost;
+  for (const auto& [uuid, b] : backups_) {
+    if (b.phase != Backup::Phase::kReplicating || b.view.last_committed_epoch == 0) continue;
+    const auto silent = now - b.last_heard;
+    if (silent <= timeout || reachable[b.open.primary_host]) continue;
+    lost.emplace_back(uuid, "primary " + b.open.primary_host + " silent for " +
+                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
+                                " ms and not answering hellos");
+  }
+  for (const auto& [uuid, why] : lost) StartFailover(uuid, why);
+}
+
+void Agent::StartFailover(const std::string& uuid, const std::string& why) {
+  Backup& b = backups_[uuid];
+  b.phase = Backup::Phase::kFailingOver;
+  b.view.state = "failing-over";
+  b.view.reason = why;
+  InstanceLog(uuid).Warn("failing over: {}", why);
+  const auto detected = clock_.Now();
+  const std::string domain_xml = b.open.domain_xml;
+  // The restore blocks for a few hundred ms: off the loop, result posted back.
+  failovers_.emplace_back([this, uuid, domain_xml, detected] {
+    StatusOr<engine::RestoreResult> result = [&]() -> StatusOr<engine::RestoreResult> {
+      auto replica = registry_->Fence(uuid);
+      if (!replica.ok()) return replica.status();
+      engine::RestoreRequest req;
+      req.instance_uuid = uuid;
+      req.domain_xml = domain_xml;
+      req.committed_epoch = replica->committed_epoch;
+      req.ram_path = replica->ram_path;
+      req.device_state_path = replica->device_state_path;
+      req.disk_paths = replica->disk_paths;
+      return restorer_->Restore(req);
+    }();
+    loop_.Post([this, uuid, result, detected] { OnFailoverDone(uuid, result, detected); });
+  });
+}
+
+void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::RestoreResult>& result,
+                           Clock::TimePoint detected) {
+  Backup& b = backups_[uuid];
+  const InstanceLog log(uuid);
+  if (!result.ok()) {
+    b.phase = Backup::Phase::kFailoverFailed;
+    b.view.state = "degraded";
+    b.view.reason = "failover failed: " + std::string(result.status().message());
+    log.Error("{}", b.view.reason);
+    return;
+  }
+  b.phase = Backup::Phase::kFailedOver;
+  const auto ms = [](auto d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  b.view.role = "primary";
+  b.view.state = "unprotected";
+  b.view.reason = "failed over from " + b.open.primary_host + " at epoch " +
+                  std::to_string(result->epoch) + ": running " + ms(clock_.Now() - detected) +
+                  " ms after detection (restore start to running " +
+                  ms(result->timings.to_running) + " ms)" +
+                  (result->persistent ? "" : "; NOT persistent: " + result->persist_error.ToString());
+  log.Info("{}", b.view.reason);
 }
 
 core::AgentStatusSnapshot Agent::BuildSnapshot() const {
@@ -161,7 +264,7 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   }
   s.peer_listen_address = server_ ? server_->peer_address() : cfg_.peer.listen_address;
   s.peers = peers_.Snapshot();
-  for (const auto& [uuid, view] : replicas_) s.protected_servers.push_back(view);
+  for (const auto& [uuid, b] : backups_) s.protected_servers.push_back(b.view);
   for (const auto& [uuid, protection] : sessions_) {
     const engine::SessionStatus st = protection.session->status();
     core::ProtectedServerView v;

@@ -7,6 +7,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "agent/common/clock.h"
 #include "agent/common/status.h"
@@ -17,7 +19,9 @@
 #include "agent/core/peer_link.h"
 #include "agent/core/peer_tracker.h"
 #include "agent/core/replication_link.h"
+#include "agent/engine/failover_restorer.h"
 #include "agent/engine/primary_session.h"
+#include "agent/replica/store_sink.h"
 
 namespace novadt::rpc {
 class AgentServer;
@@ -57,17 +61,36 @@ class Agent {
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
-  // Backup side: replica bookkeeping, on the loop thread (fed by the replica store's events).
-  void OnReplicaOpened(const std::string& uuid, const std::string& primary_host);
+  // Backup side, on the loop thread: replica bookkeeping (fed by the registry's events), the
+  // failure detector (stage VII) and the failover it starts.
+  void OnReplicaOpened(const core::StreamOpen& open);
   void OnReplicaCommitted(const std::string& uuid, uint64_t epoch);
   void OnReplicaClosed(const std::string& uuid, const Status& why);
+  void CheckPrimaries();
+  void StartFailover(const std::string& uuid, const std::string& why);
+  void OnFailoverDone(const std::string& uuid, const StatusOr<engine::RestoreResult>& result,
+                      Clock::TimePoint detected);
 
   const config::AgentConfig cfg_;
   const Clock& clock_;
   const Clock::TimePoint started_;
   core::EventLoop loop_;
   core::PeerTracker peers_;
-  std::map<std::string, core::ProtectedServerView> replicas_;  // by instance UUID; loop thread
+  // A server this host keeps a replica of.
+  struct Backup {
+    enum class Phase { kReplicating, kFailingOver, kFailedOver, kFailoverFailed };
+    core::ProtectedServerView view;
+    core::StreamOpen open;
+    Clock::TimePoint last_heard{};
+    Phase phase = Phase::kReplicating;
+  };
+  std::map<std::string, Backup> backups_;  // by instance UUID; loop thread
+  std::unique_ptr<replica::ReplicaRegistry> registry_;
+  std::unique_ptr<core::DomainLauncher> launcher_;
+  std::unique_ptr<engine::FailoverRestorer> restorer_;
+  std::vector<std::thread> failovers_;  // joined at shutdown
+  Clock::TimePoint last_detector_tick_{};
+  Clock::TimePoint detector_grace_until_{};
   struct Protection {
     std::string backup_host;
     std::shared_ptr<engine::PrimarySession> session;

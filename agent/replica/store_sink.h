@@ -1,9 +1,12 @@
-// The backup's end of a replication stream: core::ReplicaSink over a ReplicaStore. One replica
-// directory per server under [replication] replica_path; one stream per server at a time.
+// The backup's end of replication streams: core::ReplicaSink over a ReplicaStore, one replica
+// directory per server under [replication] replica_path, one stream per server at a time — and
+// the fence that ends replication of a server for good when the backup takes it over.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "agent/core/replication_link.h"
@@ -11,20 +14,57 @@
 
 namespace novadt::replica {
 
-// Called when a stream opened a replica, after every committed epoch and when a stream ends, for the agent's bookkeeping
-// (status, failover readiness). May be empty. Runs on the stream's thread.
+// Bookkeeping callbacks for the agent, called on the stream's thread. Any may be empty.
 struct ReplicaEvents {
-  std::function<void(const std::string& instance_uuid, const std::string& primary_host)> opened;
+  // A stream opened (re-created) the server's replica.
+  std::function<void(const core::StreamOpen& open)> opened;
+  // Any message arrived from the primary (the failure detector's input).
+  std::function<void(const std::string& instance_uuid)> heard;
   std::function<void(const std::string& instance_uuid, uint64_t epoch)> committed;
   std::function<void(const std::string& instance_uuid, const Status& why)> closed;
 };
 
-// Makes sinks for incoming streams. A new stream (re)seeds: the server's replica is re-created
-// with the stream's geometry, its epochs start at 1. (Resuming an existing replica after an
-// agent restart needs the committed epoch in the stream's handshake — pair-safety work.)
-// A second stream for a server whose stream is still open is refused (FailedPrecondition).
-// Thread-safe: streams of different servers run concurrently.
-core::ReplicaSinkFactory MakeStoreSinkFactory(std::string replica_path, ReplicaOptions options,
-                                              ReplicaEvents events = {});
+// A committed replica, as the failover restorer needs it.
+struct FencedReplica {
+  uint64_t committed_epoch = 0;
+  std::string ram_path;
+  std::string device_state_path;
+  std::map<std::string, std::string> disk_paths;  // target dev -> image
+};
+
+// Thread-safe: streams of different servers run concurrently with each other and with Fence().
+class ReplicaRegistry {
+ public:
+  ReplicaRegistry(std::string replica_path, ReplicaOptions options, ReplicaEvents events);
+
+  // Makes sinks for incoming streams. A new stream (re)seeds: the server's replica is
+  // re-created with the stream's geometry, its epochs start at 1. (Resuming an existing replica
+  // after an agent restart needs the committed epoch in the handshake — pair-safety work.)
+  // Refused (FailedPrecondition): a second stream for a server whose stream is open, and any
+  // stream for a fenced server. The registry must outlive the factory's sinks.
+  core::ReplicaSinkFactory Factory();
+
+  // Ends replication of `instance_uuid` for good: an open stream's next item is refused and its
+  // open epoch dropped (waiting for an item being applied right now), later streams are refused.
+  // Returns the committed replica. NotFound when there is none; its own errors (DataLoss...)
+  // when the replica cannot be opened consistently.
+  StatusOr<FencedReplica> Fence(const std::string& instance_uuid);
+
+ private:
+  class Sink;
+  struct Entry {
+    std::mutex mu;               // held while a sink applies an item, and by Fence()
+    bool streaming = false;      // a sink is open
+    bool fenced = false;
+    ReplicaStore* store = nullptr;  // the open sink's store, under mu
+  };
+  std::shared_ptr<Entry> EntryFor(const std::string& uuid);
+
+  const std::string replica_path_;
+  const ReplicaOptions options_;
+  const ReplicaEvents events_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_;  // guarded by mu_
+};
 
 }  // namespace novadt::replica

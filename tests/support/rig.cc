@@ -107,9 +107,11 @@ Status Rig::StartAgent(const std::string& host, const std::vector<std::string>& 
   return absl::OkStatus();
 }
 
-StatusOr<int> Rig::StopAgent(const std::string& host) {
+StatusOr<int> Rig::StopAgent(const std::string& host, bool kill) {
   std::string out;
-  if (Script(kRigAgent, {"stop", host}, &out) != 0) return Failed("rig-agent stop " + host, out);
+  if (Script(kRigAgent, {kill ? "kill" : "stop", host}, &out) != 0) {
+    return Failed("rig-agent stop " + host, out);
+  }
   return std::stoi(out);
 }
 

@@ -33,8 +33,8 @@ class Rig {
   std::vector<int64_t> ObserverValues() const;
 
   Status StartAgent(const std::string& host, const std::vector<std::string>& overrides = {});
-  // Stops the agent with SIGTERM; returns its exit code.
-  StatusOr<int> StopAgent(const std::string& host);
+  // Stops the agent with SIGTERM (SIGKILL when `kill`); returns its exit code.
+  StatusOr<int> StopAgent(const std::string& host, bool kill = false);
   // unix:… address of the agent's control API in `host`.
   std::string AgentControlAddress(const std::string& host) const;
   // libvirt URI reaching `host`'s libvirtd from outside the rig.

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "agent/core/epoch_sender.h"
@@ -21,6 +22,10 @@ using ::testing::HasSubstr;
 class StoreSinkTest : public ::testing::Test {
  protected:
   core::ReplicaSinkFactory Factory() {
+    if (!registry_) registry_ = std::make_unique<ReplicaRegistry>(dir_.path(), ReplicaOptions{}, Events());
+    return registry_->Factory();
+  }
+  ReplicaEvents Events() {
     ReplicaEvents ev;
     ev.committed = [this](const std::string&, uint64_t e) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -30,7 +35,8 @@ class StoreSinkTest : public ::testing::Test {
       std::lock_guard<std::mutex> lock(mu_);
       closed_.push_back(why);
     };
-    return MakeStoreSinkFactory(dir_.path(), {}, std::move(ev));
+    ev.heard = [this](const std::string&) { ++heard_; };
+    return ev;
   }
   std::string ReplicaFile(const std::string& name) {
     return ReadFile(ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/" + name);
@@ -40,6 +46,8 @@ class StoreSinkTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<uint64_t> committed_;
   std::vector<Status> closed_;
+  std::atomic<int> heard_{0};
+  std::unique_ptr<ReplicaRegistry> registry_;
 };
 
 TEST_F(StoreSinkTest, EpochsFromTheStreamLandInTheReplicaFiles) {
@@ -111,6 +119,37 @@ TEST_F(StoreSinkTest, OneStreamPerServerAtATimeAndANewStreamReseeds) {
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0'));
   for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*third)->Handle(item).ok());
+}
+
+TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica) {
+  auto factory = Factory();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(r.ok());
+  for (uint64_t e = 1; e <= 2; ++e) {
+    for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*r)->Handle(item).ok());
+  }
+  auto third = novadt::testing::SmallEpoch(3);
+  ASSERT_TRUE((*r)->Handle(third[0]).ok());  // epoch 3 open when the backup takes over
+  (*r)->Heard();
+
+  auto fenced = registry_->Fence(TestOpen().instance_uuid);
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_EQ(fenced->committed_epoch, 2u);
+  EXPECT_EQ(fenced->ram_path, ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/ram.img");
+  ASSERT_EQ(fenced->disk_paths.count("vda"), 1u);
+  // The open stream cannot touch the replica any more, and no new stream can start.
+  auto refused = (*r)->Handle(third[1]);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  (*r)->Close(refused.status());
+  r->reset();
+  EXPECT_TRUE(absl::IsFailedPrecondition(core::ReplicationReceiver::Start(TestOpen(), factory).status()));
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));  // still epoch 2
+  EXPECT_GT(heard_.load(), 0);
+}
+
+TEST_F(StoreSinkTest, FenceOfAnUnknownServerIsNotFound) {
+  Factory();
+  EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead").status()));
 }
 
 }  // namespace
