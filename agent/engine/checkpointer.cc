@@ -102,7 +102,8 @@ Status Checkpointer::SaveDeviceState(std::string& out) {
   }
 }
 
-StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out) {
+StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out,
+                                          const ExtraDirty& extra_dirty) {
   PauseTimings t;
   const auto t0 = clock_.Now();
   NOVA_DT_RETURN_IF_ERROR(Qmp("stop"));  // failed: the guest never stopped
@@ -116,6 +117,7 @@ StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out
   if (!dirty.ok()) {
     st = dirty.status();
   } else {
+    if (extra_dirty) extra_dirty(*dirty);
     st = stager_.Stage(*dirty, out);
   }
   const auto t3 = clock_.Now();

@@ -51,10 +51,15 @@ class Checkpointer {
   // shared guest RAM. FailedPrecondition (QEMU's reason) when QEMU refuses.
   Status Prepare();
 
+  // Called during the pause with the pages the tracker found, to add pages it cannot know of
+  // (seeding: pages whose content differs from what the running copy sent).
+  using ExtraDirty = std::function<void(dirty::DirtyPages&)>;
+
   // Takes the checkpoint of epoch `epoch` into `out` (pages, disk writes, device state), opens
   // egress epoch `epoch + 1` and resumes the guest. On error the guest is running again (or
   // never stopped) and `out` must not be sent; the egress gate holds what it held before.
-  StatusOr<PauseTimings> Take(uint64_t epoch, core::StagedEpoch& out);
+  StatusOr<PauseTimings> Take(uint64_t epoch, core::StagedEpoch& out,
+                              const ExtraDirty& extra_dirty = nullptr);
 
   // Bound on the device-state save (QEMU normally needs a few ms); then the save is cancelled.
   void set_device_state_timeout(std::chrono::milliseconds t) { device_state_timeout_ = t; }

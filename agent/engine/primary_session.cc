@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <xxhash.h>
+
 #include "agent/common/logging.h"
 #include "agent/core/epoch_sender.h"
 #include "agent/engine/qmp.h"
@@ -180,20 +182,37 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   core::EpochWriter epoch1(stream, 1);
   NOVA_DT_RETURN_IF_ERROR(epoch1.Begin());
   const uint64_t pages = parts_.stager->page_count();
+  // The copy below races with the guest. The dirty tracker knows what changed since it was
+  // armed, not what the copy caught: a page changed and changed back while it was copied would
+  // look clean but reach the replica half-way. So remember what was sent, and at the first pause
+  // resend every page whose bytes differ from it.
+  std::vector<uint64_t> sent_hash(pages);
   core::StagedEpoch slice;
   for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
     if (Stopping()) return absl::CancelledError("stopped while seeding");
-    NOVA_DT_RETURN_IF_ERROR(
-        parts_.stager->StageRange(first, std::min(options_.seed_slice_pages, pages - first), slice));
+    const uint64_t n = std::min(options_.seed_slice_pages, pages - first);
+    NOVA_DT_RETURN_IF_ERROR(parts_.stager->StageRange(first, n, slice));
+    for (uint64_t i = 0; i < n; ++i) {
+      sent_hash[first + i] =
+          XXH3_64bits(slice.page_data.data() + i * core::kGuestPageSize, core::kGuestPageSize);
+    }
     NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(slice));
   }
+  const auto resend_what_the_copy_missed = [&](dirty::DirtyPages& dirty) {
+    for (uint64_t p = 0; p < pages; ++p) {
+      if (!dirty.Contains(p) &&
+          XXH3_64bits(parts_.stager->page(p), core::kGuestPageSize) != sent_hash[p]) {
+        dirty.Insert(p);
+      }
+    }
+  };
   {
     std::lock_guard<std::mutex> gate_lock(gate_mu_);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (state_ != PairState::kSeeding) return absl::AbortedError(reason_);
     }
-    auto t = checkpointer_.Take(1, staged);
+    auto t = checkpointer_.Take(1, staged, resend_what_the_copy_missed);
     if (!t.ok()) return t.status();
     RecordPause(t->total);
     std::lock_guard<std::mutex> lock(mu_);

@@ -39,14 +39,14 @@ class RamStager {
   Status StageRange(uint64_t first, uint64_t count, core::StagedEpoch& epoch) const;
 
   uint64_t page_count() const { return page_count_; }
-
- private:
-  RamStager(dirty::ScopedMapping map, uint64_t page_count)
-      : map_(std::move(map)), page_count_(page_count) {}
+  // The live bytes of page `index` (kGuestPageSize of them). REQUIRES: index < page_count().
   const char* page(uint64_t index) const {
     return static_cast<const char*>(map_.get()) + index * core::kGuestPageSize;
   }
 
+ private:
+  RamStager(dirty::ScopedMapping map, uint64_t page_count)
+      : map_(std::move(map)), page_count_(page_count) {}
   dirty::ScopedMapping map_;
   uint64_t page_count_;
 };

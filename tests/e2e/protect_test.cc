@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/rig.h"
@@ -125,7 +126,15 @@ TEST(ProtectE2eTest, GuestIsProtectedEpochAfterEpochAndLosesNoOutput) {
 // agent on b detects it and restores the guest from the last committed epoch. Nothing any client
 // saw is lost: every value the observer received before the kill is at most the restored
 // counter and is on b's replica disk, and the counter continues without a reboot.
-TEST(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedLost) {
+// The kill lands at different moments: after different numbers of epochs and at different points
+// inside an epoch (the extra delay).
+struct KillMoment {
+  uint64_t after_epochs;
+  int extra_delay_ms;
+};
+class FailoverE2eTest : public ::testing::TestWithParam<KillMoment> {};
+
+TEST_P(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedLost) {
   Rig rig("e2f");
   ASSERT_TRUE(rig.Up().ok());
   ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
@@ -144,9 +153,10 @@ TEST(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedL
   ASSERT_TRUE(WaitFor(
       [&] {
         auto b = Server(rig, "b");
-        return b && b->state() == "protected" && b->last_committed_epoch() >= 20;
+        return b && b->state() == "protected" && b->last_committed_epoch() >= GetParam().after_epochs;
       },
       seconds(120)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(GetParam().extra_delay_ms));
 
   // The primary host dies: QEMU and the agent, at once.
   const std::string qemu_pid = novadt::testing::ReadFile(rig.dir() + "/a/run/qemu/dtguest.pid");
@@ -159,8 +169,16 @@ TEST(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedL
   const int64_t last_seen = seen_before.back();
 
   // The guest speaks again, from host b.
-  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().back() > last_seen; }, seconds(20)))
-      << novadt::testing::ReadFile(rig.dir() + "/b/agent/agent.log");
+  if (!WaitFor([&] { return rig.ObserverValues().back() > last_seen; }, seconds(20))) {
+    const std::string obs = novadt::testing::ReadFile(rig.dir() + "/observer.log");
+    const std::string console = novadt::testing::ReadFile(rig.dir() + "/b/log/dtguest-console.log");
+    std::string state;
+    rig.Exec("b", {"virsh", "domstate", "dtguest", "--reason"}, &state);
+    FAIL() << "no new value after " << last_seen << "\nobserver tail:\n"
+           << obs.substr(obs.size() > 600 ? obs.size() - 600 : 0) << "\nconsole on b tail:\n"
+           << console.substr(console.size() > 1500 ? console.size() - 1500 : 0)
+           << "\ndomstate on b: " << state;
+  }
   const double failover_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed).count();
   auto b = Server(rig, "b");
@@ -198,6 +216,81 @@ TEST(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedL
       << out;
   EXPECT_EQ(rig.Exec("b", {"virsh", "domstate", "dtguest"}, &out), 0);
   EXPECT_NE(out.find("running"), std::string::npos) << out;
+  ASSERT_TRUE(rig.Down().ok());
+  EXPECT_TRUE(rig.VerifyGone().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(KillMoments, FailoverE2eTest,
+                         ::testing::Values(KillMoment{10, 0}, KillMoment{23, 37}, KillMoment{37, 71}),
+                         [](const auto& info) {
+                           return "after" + std::to_string(info.param.after_epochs) + "epochs_plus" +
+                                  std::to_string(info.param.extra_delay_ms) + "ms";
+                         });
+
+// Output commit while the backup stalls (its agent SIGSTOPped): below the degrade bound the
+// observer receives nothing new, and on SIGCONT everything flows again in order; past the bound
+// the primary degrades and releases output, and re-protects once the backup is back — without
+// the backup ever taking the server over (its primary was alive all along).
+TEST(StalledBackupE2eTest, OutputHeldBelowTheBoundReleasedPastItAndProtectionComesBack) {
+  Rig rig("e2s");
+  ASSERT_TRUE(rig.Up().ok());
+  ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
+  ASSERT_TRUE(rig.StartAgent("a").ok());
+  ASSERT_TRUE(rig.StartAgent("b").ok());
+  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
+  {
+    grpc::ClientContext ctx;
+    nova_dt::v1::ProtectRequest req;
+    req.set_instance_uuid(kGuestUuid);
+    req.set_backup_host("rig-b");
+    nova_dt::v1::ProtectReply reply;
+    grpc::Status st = Control(rig, "a")->Protect(&ctx, req, &reply);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  auto protected_with = [&](uint64_t epochs) {
+    auto a = Server(rig, "a");
+    return a && a->state() == "protected" && a->last_committed_epoch() >= epochs;
+  };
+  ASSERT_TRUE(WaitFor([&] { return protected_with(10); }, seconds(120)));
+  const pid_t backup_agent = std::stoi(novadt::testing::ReadFile(rig.dir() + "/b/agent/pid"));
+  auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+
+  // 1. Stalled below the bound (2 s): nothing new reaches the observer.
+  ASSERT_EQ(::kill(backup_agent, SIGSTOP), 0);
+  settle();  // acks already on their way may still release an epoch
+  const size_t held_at = rig.ObserverValues().size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(rig.ObserverValues().size(), held_at) << "output left before the backup committed it";
+  ASSERT_EQ(::kill(backup_agent, SIGCONT), 0);
+  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > held_at + 40; }, seconds(10)));
+  auto values = rig.ObserverValues();
+  EXPECT_EQ(values.back() - values.front() + 1, static_cast<int64_t>(values.size()))
+      << "held values lost or reordered";
+  EXPECT_EQ(Server(rig, "a")->state(), "protected");
+
+  // 2. Stalled past the bound: the primary degrades and lets output go.
+  ASSERT_EQ(::kill(backup_agent, SIGSTOP), 0);
+  ASSERT_TRUE(WaitFor([&] { auto a = Server(rig, "a"); return a && a->state() == "degraded"; },
+                      seconds(5)));
+  EXPECT_NE(Server(rig, "a")->reason().find("did not acknowledge"), std::string::npos);
+  const size_t degraded_at = rig.ObserverValues().size();
+  EXPECT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > degraded_at + 20; }, seconds(5)))
+      << "a degraded primary must not hold output";
+  ASSERT_EQ(::kill(backup_agent, SIGCONT), 0);
+
+  // 3. The backup is back: protection resumes (re-seed); the backup never took over.
+  ASSERT_TRUE(WaitFor([&] {
+    auto a = Server(rig, "a");
+    return a && a->state() == "protected" && a->reseeds() >= 1 && a->last_committed_epoch() >= 5;
+  }, seconds(60))) << Server(rig, "a")->DebugString();
+  auto b = Server(rig, "b");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->role(), "backup") << b->DebugString();
+  std::string out;
+  rig.Exec("b", {"virsh", "list", "--name"}, &out);
+  EXPECT_EQ(out.find("dtguest"), std::string::npos) << "the backup started the guest: " << out;
+  values = rig.ObserverValues();
+  EXPECT_EQ(values.back() - values.front() + 1, static_cast<int64_t>(values.size()));
   ASSERT_TRUE(rig.Down().ok());
   EXPECT_TRUE(rig.VerifyGone().ok());
 }

@@ -18,6 +18,7 @@ struct FakeReplicaState {
   std::vector<std::string> calls;  // "begin 1", "pages 2", "disk vda 0+4096", "devstate 10",
                                    // "commit 1", "close OK" / "close <status>"
   std::vector<uint64_t> committed;
+  std::vector<uint64_t> pages;  // every page index received, in order
   std::atomic<int> heard{0};
   // Fault injection: the first call whose record starts with `fail_on` returns `fail_with`.
   std::string fail_on;
@@ -40,6 +41,10 @@ class FakeReplicaSink final : public core::ReplicaSink {
   void OnPrimaryHeard() override { ++s_->heard; }
   Status BeginEpoch(uint64_t epoch) override { return Record("begin " + std::to_string(epoch)); }
   Status AddPages(const core::RamPages& p) override {
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      s_->pages.insert(s_->pages.end(), p.page_index.begin(), p.page_index.end());
+    }
     return Record("pages " + std::to_string(p.page_index.size()));
   }
   Status AddDiskWrite(const core::DiskWrite& w) override {

@@ -129,6 +129,7 @@ class FakeCapture final : public DiskCapture {
  public:
   Status Start(milliseconds) override {
     ++starts;
+    if (on_start) on_start();
     std::lock_guard<std::mutex> lock(mu);
     writes.push_back({"vda", 0, std::string(4096, 'i')});  // the "initial copy"
     return absl::OkStatus();
@@ -142,6 +143,7 @@ class FakeCapture final : public DiskCapture {
   std::mutex mu;
   std::vector<core::DiskWrite> writes;
   std::atomic<int> starts{0}, stops{0};
+  std::function<void()> on_start;  // runs between arming the tracker and the seeding copy
 };
 
 class PrimarySessionTest : public ::testing::Test {
@@ -183,6 +185,7 @@ class PrimarySessionTest : public ::testing::Test {
     gate_ = gate->get();
     p.gate = *std::move(gate);
     auto capture = std::make_unique<FakeCapture>();
+    capture->on_start = on_capture_start_;
     capture_ = capture.get();
     p.capture = std::move(capture);
     session_ = std::make_unique<PrimarySession>(std::move(p), o, clock_);
@@ -208,6 +211,7 @@ class PrimarySessionTest : public ::testing::Test {
   SystemClock clock_;
   EgressGate* gate_ = nullptr;
   FakeCapture* capture_ = nullptr;
+  std::function<void()> on_capture_start_;
   std::unique_ptr<PrimarySession> session_;
 };
 
@@ -247,6 +251,31 @@ TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
   EXPECT_GE(capture_->stops.load(), 1);
   // Every pause ended with the guest running.
   EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+// A page the guest changes and changes back while the seeding copy runs looks clean to the dirty
+// tracker (same bytes as when it was armed) but the copy caught the intermediate bytes: the first
+// checkpoint must send it again.
+TEST_F(PrimarySessionTest, PageChangedAndRevertedDuringTheSeedingCopyIsSentAgain) {
+  const char original = guest_[9 * kPage];
+  std::atomic<int> stops{0};
+  hv_.On("stop", [&](const json&) {
+    if (++stops == 2) guest_[9 * kPage] = original;  // the first checkpoint's pause
+    return json{{"return", json::object()}};
+  });
+  // After the tracker is armed, before the copy: the guest writes page 9.
+  on_capture_start_ = [&] { guest_[9 * kPage] = static_cast<char>(original ^ 0x5a); };
+  SessionOptions o = Fast();
+  o.epoch = seconds(10);  // only the seeding epoch matters here
+  StartSession(o);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  std::vector<uint64_t> pages;
+  {
+    std::lock_guard<std::mutex> lock(link_.state->mu);
+    pages = link_.state->pages;
+  }
+  // Once in the copy (all 64 pages), once more at the first pause for page 9.
+  EXPECT_EQ(std::count(pages.begin(), pages.end(), 9u), 2) << "page 9 was not sent again";
 }
 
 TEST_F(PrimarySessionTest, StalledBackupHoldsOutputUntilTheBoundThenDegradesAndReseeds) {
