@@ -83,11 +83,14 @@ struct ReplicationSection {
   int epoch_ms = 100;
   // Backup not acking for longer than this: the pair degrades and held output is released.
   int degrade_after_ms = 2000;
-  // Primary unseen by the backup for longer than this: failover (see [witness] for fencing).
+  // Primary unseen by the backup for longer than this (and not answering hellos): failover.
+  // No witness fencing yet.
   int heartbeat_timeout_ms = 500;
   // Upper bound on bytes of one epoch kept in memory before the pair degrades.
   uint64_t max_epoch_bytes = 512ull * 1024 * 1024;
-  // Where backup replicas live; default "<state_path>/replicas".
+  // Where backup replicas live; default "<state_path>/replicas". For failover it must be on the
+  // file system of libvirt's guest-RAM directory (e.g. /var/lib/libvirt/qemu/ram/nova-dt): the
+  // libvirt hook hard-links the replica RAM there (deploy/libvirt-hooks/qemu).
   std::string replica_path;
 };
 
