@@ -193,32 +193,44 @@ class LibvirtHypervisor final : public core::Hypervisor {
   }
 
   StatusOr<bool> DiskCaptureReady(std::string_view uuid, std::string_view disk) override {
-    auto dom = Lookup(uuid);
-    if (!dom.ok()) return dom.status();
-    const std::string d(disk);
-    virDomainBlockJobInfo info{};
-    const int r = virDomainGetBlockJobInfo(dom->get(), d.c_str(), &info, 0);
-    if (r < 0) return LastError("cannot read the block job of " + d);
-    if (r == 0) return absl::FailedPreconditionError("no disk capture runs on " + d);
+    auto job = BlockJob(uuid, disk);
+    if (!job.ok()) return job.status();
+    if (!job->running) {
+      return absl::FailedPreconditionError("no disk capture runs on " + std::string(disk));
+    }
     // A copy job is ready (mirroring) once it has caught up with the whole disk.
+    const auto& info = job->info;
     return info.type == VIR_DOMAIN_BLOCK_JOB_TYPE_COPY && info.end > 0 && info.cur == info.end;
   }
 
   Status StopDiskCapture(std::string_view uuid, std::string_view disk) override {
-    auto dom = Lookup(uuid);
-    if (!dom.ok()) return dom.status();
-    const std::string d(disk);
-    virDomainBlockJobInfo info{};
-    const int r = virDomainGetBlockJobInfo(dom->get(), d.c_str(), &info, 0);
-    if (r < 0) return LastError("cannot read the block job of " + d);
-    if (r == 0) return absl::OkStatus();
-    if (virDomainBlockJobAbort(dom->get(), d.c_str(), 0) < 0) {
-      return LastError("cannot stop the disk capture of " + d);
+    auto job = BlockJob(uuid, disk);
+    if (!job.ok()) return job.status();
+    if (!job->running) return absl::OkStatus();
+    if (virDomainBlockJobAbort(job->dom.get(), std::string(disk).c_str(), 0) < 0) {
+      return LastError("cannot stop the disk capture of " + std::string(disk));
     }
     return absl::OkStatus();
   }
 
  private:
+  struct JobState {
+    DomainPtr dom;
+    bool running = false;
+    virDomainBlockJobInfo info{};
+  };
+  // The block job on `disk` of domain `uuid`, if any.
+  StatusOr<JobState> BlockJob(std::string_view uuid, std::string_view disk) {
+    auto dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    JobState job{*std::move(dom)};
+    const std::string d(disk);
+    const int r = virDomainGetBlockJobInfo(job.dom.get(), d.c_str(), &job.info, 0);
+    if (r < 0) return LastError("cannot read the block job of " + d);
+    job.running = r == 1;
+    return job;
+  }
+
   static std::string XmlEscape(std::string_view in) {
     std::string out;
     for (char c : in) {

@@ -40,34 +40,32 @@ std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::st
   return std::nullopt;
 }
 
-TEST(ProtectE2eTest, GuestIsProtectedEpochAfterEpochAndLosesNoOutput) {
-  Rig rig("e2e");
+grpc::Status Protect(const Rig& rig) {
+  grpc::ClientContext ctx;
+  nova_dt::v1::ProtectRequest req;
+  req.set_instance_uuid(kGuestUuid);
+  req.set_backup_host("rig-b");
+  nova_dt::v1::ProtectReply reply;
+  return Control(rig, "a")->Protect(&ctx, req, &reply);
+}
+
+// Rig up, the test guest counting on host a, agents on both hosts.
+void BringUp(Rig& rig) {
   ASSERT_TRUE(rig.Up().ok());
   ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
   ASSERT_TRUE(rig.StartAgent("a").ok());
   ASSERT_TRUE(rig.StartAgent("b").ok());
   ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
+}
 
-  {
-    grpc::ClientContext ctx;
-    nova_dt::v1::ProtectRequest req;
-    req.set_instance_uuid(kGuestUuid);
-    req.set_backup_host("rig-b");
-    nova_dt::v1::ProtectReply reply;
-    grpc::Status st = Control(rig, "a")->Protect(&ctx, req, &reply);
-    ASSERT_TRUE(st.ok()) << st.error_message() << "\n"
-                         << novadt::testing::ReadFile(rig.dir() + "/a/agent/agent.log");
-  }
+TEST(ProtectE2eTest, GuestIsProtectedEpochAfterEpochAndLosesNoOutput) {
+  Rig rig("e2e");
+  ASSERT_NO_FATAL_FAILURE(BringUp(rig));
+  grpc::Status st = Protect(rig);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n"
+                       << novadt::testing::ReadFile(rig.dir() + "/a/agent/agent.log");
   // A second protect of the same server is refused.
-  {
-    grpc::ClientContext ctx;
-    nova_dt::v1::ProtectRequest req;
-    req.set_instance_uuid(kGuestUuid);
-    req.set_backup_host("rig-b");
-    nova_dt::v1::ProtectReply reply;
-    EXPECT_EQ(Control(rig, "a")->Protect(&ctx, req, &reply).error_code(),
-              grpc::StatusCode::ALREADY_EXISTS);
-  }
+  EXPECT_EQ(Protect(rig).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 
   std::optional<nova_dt::v1::ProtectedServer> primary;
   ASSERT_TRUE(WaitFor(
@@ -136,20 +134,9 @@ class FailoverE2eTest : public ::testing::TestWithParam<KillMoment> {};
 
 TEST_P(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingReleasedLost) {
   Rig rig("e2f");
-  ASSERT_TRUE(rig.Up().ok());
-  ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
-  ASSERT_TRUE(rig.StartAgent("a").ok());
-  ASSERT_TRUE(rig.StartAgent("b").ok());
-  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
-  {
-    grpc::ClientContext ctx;
-    nova_dt::v1::ProtectRequest req;
-    req.set_instance_uuid(kGuestUuid);
-    req.set_backup_host("rig-b");
-    nova_dt::v1::ProtectReply reply;
-    grpc::Status st = Control(rig, "a")->Protect(&ctx, req, &reply);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  ASSERT_NO_FATAL_FAILURE(BringUp(rig));
+  grpc::Status st = Protect(rig);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_TRUE(WaitFor(
       [&] {
         auto b = Server(rig, "b");
@@ -233,20 +220,9 @@ INSTANTIATE_TEST_SUITE_P(KillMoments, FailoverE2eTest,
 // the backup ever taking the server over (its primary was alive all along).
 TEST(StalledBackupE2eTest, OutputHeldBelowTheBoundReleasedPastItAndProtectionComesBack) {
   Rig rig("e2s");
-  ASSERT_TRUE(rig.Up().ok());
-  ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
-  ASSERT_TRUE(rig.StartAgent("a").ok());
-  ASSERT_TRUE(rig.StartAgent("b").ok());
-  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
-  {
-    grpc::ClientContext ctx;
-    nova_dt::v1::ProtectRequest req;
-    req.set_instance_uuid(kGuestUuid);
-    req.set_backup_host("rig-b");
-    nova_dt::v1::ProtectReply reply;
-    grpc::Status st = Control(rig, "a")->Protect(&ctx, req, &reply);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  ASSERT_NO_FATAL_FAILURE(BringUp(rig));
+  grpc::Status st = Protect(rig);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   auto protected_with = [&](uint64_t epochs) {
     auto a = Server(rig, "a");
     return a && a->state() == "protected" && a->last_committed_epoch() >= epochs;
