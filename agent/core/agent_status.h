@@ -25,6 +25,9 @@ struct ProtectedServerView {
   std::chrono::microseconds pause_p99{0};
   uint64_t reseeds = 0;
   std::chrono::milliseconds seed_time{0};
+  uint64_t steady_epochs = 0;
+  uint64_t steady_pages = 0;
+  uint64_t steady_bytes = 0;
 };
 
 struct AgentStatusSnapshot {

@@ -280,6 +280,9 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
     v.pause_p99 = std::chrono::duration_cast<std::chrono::microseconds>(st.pause_p99);
     v.reseeds = st.reseeds;
     v.seed_time = std::chrono::duration_cast<std::chrono::milliseconds>(st.seed_time);
+    v.steady_epochs = st.steady_epochs;
+    v.steady_pages = st.steady_pages;
+    v.steady_bytes = st.steady_bytes;
     s.protected_servers.push_back(std::move(v));
   }
   return s;

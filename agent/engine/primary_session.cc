@@ -77,6 +77,9 @@ SessionStatus PrimarySession::status() const {
   s.reseeds = reseeds_;
   s.dirty_tracking = std::string(parts_.tracker->name());
   s.seed_time = seed_time_;
+  s.steady_epochs = steady_epochs_;
+  s.steady_pages = steady_pages_;
+  s.steady_bytes = steady_bytes_;
   if (!pauses_.empty()) {
     std::vector<Clock::Duration> sorted(pauses_.begin(), pauses_.end());
     std::sort(sorted.begin(), sorted.end());
@@ -233,6 +236,7 @@ Status PrimarySession::Protect() {
     reason_ = "seeding the replica on " + parts_.backup_address;
     unacked_.clear();
     last_committed_ = 0;
+    steady_epochs_ = steady_pages_ = steady_bytes_ = 0;
     seed_started_ = clock_.Now();
   }
   core::EpochStreamCallbacks callbacks;
@@ -288,6 +292,12 @@ Status PrimarySession::Protect() {
     {
       Status sent = core::SendEpoch(staged, *stream);
       if (!sent.ok()) return sent;
+      uint64_t bytes = staged.page_data.size() + staged.device_state.size();
+      for (const auto& w : staged.disk_writes) bytes += w.data.size();
+      std::lock_guard<std::mutex> lock(mu_);
+      ++steady_epochs_;
+      steady_pages_ += staged.page_index.size();
+      steady_bytes_ += bytes;
     }
   }
 }

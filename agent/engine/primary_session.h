@@ -73,6 +73,10 @@ struct SessionStatus {
   Clock::Duration pause_p50{0};
   Clock::Duration pause_p99{0};
   Clock::Duration seed_time{0};  // last seeding: start .. epoch 1 acked
+  // Steady state (epochs after seeding, this protection attempt): what was streamed.
+  uint64_t steady_epochs = 0;
+  uint64_t steady_pages = 0;
+  uint64_t steady_bytes = 0;  // page, disk-write and device-state payload
 };
 
 class PrimarySession {
@@ -126,6 +130,7 @@ class PrimarySession {
   Clock::TimePoint seed_started_{};
   Clock::Duration seed_time_{0};
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
+  uint64_t steady_epochs_ = 0, steady_pages_ = 0, steady_bytes_ = 0;
 
   std::thread epoch_thread_;
   std::thread watchdog_thread_;

@@ -39,6 +39,9 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
     o->set_pause_p99_us(s.pause_p99.count());
     o->set_reseeds(s.reseeds);
     o->set_seed_ms(s.seed_time.count());
+    o->set_steady_epochs(s.steady_epochs);
+    o->set_steady_pages(s.steady_pages);
+    o->set_steady_bytes(s.steady_bytes);
   }
 }
 

@@ -76,9 +76,11 @@ int Rig::Exec(const std::string& host, const std::vector<std::string>& argv,
   return Script(kRig, args, out);
 }
 
-Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid) {
+Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
+                      int memory_mib) {
   std::string out;
-  if (Script(kRig, {"boot-guest", host, name, uuid}, &out) != 0) {
+  if (Script(kRig, {"boot-guest", host, name, uuid, "--memory", std::to_string(memory_mib)},
+             &out) != 0) {
     return Failed("rig boot-guest", out);
   }
   return absl::OkStatus();

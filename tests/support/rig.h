@@ -28,7 +28,8 @@ class Rig {
   // Runs a command inside host "a"/"b"/"net"; returns its exit code, output in *out.
   int Exec(const std::string& host, const std::vector<std::string>& argv,
            std::string* out = nullptr) const;
-  Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid);
+  Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
+                   int memory_mib = 256);
   // Counter values the observer received so far, in arrival order.
   std::vector<int64_t> ObserverValues() const;
 

@@ -244,6 +244,11 @@ TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
   EXPECT_GT(st.pause_p50.count(), 0);
   EXPECT_GE(st.pause_p99, st.pause_p50);
   EXPECT_GE(st.last_checkpoint, 6u);
+  // Every steady epoch streamed its dirty page (the fake guest dirties one per epoch) and the
+  // 8-byte device state.
+  EXPECT_GE(st.steady_epochs, 4u);
+  EXPECT_GE(st.steady_pages, st.steady_epochs);
+  EXPECT_GE(st.steady_bytes, st.steady_pages * kPage + 8 * st.steady_epochs);
 
   session_->Stop();
   EXPECT_EQ(session_->status().state, PairState::kUnprotected);
