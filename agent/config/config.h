@@ -25,13 +25,75 @@ struct DefaultSection {
   std::string log_level = "info";
   // Local control API (Status, later Protect/Unprotect): "unix:PATH" or "HOST:PORT".
   std::string control_address = "unix:/run/nova-dt/agent.sock";
+  // oslo.messaging's control exchange for the agent's RPC server (topic nova_dt_agent). The
+  // Python side (nova_dt) sets the same default with rpc.set_defaults(control_exchange=...).
+  std::string control_exchange = "nova_dt";
 };
 
-// [oslo_messaging_notifications]
+// [oslo_messaging_rabbit] — the subset of oslo's rabbit driver options the agent honours, with
+// oslo's names and defaults, so one file can serve Nova and the agent.
+struct RabbitSection {
+  // Durable exchanges/queues (must match the deployment: RabbitMQ answers 406 otherwise).
+  bool amqp_durable_queues = false;
+  // Topic queues as quorum queues (implies durable), or with the classic x-ha-policy: all.
+  bool rabbit_quorum_queue = false;
+  bool rabbit_ha_queues = false;
+  // Heartbeat timeout (s) negotiated with the broker; 0 disables heartbeats.
+  int heartbeat_timeout_threshold = 60;
+  // Reconnect: wait rabbit_retry_interval s, growing by rabbit_retry_backoff s per attempt, up
+  // to rabbit_interval_max s, cycling through every host of the transport URL.
+  int rabbit_retry_interval = 1;
+  int rabbit_retry_backoff = 2;
+  int rabbit_interval_max = 30;
+  // Unacknowledged messages a consumer may hold; 0: the agent's own default (see
+  // [nova_notifications] prefetch_count).
+  int rabbit_qos_prefetch_count = 0;
+  // x-expires (s) of the transient fanout queue of the RPC server.
+  int rabbit_transient_queues_ttl = 1800;
+  // TLS towards the broker.
+  bool ssl = false;
+  std::string ssl_ca_file;
+  std::string ssl_cert_file;
+  std::string ssl_key_file;
+};
+
+// [oslo_messaging_notifications] — the agent's own notifications (and where Nova's come from).
 struct NotificationsSection {
-  // Transport for Nova's notifications; empty means "same as [DEFAULT] transport_url".
+  // Transport for notifications, Nova's and the agent's; empty means "same as [DEFAULT]
+  // transport_url".
   std::string transport_url;
   TransportUrl transport;  // parsed; already falls back to DEFAULT's when transport_url is empty
+  // oslo's driver list: "messagingv2" (or "messaging") publishes the agent's notifications;
+  // empty or "noop" publishes none.
+  std::vector<std::string> driver;
+  // Topics the agent's notifications are published under: routing key "<topic>.<priority>" on
+  // the exchange `exchange`.
+  std::vector<std::string> topics = {"notifications"};
+  // Exchange of the agent's notifications (Nova's are on "nova").
+  std::string exchange = "nova_dt";
+  // Notifications buffered while the broker is unreachable; beyond it the oldest are dropped
+  // (counted in status and logged).
+  int max_queued = 10000;
+};
+
+// [nova_notifications] — consuming Nova's versioned notifications.
+struct NovaNotificationsSection {
+  // Consume Nova's notifications (needs a notification transport).
+  bool enabled = true;
+  // Nova's exchange and versioned_notifications_topics; bound with "<topic>.info" and
+  // "<topic>.error".
+  std::string exchange = "nova";
+  std::vector<std::string> topics = {"versioned_notifications"};
+  // The agent's own queue; empty: "nova_dt_agent.versioned_notifications.<host>". Durable when
+  // [oslo_messaging_rabbit] amqp_durable_queues or rabbit_quorum_queue.
+  std::string queue;
+  // Unacknowledged notifications in flight.
+  int prefetch_count = 64;
+  // Bodies larger than this are refused (acked, or dead-lettered) without being parsed.
+  int max_message_bytes = 1 << 20;
+  // Where malformed notifications go (x-dead-letter-exchange of the queue); empty: they are
+  // logged and acknowledged.
+  std::string dead_letter_exchange;
 };
 
 // [libvirt]
@@ -92,11 +154,16 @@ struct ReplicationSection {
   // file system of libvirt's guest-RAM directory (e.g. /var/lib/libvirt/qemu/ram/nova-dt): the
   // libvirt hook hard-links the replica RAM there (deploy/libvirt-hooks/qemu).
   std::string replica_path;
+  // Without a nova-dt-controller: protect every new DT server (flavor dt:enabled=true) created
+  // on this host towards this backup host. Empty: wait for the controller's `protect`.
+  std::string default_backup_host;
 };
 
 struct AgentConfig {
   DefaultSection defaults;
+  RabbitSection rabbit;
   NotificationsSection notifications;
+  NovaNotificationsSection nova_notifications;
   LibvirtSection libvirt;
   PeerSection peer;
   WitnessSection witness;

@@ -43,6 +43,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -422,6 +423,25 @@ Status ReadInt(Options& opts, std::string_view section, std::string_view key, in
   return absl::OkStatus();
 }
 
+// Sets *out when some file sets [section] key to one of oslo.config's Boolean strings (true/
+// false, 1/0, yes/no, on/off; any case); fails otherwise.
+Status ReadBool(Options& opts, std::string_view section, std::string_view key, bool* out) {
+  StatusOr<std::optional<Setting>> s = opts.Get(section, key);
+  if (!s.ok()) return s.status();
+  if (!*s) return absl::OkStatus();
+  std::string v(PyStrip((*s)->value));
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (v == "true" || v == "1" || v == "yes" || v == "on") {
+    *out = true;
+  } else if (v == "false" || v == "0" || v == "no" || v == "off") {
+    *out = false;
+  } else {
+    return opts.Invalid((*s)->file, section, key,
+                        "expected a boolean (true/false, yes/no, on/off, 1/0)", (*s)->value);
+  }
+  return absl::OkStatus();
+}
+
 // Comma-separated list, items stripped. Empty text: empty list; an empty item: error text.
 std::optional<std::string> SplitList(std::string_view text, std::vector<std::string>* items) {
   items->clear();
@@ -436,6 +456,49 @@ std::optional<std::string> SplitList(std::string_view text, std::vector<std::str
     if (comma == std::string_view::npos) return std::nullopt;
     start = comma + 1;
   }
+}
+
+// Sets *out when some file sets [section] key to a comma-separated list. An empty value is an
+// empty list unless `non_empty`.
+Status ReadList(Options& opts, std::string_view section, std::string_view key,
+                std::vector<std::string>* out, bool non_empty) {
+  std::string text, file;
+  bool set = false;
+  {
+    StatusOr<std::optional<Setting>> s = opts.Get(section, key);
+    if (!s.ok()) return s.status();
+    if (!*s) return absl::OkStatus();
+    text = (*s)->value;
+    file = (*s)->file;
+    set = true;
+  }
+  std::vector<std::string> items;
+  if (std::optional<std::string> bad = SplitList(text, &items)) {
+    return opts.Invalid(file, section, key, *bad, text);
+  }
+  if (set && non_empty && items.empty()) {
+    return opts.Invalid(file, section, key, "expected at least one item", text);
+  }
+  *out = std::move(items);
+  return absl::OkStatus();
+}
+
+// An AMQP exchange/queue/topic name: 1..255 bytes without control characters or spaces.
+Status ReadAmqpName(Options& opts, std::string_view section, std::string_view key,
+                    std::string* out, bool may_be_empty) {
+  std::string file;
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, section, key, out, &file));
+  if (out->empty() && may_be_empty) return absl::OkStatus();
+  if (out->empty() || out->size() > 255) {
+    return opts.Invalid(file, section, key, "expected an AMQP name of 1..255 bytes", *out);
+  }
+  for (unsigned char c : *out) {
+    if (c <= ' ' || c == 0x7f) {
+      return opts.Invalid(file, section, key,
+                          "an AMQP name may not hold spaces or control characters", *out);
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool IsHostChar(char c) {
@@ -608,7 +671,81 @@ Status LoadDefault(Options& opts, DefaultSection* d) {
     return opts.Invalid(file, kSection, "log_level", "expected one of debug, info, warning, error",
                         d->log_level);
   }
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadAmqpName(opts, kSection, "control_exchange", &d->control_exchange, false));
   return ReadAddress(opts, kSection, "control_address", &d->control_address);
+}
+
+Status LoadRabbit(Options& opts, RabbitSection* r) {
+  constexpr std::string_view kSection = "oslo_messaging_rabbit";
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadBool(opts, kSection, "amqp_durable_queues", &r->amqp_durable_queues));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadBool(opts, kSection, "rabbit_quorum_queue", &r->rabbit_quorum_queue));
+  NOVA_DT_RETURN_IF_ERROR(ReadBool(opts, kSection, "rabbit_ha_queues", &r->rabbit_ha_queues));
+  if (r->rabbit_quorum_queue && r->rabbit_ha_queues) {
+    // oslo.messaging raises a RuntimeError for this combination too.
+    StatusOr<std::optional<Setting>> s = opts.Get(kSection, "rabbit_ha_queues");
+    return opts.Invalid(s.ok() && *s ? (*s)->file : "", kSection, "rabbit_ha_queues",
+                        "rabbit_quorum_queue and rabbit_ha_queues are mutually exclusive", "true");
+  }
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "heartbeat_timeout_threshold", 0, 3600,
+                                  &r->heartbeat_timeout_threshold));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "rabbit_retry_interval", 1, 3600, &r->rabbit_retry_interval));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "rabbit_retry_backoff", 0, 3600, &r->rabbit_retry_backoff));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "rabbit_interval_max", 1, 3600, &r->rabbit_interval_max));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "rabbit_qos_prefetch_count", 0, 65535,
+                                  &r->rabbit_qos_prefetch_count));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "rabbit_transient_queues_ttl", 1, 86400 * 30,
+                                  &r->rabbit_transient_queues_ttl));
+  NOVA_DT_RETURN_IF_ERROR(ReadBool(opts, kSection, "ssl", &r->ssl));
+  std::vector<FileOption> tls = {{"ssl_ca_file", &r->ssl_ca_file, ""},
+                                 {"ssl_cert_file", &r->ssl_cert_file, ""},
+                                 {"ssl_key_file", &r->ssl_key_file, ""}};
+  NOVA_DT_RETURN_IF_ERROR(ReadTlsFiles(opts, kSection, &tls));
+  if (r->ssl_cert_file.empty() != r->ssl_key_file.empty()) {
+    const FileOption& missing = r->ssl_cert_file.empty() ? tls[1] : tls[2];
+    return opts.Invalid(missing.file, kSection, missing.key,
+                        "ssl_cert_file and ssl_key_file go together: set both or neither",
+                        *missing.value);
+  }
+  return absl::OkStatus();
+}
+
+Status LoadNotifications(Options& opts, const DefaultSection& d, NotificationsSection* n) {
+  constexpr std::string_view kSection = "oslo_messaging_notifications";
+  NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, kSection, &n->transport_url, &n->transport));
+  if (n->transport_url.empty()) n->transport = d.transport;
+  NOVA_DT_RETURN_IF_ERROR(ReadList(opts, kSection, "driver", &n->driver, false));
+  for (const std::string& driver : n->driver) {
+    if (driver != "messagingv2" && driver != "messaging" && driver != "noop") {
+      StatusOr<std::optional<Setting>> s = opts.Get(kSection, "driver");
+      return opts.Invalid(s.ok() && *s ? (*s)->file : "", kSection, "driver",
+                          "the agent supports the drivers messagingv2, messaging and noop",
+                          driver);
+    }
+  }
+  NOVA_DT_RETURN_IF_ERROR(ReadList(opts, kSection, "topics", &n->topics, true));
+  NOVA_DT_RETURN_IF_ERROR(ReadAmqpName(opts, kSection, "exchange", &n->exchange, false));
+  return ReadInt(opts, kSection, "max_queued", 1, 10000000, &n->max_queued);
+}
+
+Status LoadNovaNotifications(Options& opts, const DefaultSection& d,
+                             NovaNotificationsSection* n) {
+  constexpr std::string_view kSection = "nova_notifications";
+  NOVA_DT_RETURN_IF_ERROR(ReadBool(opts, kSection, "enabled", &n->enabled));
+  NOVA_DT_RETURN_IF_ERROR(ReadAmqpName(opts, kSection, "exchange", &n->exchange, false));
+  NOVA_DT_RETURN_IF_ERROR(ReadList(opts, kSection, "topics", &n->topics, true));
+  NOVA_DT_RETURN_IF_ERROR(ReadAmqpName(opts, kSection, "queue", &n->queue, true));
+  if (n->queue.empty()) n->queue = "nova_dt_agent.versioned_notifications." + d.host;
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "prefetch_count", 1, 65535, &n->prefetch_count));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "max_message_bytes", 1024, 64 << 20, &n->max_message_bytes));
+  return ReadAmqpName(opts, kSection, "dead_letter_exchange", &n->dead_letter_exchange, true);
 }
 
 Status LoadLibvirt(Options& opts, LibvirtSection* l) {
@@ -729,7 +866,15 @@ Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSectio
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_epoch_bytes", int64_t{1} << 20,
                                   int64_t{64} << 30, &r->max_epoch_bytes));
   r->replica_path = d.state_path + "/replicas";
-  return ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path);
+  NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path));
+  std::string file;
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadString(opts, kSection, "default_backup_host", &r->default_backup_host, &file));
+  if (r->default_backup_host == d.host) {
+    return opts.Invalid(file, kSection, "default_backup_host",
+                        "the backup must be another host than this one", r->default_backup_host);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -746,12 +891,10 @@ StatusOr<AgentConfig> LoadAgentConfig(const std::vector<std::string>& files) {
 
   AgentConfig config;
   NOVA_DT_RETURN_IF_ERROR(LoadDefault(opts, &config.defaults));
-  NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, "oslo_messaging_notifications",
-                                           &config.notifications.transport_url,
-                                           &config.notifications.transport));
-  if (config.notifications.transport_url.empty()) {
-    config.notifications.transport = config.defaults.transport;
-  }
+  NOVA_DT_RETURN_IF_ERROR(LoadRabbit(opts, &config.rabbit));
+  NOVA_DT_RETURN_IF_ERROR(LoadNotifications(opts, config.defaults, &config.notifications));
+  NOVA_DT_RETURN_IF_ERROR(
+      LoadNovaNotifications(opts, config.defaults, &config.nova_notifications));
   NOVA_DT_RETURN_IF_ERROR(LoadLibvirt(opts, &config.libvirt));
   NOVA_DT_RETURN_IF_ERROR(LoadPeer(opts, &config.peer));
   NOVA_DT_RETURN_IF_ERROR(LoadWitness(opts, &config.witness));

@@ -420,7 +420,7 @@ TEST_F(ConfigLoaderTest, UnknownSectionsAndKeysAreWarnedAbout) {
   const std::string path = Write("agent.conf",
                                  "[DEFAULT]\nhost = h\nhots = typo\n"
                                  "[default]\nlog_level = debug\n"
-                                 "[oslo_messaging_rabbit]\nssl = true\n");
+                                 "[oslo_messaging_rabbit]\nrabbit_login_method = PLAIN\n");
   StatusOr<AgentConfig> c = LoadAgentConfig({path});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->defaults.log_level, "info");  // "[default]" is not DEFAULT
@@ -432,7 +432,7 @@ TEST_F(ConfigLoaderTest, UnknownSectionsAndKeysAreWarnedAbout) {
                                        ": [default] log_level: unknown "
                                        "option, ignored"));
   EXPECT_THAT(lines, testing::Contains("warning " + path +
-                                       ": [oslo_messaging_rabbit] ssl: "
+                                       ": [oslo_messaging_rabbit] rabbit_login_method: "
                                        "unknown option, ignored"));
 }
 
@@ -665,7 +665,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 26);
+  EXPECT_EQ(options, 52);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});
@@ -690,6 +690,96 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
             defaults->replication.heartbeat_timeout_ms);
   EXPECT_EQ(from_sample->replication.max_epoch_bytes, defaults->replication.max_epoch_bytes);
   EXPECT_EQ(from_sample->replication.replica_path, defaults->replication.replica_path);
+  EXPECT_EQ(from_sample->defaults.control_exchange, defaults->defaults.control_exchange);
+  EXPECT_EQ(from_sample->rabbit.heartbeat_timeout_threshold,
+            defaults->rabbit.heartbeat_timeout_threshold);
+  EXPECT_EQ(from_sample->rabbit.rabbit_transient_queues_ttl,
+            defaults->rabbit.rabbit_transient_queues_ttl);
+  EXPECT_EQ(from_sample->notifications.topics, defaults->notifications.topics);
+  EXPECT_EQ(from_sample->notifications.exchange, defaults->notifications.exchange);
+  EXPECT_EQ(from_sample->nova_notifications.exchange, defaults->nova_notifications.exchange);
+  EXPECT_EQ(from_sample->nova_notifications.topics, defaults->nova_notifications.topics);
+  EXPECT_EQ(from_sample->nova_notifications.queue, defaults->nova_notifications.queue);
+  EXPECT_EQ(from_sample->nova_notifications.prefetch_count,
+            defaults->nova_notifications.prefetch_count);
+}
+
+TEST_F(ConfigLoaderTest, BusOptions) {
+  StatusOr<AgentConfig> d = LoadOne("[DEFAULT]\nhost = c1\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->defaults.control_exchange, "nova_dt");
+  EXPECT_FALSE(d->rabbit.amqp_durable_queues);
+  EXPECT_EQ(d->rabbit.heartbeat_timeout_threshold, 60);
+  EXPECT_TRUE(d->notifications.driver.empty());
+  EXPECT_THAT(d->notifications.topics, ElementsAre("notifications"));
+  EXPECT_EQ(d->nova_notifications.queue, "nova_dt_agent.versioned_notifications.c1");
+  EXPECT_THAT(d->nova_notifications.topics, ElementsAre("versioned_notifications"));
+  EXPECT_EQ(d->replication.default_backup_host, "");
+
+  StatusOr<AgentConfig> c = LoadOne(
+      "[DEFAULT]\nhost = c1\ncontrol_exchange = openstack\n"
+      "[oslo_messaging_rabbit]\namqp_durable_queues = True\nrabbit_quorum_queue = yes\n"
+      "heartbeat_timeout_threshold = 10\nrabbit_retry_interval = 2\nrabbit_retry_backoff = 0\n"
+      "rabbit_interval_max = 5\nrabbit_qos_prefetch_count = 7\n"
+      "rabbit_transient_queues_ttl = 60\nssl = on\n"
+      "[oslo_messaging_notifications]\ndriver = messagingv2\ntopics = a, b\n"
+      "exchange = dt\nmax_queued = 5\n"
+      "[nova_notifications]\nenabled = false\nexchange = nova2\n"
+      "topics = versioned_notifications, vn2\nqueue = q1\nprefetch_count = 3\n"
+      "max_message_bytes = 2048\ndead_letter_exchange = dlx\n"
+      "[replication]\ndefault_backup_host = c2\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->defaults.control_exchange, "openstack");
+  EXPECT_TRUE(c->rabbit.amqp_durable_queues);
+  EXPECT_TRUE(c->rabbit.rabbit_quorum_queue);
+  EXPECT_EQ(c->rabbit.heartbeat_timeout_threshold, 10);
+  EXPECT_EQ(c->rabbit.rabbit_retry_interval, 2);
+  EXPECT_EQ(c->rabbit.rabbit_retry_backoff, 0);
+  EXPECT_EQ(c->rabbit.rabbit_interval_max, 5);
+  EXPECT_EQ(c->rabbit.rabbit_qos_prefetch_count, 7);
+  EXPECT_EQ(c->rabbit.rabbit_transient_queues_ttl, 60);
+  EXPECT_TRUE(c->rabbit.ssl);
+  EXPECT_THAT(c->notifications.driver, ElementsAre("messagingv2"));
+  EXPECT_THAT(c->notifications.topics, ElementsAre("a", "b"));
+  EXPECT_EQ(c->notifications.exchange, "dt");
+  EXPECT_EQ(c->notifications.max_queued, 5);
+  EXPECT_FALSE(c->nova_notifications.enabled);
+  EXPECT_EQ(c->nova_notifications.exchange, "nova2");
+  EXPECT_THAT(c->nova_notifications.topics, ElementsAre("versioned_notifications", "vn2"));
+  EXPECT_EQ(c->nova_notifications.queue, "q1");
+  EXPECT_EQ(c->nova_notifications.prefetch_count, 3);
+  EXPECT_EQ(c->nova_notifications.max_message_bytes, 2048);
+  EXPECT_EQ(c->nova_notifications.dead_letter_exchange, "dlx");
+  EXPECT_EQ(c->replication.default_backup_host, "c2");
+}
+
+TEST_F(ConfigLoaderTest, BadBusOptions) {
+  const std::string f = dir_ + "/agent.conf: ";
+  EXPECT_EQ(Error("[oslo_messaging_rabbit]\nssl = maybe\n"),
+            f + "[oslo_messaging_rabbit] ssl: expected a boolean (true/false, yes/no, on/off, "
+                "1/0), got 'maybe'");
+  EXPECT_EQ(Error("[oslo_messaging_rabbit]\nrabbit_quorum_queue = true\nrabbit_ha_queues = true\n"),
+            f + "[oslo_messaging_rabbit] rabbit_ha_queues: rabbit_quorum_queue and "
+                "rabbit_ha_queues are mutually exclusive, got 'true'");
+  EXPECT_THAT(Error("[oslo_messaging_rabbit]\nssl_ca_file = /nonexistent/ca.pem\n"),
+              HasSubstr("[oslo_messaging_rabbit] ssl_ca_file: cannot read the file"));
+  EXPECT_EQ(Error("[oslo_messaging_notifications]\ndriver = log\n"),
+            f + "[oslo_messaging_notifications] driver: the agent supports the drivers "
+                "messagingv2, messaging and noop, got 'log'");
+  EXPECT_EQ(Error("[oslo_messaging_notifications]\ntopics =\n"),
+            f + "[oslo_messaging_notifications] topics: expected at least one item, got ''");
+  EXPECT_EQ(Error("[nova_notifications]\nqueue = my queue\n"),
+            f + "[nova_notifications] queue: an AMQP name may not hold spaces or control "
+                "characters, got 'my queue'");
+  EXPECT_EQ(Error("[nova_notifications]\nexchange =\n"),
+            f + "[nova_notifications] exchange: expected an AMQP name of 1..255 bytes, got ''");
+  EXPECT_EQ(Error("[nova_notifications]\ntopics = a,,b\n"),
+            f + "[nova_notifications] topics: empty item in the comma-separated list, got 'a,,b'");
+  EXPECT_THAT(Error("[nova_notifications]\nprefetch_count = 0\n"),
+              HasSubstr("[nova_notifications] prefetch_count: expected an integer in 1..65535"));
+  EXPECT_EQ(Error("[DEFAULT]\nhost = c1\n[replication]\ndefault_backup_host = c1\n"),
+            f + "[replication] default_backup_host: the backup must be another host than this "
+                "one, got 'c1'");
 }
 
 TEST_F(ConfigLoaderTest, ErrorsAreOneLine) {
