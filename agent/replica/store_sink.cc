@@ -1,6 +1,7 @@
 #include "agent/replica/store_sink.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "agent/common/logging.h"
 
@@ -162,6 +163,25 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
   out.device_state_path = (*store)->device_state_path();
   for (const auto& d : (*store)->geometry().disks) out.disk_paths[d.name] = (*store)->disk_path(d.name);
   return out;
+}
+
+Status ReplicaRegistry::Discard(const std::string& uuid) {
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    entry->fenced = true;  // the open sink (if any) refuses its next item
+    if (entry->store) entry->store->Abort();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.erase(uuid);  // a new stream gets a fresh entry
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(ReplicaDir(replica_path_, uuid), ec);
+  if (ec) {
+    return absl::InternalError("cannot remove the replica of " + uuid + ": " + ec.message());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace novadt::replica

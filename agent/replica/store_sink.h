@@ -50,6 +50,11 @@ class ReplicaRegistry {
   // when the replica cannot be opened consistently.
   StatusOr<FencedReplica> Fence(const std::string& instance_uuid);
 
+  // Frees the replica of a server that is gone (deleted in Nova): an open stream is ended as by
+  // Fence(), the replica directory is removed. A later stream for the same server seeds anew.
+  // OK when there was nothing to free; Internal when the directory cannot be removed.
+  Status Discard(const std::string& instance_uuid);
+
  private:
   class Sink;
   struct Entry {

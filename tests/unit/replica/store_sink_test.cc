@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 
 #include "agent/core/epoch_sender.h"
@@ -150,6 +151,28 @@ TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica
 TEST_F(StoreSinkTest, FenceOfAnUnknownServerIsNotFound) {
   Factory();
   EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead").status()));
+}
+
+TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) {
+  auto factory = Factory();
+  const std::string uuid = TestOpen().instance_uuid;
+  auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(r.ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  ASSERT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
+
+  ASSERT_TRUE(registry_->Discard(uuid).ok());
+  EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
+  auto refused = (*r)->Handle(novadt::testing::SmallEpoch(2)[0]);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  (*r)->Close(refused.status());
+  r->reset();
+  // Unlike a fenced server, a discarded one may be protected again later: a new replica.
+  auto again = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
+  // Nothing to free is fine.
+  EXPECT_TRUE(registry_->Discard("00000000-0000-0000-0000-00000000dead").ok());
 }
 
 }  // namespace
