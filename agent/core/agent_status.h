@@ -30,6 +30,30 @@ struct ProtectedServerView {
   uint64_t steady_bytes = 0;
 };
 
+// One connection of the message bus adapter.
+struct BusLinkView {
+  bool enabled = false;    // configured
+  bool connected = false;
+  uint64_t reconnects = 0;
+  std::string last_error;  // last connect/set-up failure, empty once connected
+  // Per link, what applies: RPC requests / Nova notifications received, handled (given to the
+  // agent), malformed (refused), failures (RPC replies carrying a failure; notifications
+  // requeued); notifications published / dropped / queued.
+  uint64_t received = 0;
+  uint64_t handled = 0;
+  uint64_t malformed = 0;
+  uint64_t failures = 0;
+  uint64_t published = 0;
+  uint64_t dropped = 0;
+  uint64_t queued = 0;
+};
+
+struct BusView {
+  BusLinkView rpc;                 // oslo.messaging RPC server (topic nova_dt_agent)
+  BusLinkView nova_notifications;  // Nova's versioned notifications consumed
+  BusLinkView notifier;            // the agent's own dt.pair.* notifications
+};
+
 struct AgentStatusSnapshot {
   std::string host;
   std::string version;
@@ -40,6 +64,7 @@ struct AgentStatusSnapshot {
   std::string peer_listen_address;
   std::vector<PeerView> peers;
   std::vector<ProtectedServerView> protected_servers;
+  BusView bus;
 };
 
 }  // namespace novadt::core

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <future>
 
+#include "agent/bus/notifier.h"
+#include "agent/bus/rpc_server.h"
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
@@ -109,10 +111,14 @@ Status Agent::Run() {
                    [this] { GreetPeers(); });
   }
 
+  loop_.RunEvery(std::chrono::milliseconds(100), [this] { ReportPairStates(); });
+  StartBus();
+
   spdlog::info("nova-dt-agent {} running as host '{}'", kVersion, cfg_.defaults.host);
   loop_.Run();
 
   spdlog::info("shutting down");
+  StopBus();
   // Protection ends with the agent: held output is released, captures stop (the backup keeps
   // its replica). The session threads are joined here, before the parts they use go away.
   for (auto& [uuid, protection] : sessions_) protection.session->Stop();
@@ -207,6 +213,14 @@ void Agent::StartFailover(const std::string& uuid, const std::string& why) {
   b.view.state = "failing-over";
   b.view.reason = why;
   InstanceLog(uuid).Warn("failing over: {}", why);
+  Emit({.event_type = "dt.pair.failover.start",
+        .priority = "ERROR",
+        .instance_uuid = uuid,
+        .role = "backup",
+        .state = "failing-over",
+        .reason = why,
+        .peer_host = b.open.primary_host,
+        .committed_epoch = b.view.last_committed_epoch});
   const auto detected = clock_.Now();
   const std::string domain_xml = b.open.domain_xml;
   // The restore blocks for a few hundred ms: off the loop, result posted back.
@@ -236,6 +250,14 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
     b.view.state = "degraded";
     b.view.reason = "failover failed: " + std::string(result.status().message());
     log.Error("{}", b.view.reason);
+    Emit({.event_type = "dt.pair.failover.error",
+          .priority = "ERROR",
+          .instance_uuid = uuid,
+          .role = "backup",
+          .state = "degraded",
+          .reason = b.view.reason,
+          .peer_host = b.open.primary_host,
+          .committed_epoch = b.view.last_committed_epoch});
     return;
   }
   b.phase = Backup::Phase::kFailedOver;
@@ -250,6 +272,16 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
                   ms(result->timings.to_running) + " ms)" +
                   (result->persistent ? "" : "; NOT persistent: " + result->persist_error.ToString());
   log.Info("{}", b.view.reason);
+  Emit({.event_type = "dt.pair.failover.end",
+        .instance_uuid = uuid,
+        .role = "primary",
+        .state = "unprotected",
+        .reason = b.view.reason,
+        .peer_host = b.open.primary_host,
+        .committed_epoch = result->epoch,
+        .duration_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - detected).count(),
+        .new_host = cfg_.defaults.host});
 }
 
 core::AgentStatusSnapshot Agent::BuildSnapshot() const {
@@ -264,7 +296,17 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   }
   s.peer_listen_address = server_ ? server_->peer_address() : cfg_.peer.listen_address;
   s.peers = peers_.Snapshot();
+  s.bus = BuildBusView();
   for (const auto& [uuid, b] : backups_) s.protected_servers.push_back(b.view);
+  for (const auto& [uuid, d] : dt_servers_) {
+    core::ProtectedServerView v;
+    v.instance_uuid = uuid;
+    v.role = "primary";
+    v.state = "unprotected";
+    v.reason = d.reason;
+    v.peer_host = d.resume_to;
+    s.protected_servers.push_back(std::move(v));
+  }
   for (const auto& [uuid, protection] : sessions_) {
     const engine::SessionStatus st = protection.session->status();
     core::ProtectedServerView v;
@@ -286,21 +328,6 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
     s.protected_servers.push_back(std::move(v));
   }
   return s;
-}
-
-template <typename T>
-StatusOr<T> Agent::OnLoop(std::function<T()> fn, std::chrono::milliseconds timeout) {
-  auto promise = std::make_shared<std::promise<T>>();
-  auto future = promise->get_future();
-  loop_.Post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
-  if (future.wait_for(timeout) == std::future_status::ready) {
-    try {
-      return future.get();
-    } catch (const std::future_error&) {
-      // The loop stopped and dropped the task: fall through.
-    }
-  }
-  return absl::UnavailableError("agent event loop did not answer (shutting down?)");
 }
 
 StatusOr<core::AgentStatusSnapshot> Agent::Snapshot(std::chrono::milliseconds timeout) {
@@ -329,8 +356,14 @@ Status Agent::Unprotect(const std::string& instance_uuid) {
       std::chrono::seconds(2));
   if (!session.ok()) return session.status();
   if (!*session) return absl::NotFoundError("server " + instance_uuid + " is not protected here");
+  const engine::SessionStatus last = (*session)->status();
   (*session)->Stop();
   InstanceLog(instance_uuid).Info("unprotected");
+  Emit({.event_type = "dt.pair.unprotect.end",
+        .instance_uuid = instance_uuid,
+        .role = "primary",
+        .state = "unprotected",
+        .committed_epoch = last.last_committed});
   return absl::OkStatus();
 }
 
@@ -403,7 +436,13 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   session->Start();
   log.Info("protection towards {} ({}) started; dirty tracking: {}", backup_host, backup_address,
            session->status().dirty_tracking);
-  sessions_[uuid] = {backup_host, std::move(session)};
+  sessions_[uuid] = {backup_host, std::move(session), "seeding"};
+  dt_servers_.erase(uuid);
+  Emit({.event_type = "dt.pair.protect.start",
+        .instance_uuid = uuid,
+        .role = "primary",
+        .state = "seeding",
+        .peer_host = backup_host});
   return absl::OkStatus();
 }
 

@@ -4,18 +4,22 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent/bus/nova_events.h"
+#include "agent/bus/notification_consumer.h"
 #include "agent/common/clock.h"
 #include "agent/common/status.h"
 #include "agent/config/config.h"
 #include "agent/core/agent_status.h"
 #include "agent/core/event_loop.h"
 #include "agent/core/hypervisor.h"
+#include "agent/core/pair_events.h"
 #include "agent/core/peer_link.h"
 #include "agent/core/peer_tracker.h"
 #include "agent/core/replication_link.h"
@@ -25,6 +29,10 @@
 
 namespace novadt::rpc {
 class AgentServer;
+}
+namespace novadt::bus {
+class Notifier;
+class RpcServer;
 }
 
 namespace novadt::daemon {
@@ -50,6 +58,10 @@ class Agent {
   // Control API (see proto/nova_dt/v1/control.proto). Safe from any thread but the loop thread.
   Status Protect(const std::string& instance_uuid, const std::string& backup_host);
   Status Unprotect(const std::string& instance_uuid);
+  // Backup side: fail `instance_uuid` over to this host now. FailedPrecondition while its
+  // primary still answers (without witness fencing that would run two copies), NotFound when
+  // this host keeps no committed replica of it. Safe from any thread but the loop thread.
+  Status Failover(const std::string& instance_uuid);
 
  private:
   // Runs `fn` on the loop thread and returns its result; Unavailable when the loop does not
@@ -61,6 +73,19 @@ class Agent {
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
+  // The message bus (agent_bus.cc): RPC server, Nova's notifications, the agent's own
+  // notifications — whichever the configuration enables. Started by Run(), stopped before the
+  // loop's state goes away.
+  void StartBus();
+  void StopBus();
+  core::BusView BuildBusView() const;
+  // Nova's notification, on the consumer thread: what the behaviour table (docs/bus.md) says.
+  bus::HandleResult HandleNovaEvent(const bus::NovaEvent& event);
+  bus::HandleResult HandleInstanceEvent(const bus::InstanceEvent& event);
+  // A pair event to whoever listens (the notifier, or nobody). Any thread.
+  void Emit(core::PairEvent event);
+  // Loop thread, every 100 ms: publishes the pair state changes of the primary sessions.
+  void ReportPairStates();
   // Backup side, on the loop thread: replica bookkeeping (fed by the registry's events), the
   // failure detector (stage VII) and the failover it starts.
   void OnReplicaOpened(const core::StreamOpen& open);
@@ -94,12 +119,38 @@ class Agent {
   struct Protection {
     std::string backup_host;
     std::shared_ptr<engine::PrimarySession> session;
+    std::string reported_state;  // last state published as a pair event
   };
+  // DT servers of this host that Nova told about (instance.create.end) and that are not
+  // protected right now: waiting for the controller, or suspended during a Nova action.
+  struct DtServer {
+    std::string reason;       // shown in status
+    std::string resume_to;    // backup host to protect to again when the action ends
+  };
+  std::map<std::string, DtServer> dt_servers_;  // by instance UUID; loop thread
+  std::unique_ptr<bus::RpcServer> rpc_server_;
+  std::unique_ptr<bus::NotificationConsumer> nova_consumer_;
+  std::unique_ptr<bus::Notifier> notifier_;
   std::map<std::string, Protection> sessions_;  // servers protected from here; loop thread
   std::unique_ptr<core::ReplicationLink> replication_link_;
   std::unique_ptr<rpc::AgentServer> server_;
   std::unique_ptr<core::PeerLink> peer_link_;
   std::unique_ptr<core::Hypervisor> hypervisor_;
 };
+
+template <typename T>
+StatusOr<T> Agent::OnLoop(std::function<T()> fn, std::chrono::milliseconds timeout) {
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  loop_.Post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  if (future.wait_for(timeout) == std::future_status::ready) {
+    try {
+      return future.get();
+    } catch (const std::future_error&) {
+      // The loop stopped and dropped the task: fall through.
+    }
+  }
+  return absl::UnavailableError("agent event loop did not answer (shutting down?)");
+}
 
 }  // namespace novadt::daemon

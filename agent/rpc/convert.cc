@@ -1,6 +1,23 @@
 #include "agent/rpc/convert.h"
 
 namespace novadt::rpc {
+namespace {
+
+void ToProto(const core::BusLinkView& in, nova_dt::v1::BusLinkStatus* out) {
+  out->set_enabled(in.enabled);
+  out->set_connected(in.connected);
+  out->set_reconnects(in.reconnects);
+  out->set_last_error(in.last_error);
+  out->set_received(in.received);
+  out->set_handled(in.handled);
+  out->set_malformed(in.malformed);
+  out->set_failures(in.failures);
+  out->set_published(in.published);
+  out->set_dropped(in.dropped);
+  out->set_queued(in.queued);
+}
+
+}  // namespace
 
 void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out) {
   out->set_host(in.host);
@@ -43,6 +60,9 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
     o->set_steady_pages(s.steady_pages);
     o->set_steady_bytes(s.steady_bytes);
   }
+  ToProto(in.bus.rpc, out->mutable_bus()->mutable_rpc());
+  ToProto(in.bus.nova_notifications, out->mutable_bus()->mutable_nova_notifications());
+  ToProto(in.bus.notifier, out->mutable_bus()->mutable_notifier());
 }
 
 void ToProto(const core::StreamOpen& in, nova_dt::v1::StreamOpen* out) {

@@ -83,6 +83,34 @@ void PrintHuman(const nova_dt::v1::AgentStatus& s) {
     }
     std::printf("%s%s\n", v.reason().empty() ? "" : " — ", v.reason().c_str());
   }
+  auto link = [](const char* name, const nova_dt::v1::BusLinkStatus& l, const char* counts) {
+    if (!l.enabled()) {
+      std::printf("  %-19s not configured\n", name);
+      return;
+    }
+    std::printf("  %-19s %s (reconnects: %llu) %s%s%s\n", name,
+                l.connected() ? "connected" : "NOT connected",
+                static_cast<unsigned long long>(l.reconnects()), counts,
+                l.last_error().empty() ? "" : " — ", l.last_error().c_str());
+  };
+  const auto& bus = s.bus();
+  char buf[3][160];
+  std::snprintf(buf[0], sizeof buf[0], "requests %llu, malformed %llu, failed %llu",
+                static_cast<unsigned long long>(bus.rpc().received()),
+                static_cast<unsigned long long>(bus.rpc().malformed()),
+                static_cast<unsigned long long>(bus.rpc().failures()));
+  std::snprintf(buf[1], sizeof buf[1], "received %llu, handled %llu, malformed %llu",
+                static_cast<unsigned long long>(bus.nova_notifications().received()),
+                static_cast<unsigned long long>(bus.nova_notifications().handled()),
+                static_cast<unsigned long long>(bus.nova_notifications().malformed()));
+  std::snprintf(buf[2], sizeof buf[2], "published %llu, queued %llu, dropped %llu",
+                static_cast<unsigned long long>(bus.notifier().published()),
+                static_cast<unsigned long long>(bus.notifier().queued()),
+                static_cast<unsigned long long>(bus.notifier().dropped()));
+  std::printf("message bus:\n");
+  link("rpc server:", bus.rpc(), buf[0]);
+  link("nova notifications:", bus.nova_notifications(), buf[1]);
+  link("notifier:", bus.notifier(), buf[2]);
 }
 
 bool PeersReachable(const nova_dt::v1::AgentStatus& s, const std::vector<std::string>& want) {
