@@ -128,6 +128,9 @@ class Agent {
     std::string resume_to;    // backup host to protect to again when the action ends
   };
   std::map<std::string, DtServer> dt_servers_;  // by instance UUID; loop thread
+  // Compute hosts Nova reports disabled or forced down (service.update): never chosen as a
+  // backup by automatic protection. Host → why. Loop thread.
+  std::map<std::string, std::string> unusable_hosts_;
   std::unique_ptr<bus::RpcServer> rpc_server_;
   std::unique_ptr<bus::NotificationConsumer> nova_consumer_;
   std::unique_ptr<bus::Notifier> notifier_;

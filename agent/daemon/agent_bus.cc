@@ -271,14 +271,25 @@ Status Agent::Failover(const std::string& instance_uuid) {
 
 bus::HandleResult Agent::HandleNovaEvent(const bus::NovaEvent& event) {
   if (const auto* e = std::get_if<bus::InstanceEvent>(&event)) return HandleInstanceEvent(*e);
-  if (const auto* s = std::get_if<bus::ServiceEvent>(&event)) {
-    if (s->forced_down || s->disabled) {
-      // Nova's word is not proof that the host is gone (invariant 3): the failure detector and,
-      // with pair safety, the witness decide failovers. Operators see it in the log.
-      spdlog::warn("nova: service {} on host {} {}{}", s->binary, s->host,
-                   s->forced_down ? "forced down" : "disabled",
-                   s->disabled_reason.empty() ? "" : " (" + s->disabled_reason + ")");
+  if (const auto* s = std::get_if<bus::ServiceEvent>(&event); s && s->binary == "nova-compute") {
+    // Nova's word is not proof that a host is gone (invariant 3): failovers stay with the failure
+    // detector (and, with pair safety, the witness). It only keeps automatic protection away
+    // from a host that operators took out of service.
+    std::string why;
+    if (s->forced_down) why = "forced down in Nova";
+    if (s->disabled) {
+      why = std::string(why.empty() ? "" : why + ", ") + "disabled in Nova" +
+            (s->disabled_reason.empty() ? "" : " (" + s->disabled_reason + ")");
     }
+    spdlog::info("nova: compute service on {} is {}", s->host, why.empty() ? "enabled" : why);
+    auto done = OnLoop<bool>(
+        [this, host = s->host, why] {
+          if (why.empty()) return unusable_hosts_.erase(host) > 0;
+          unusable_hosts_[host] = why;
+          return true;
+        },
+        std::chrono::seconds(2));
+    if (!done.ok()) return bus::HandleResult::kRetry;
   }
   return bus::HandleResult::kDone;
 }
@@ -355,7 +366,16 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
     log.Info("replica freed ({})", e.event_type);
   };
   auto protect = [&](const std::string& backup, const std::string& why) {
-    Status st = Protect(e.uuid, backup);
+    auto unusable = OnLoop<std::string>(
+        [this, backup] {
+          auto it = unusable_hosts_.find(backup);
+          return it == unusable_hosts_.end() ? std::string() : it->second;
+        },
+        std::chrono::seconds(2));
+    Status st = !unusable.ok() ? unusable.status()
+                : unusable->empty()
+                    ? Protect(e.uuid, backup)
+                    : absl::FailedPreconditionError("backup host " + backup + " is " + *unusable);
     if (st.ok() || absl::IsAlreadyExists(st)) {
       forget();
       return;

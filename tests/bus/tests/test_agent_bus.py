@@ -271,6 +271,29 @@ class NovaNotificationsTest(BusTestBase):
                     state="active")
         wait_for(lambda: self.server(TEST_DOMAIN_UUID) is None, what="the server forgotten")
 
+    def service_update(self, host, disabled, forced_down=False):
+        with open(os.path.join(SAMPLES, "nova_service_update.json")) as f:
+            payload = json.load(f)["oslo_deserialize_msg"]["payload"]
+        data = payload["nova_object.data"]
+        data.update(host=host, disabled=disabled, forced_down=forced_down,
+                    disabled_reason="maintenance" if disabled else None)
+        self.nova.info({}, "service.update", payload)
+
+    def test_a_backup_host_disabled_in_nova_is_not_protected_to(self):
+        self.service_update(BACKUP, disabled=True)
+        self.notify("instance.create.end", TEST_DOMAIN_UUID)
+        s = wait_for(lambda: self.server(TEST_DOMAIN_UUID), what="the server recorded")
+        self.assertIn("backup host %s is disabled in Nova (maintenance)" % BACKUP, s["reason"])
+        # Enabled again: the next resume tries the backup again (and hits the test driver's
+        # lack of shared RAM, as in the other tests).
+        self.service_update(BACKUP, disabled=False)
+        self.notify("instance.power_on.end", TEST_DOMAIN_UUID, state="active")
+        s = wait_for(lambda: (lambda v: v if v and "not shared file-backed memory" in v["reason"]
+                              else None)(self.server(TEST_DOMAIN_UUID)),
+                     what="protection tried once the host is enabled")
+        self.notify("instance.delete.end", TEST_DOMAIN_UUID)
+        wait_for(lambda: self.server(TEST_DOMAIN_UUID) is None, what="the server forgotten")
+
     def test_other_servers_and_hosts_are_left_alone(self):
         other = str(uuid.uuid4())
         before = self.status()["bus"]["nova_notifications"]["handled"]
