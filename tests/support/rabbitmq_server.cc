@@ -95,8 +95,9 @@ RabbitMqServer::RabbitMqServer(Options options)
   chmod(cookie.c_str(), 0400);
 
   std::ostringstream conf;
-  conf << "listeners.tcp.1 = 127.0.0.1:" << amqp_port_ << "\n"
-       << "loopback_users.guest = true\n"
+  const bool loopback = options_.listen_ip == "127.0.0.1";
+  conf << "listeners.tcp.1 = " << options_.listen_ip << ":" << amqp_port_ << "\n"
+       << (loopback ? "loopback_users.guest = true\n" : "loopback_users = none\n")
        << "log.console = true\n"
        << "log.console.level = info\n"
        << "log.file = false\n";
@@ -120,7 +121,7 @@ RabbitMqServer::RabbitMqServer(Options options)
       "ERL_EPMD_ADDRESS=127.0.0.1",
       "RABBITMQ_NODENAME=" + node_name_,
       "RABBITMQ_USE_LONGNAME=false",
-      "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+      "RABBITMQ_NODE_IP_ADDRESS=" + options_.listen_ip,
       "RABBITMQ_NODE_PORT=" + std::to_string(amqp_port_),
       "RABBITMQ_DIST_PORT=" + std::to_string(dist_port_),
       "RABBITMQ_CONF_ENV_FILE=" + d + "/rabbitmq-env.conf",
@@ -150,12 +151,13 @@ void RabbitMqServer::RecordProcessGroups() const {
 }
 
 std::string RabbitMqServer::url() const {
-  return "rabbit://guest:guest@127.0.0.1:" + std::to_string(amqp_port_) + "/";
+  return "rabbit://guest:guest@" + options_.listen_ip + ":" + std::to_string(amqp_port_) + "/";
 }
 
 std::vector<std::string> RabbitMqServer::WithEnv(const std::string& program,
                                                  const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {"env"};
+  std::vector<std::string> argv = options_.exec_prefix;
+  argv.push_back("env");
   argv.insert(argv.end(), env_.begin(), env_.end());
   argv.push_back(program);
   argv.insert(argv.end(), args.begin(), args.end());
@@ -242,7 +244,9 @@ absl::Status RabbitMqServer::StartNode() {
     return absl::UnavailableError("RabbitMQ node " + node_name_ + " " + what +
                                   "; server log tail:\n" + LogTail());
   };
-  while (!AnswersAmqp(amqp_port_)) {
+  // Through an exec prefix the listener may be out of this process's reach: the node's own
+  // readiness check is the only one.
+  while (options_.exec_prefix.empty() && !AnswersAmqp(amqp_port_)) {
     if (!node_->Running()) return fail("exited during start-up");
     if (std::chrono::steady_clock::now() >= deadline) {
       return fail("did not accept AMQP on 127.0.0.1:" + std::to_string(amqp_port_) +
@@ -252,8 +256,15 @@ absl::Status RabbitMqServer::StartNode() {
   }
   // The listener starts a few boot steps before the end of the boot.
   std::string out;
-  if (auto s = Ctl({"await_startup", "--timeout", "30"}, &out); !s.ok()) {
-    return fail("await_startup failed: " + out);
+  // await_startup fails at once while the node's distribution port is not up yet: retry.
+  while (true) {
+    absl::Status s = Ctl({"await_startup", "--timeout", "30"}, &out);
+    if (s.ok()) break;
+    if (!node_->Running()) return fail("exited during start-up");
+    if (options_.exec_prefix.empty() || std::chrono::steady_clock::now() >= deadline) {
+      return fail("await_startup failed: " + out);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   last_start_duration_ = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - begin);

@@ -28,6 +28,13 @@ class RabbitMqServer {
     bool tls_require_client_cert = false;
     // How long Start() waits for the node to accept AMQP connections.
     std::chrono::seconds start_timeout{60};
+    // Run epmd, the node and rabbitmqctl through this command prefix, e.g. a rig's
+    // `rig exec net` to put the broker in the rig's switch namespace. Readiness is then judged by
+    // `rabbitmqctl await_startup` alone (this process may not reach the listener).
+    std::vector<std::string> exec_prefix;
+    // Address of the AMQP listener (and of url()). Not loopback: the guest user may log in
+    // from other addresses (loopback_users = none).
+    std::string listen_ip = "127.0.0.1";
   };
 
   // Picks the ports and writes the configuration; starts nothing.

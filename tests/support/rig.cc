@@ -25,10 +25,7 @@ Rig::~Rig() {
 
 int Rig::Script(const std::string& script, const std::vector<std::string>& args,
                 std::string* out, int timeout_s) const {
-  std::vector<std::string> argv = {"env", "RIG_NAME=" + name_, "RIG_DIR=" + dir_,
-                                   std::string("NOVA_DT_BUILD=") + NOVA_DT_BINARY_DIR,
-                                   std::string("RIG_GUEST_DIR=") + NOVA_DT_BINARY_DIR + "/guest",
-                                   script};
+  std::vector<std::string> argv = ScriptCommand(script);
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, out, std::chrono::seconds(timeout_s));
 }
@@ -74,6 +71,18 @@ int Rig::Exec(const std::string& host, const std::vector<std::string>& argv,
   std::vector<std::string> args = {"exec", host};
   args.insert(args.end(), argv.begin(), argv.end());
   return Script(kRig, args, out);
+}
+
+std::vector<std::string> Rig::ScriptCommand(const std::string& script) const {
+  return {"env", "RIG_NAME=" + name_, "RIG_DIR=" + dir_,
+          std::string("NOVA_DT_BUILD=") + NOVA_DT_BINARY_DIR,
+          std::string("RIG_GUEST_DIR=") + NOVA_DT_BINARY_DIR + "/guest", script};
+}
+
+std::vector<std::string> Rig::ExecPrefix(const std::string& host) const {
+  std::vector<std::string> argv = ScriptCommand(kRig);
+  argv.insert(argv.end(), {"exec", host});
+  return argv;
 }
 
 Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid,

@@ -28,6 +28,11 @@ class Rig {
   // Runs a command inside host "a"/"b"/"net"; returns its exit code, output in *out.
   int Exec(const std::string& host, const std::vector<std::string>& argv,
            std::string* out = nullptr) const;
+  // The command prefix that runs a program inside host "a"/"b"/"net" (for long-running helpers
+  // started with their own process management, e.g. a broker in the switch namespace).
+  std::vector<std::string> ExecPrefix(const std::string& host) const;
+  // The switch namespace's address (the observer's), reachable from both hosts.
+  static constexpr const char* kNetAddress = "198.18.0.100";
   Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
                    int memory_mib = 256);
   // Counter values the observer received so far, in arrival order.
@@ -43,6 +48,8 @@ class Rig {
   std::string dir() const { return dir_; }
 
  private:
+  // `script` (rig or rig-agent) with this rig's environment.
+  std::vector<std::string> ScriptCommand(const std::string& script) const;
   int Script(const std::string& script, const std::vector<std::string>& args,
              std::string* out = nullptr, int timeout_s = 120) const;
 
