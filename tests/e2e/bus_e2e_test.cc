@@ -1,9 +1,10 @@
 // End to end on the two-host rig with a RabbitMQ broker in the rig's switch namespace, reachable
 // from both hosts: Nova (the real oslo.messaging Notifier, with a payload made by nova's own
 // notification objects) announces a new DT server on host a; the agent on a protects it to its
-// default backup b by itself; host a dies; b fails the server over. Everything the agents
-// announced on exchange nova_dt is read back from the broker: protect.start and protect.end from
-// a, failover.start and failover.end from b, in that order, with the facts of the pair.
+// default backup b by itself; the backup stalls and a degrades and re-seeds; the controller
+// unprotects it over RPC and Nova's power_on.end makes a protect it again; host a dies; b fails
+// the server over. Everything the agents announced on exchange nova_dt is read back from the
+// broker, per agent and priority, in order, with the facts of the pair.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -98,6 +99,52 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
       << novadt::testing::ReadFile(rig.dir() + "/a/agent/agent.log");
   EXPECT_EQ(primary->peer_host(), "rig-b");
 
+  // The backup stalls past the degrade bound (2 s): a degrades, and re-seeds once b is back.
+  const std::string b_pid = novadt::testing::ReadFile(rig.dir() + "/b/agent/pid");
+  ASSERT_FALSE(b_pid.empty());
+  ::kill(std::stoi(b_pid), SIGSTOP);
+  const bool degraded = WaitFor(
+      [&] {
+        primary = Server(rig, "a");
+        return primary && primary->state() == "degraded";
+      },
+      seconds(10));
+  ::kill(std::stoi(b_pid), SIGCONT);
+  ASSERT_TRUE(degraded) << (primary ? primary->DebugString() : "no status");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        primary = Server(rig, "a");
+        return primary && primary->state() == "protected";
+      },
+      seconds(60)));
+
+  // The controller unprotects it over the bus (the real oslo.messaging client)...
+  const std::string unprotect =
+      "import sys, oslo_messaging\n"
+      "from oslo_config import cfg\n"
+      "cfg.CONF([], project='e2e')\n"
+      "t = oslo_messaging.get_rpc_transport(cfg.CONF, url=sys.argv[1])\n"
+      "c = oslo_messaging.get_rpc_client(t, oslo_messaging.Target(exchange='nova_dt', "
+      "topic='nova_dt_agent', server='rig-a', version='1.0'), timeout=20)\n"
+      "print(c.call({}, 'unprotect', instance_uuid=sys.argv[2]))\n"
+      "t.cleanup()\n";
+  ASSERT_EQ(in_net({"/usr/bin/python3", "-c", unprotect, url, kGuestUuid}, &out), 0) << out;
+  EXPECT_NE(out.find("'state': 'unprotected'"), std::string::npos) << out;
+  EXPECT_FALSE(Server(rig, "a").has_value());
+  // ...and Nova's next "running again" event makes the agent protect it to its default again.
+  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.power_on.end",
+                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
+                   &out),
+            0)
+      << out;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        primary = Server(rig, "a");
+        return primary && primary->state() == "protected" && primary->last_committed_epoch() >= 15;
+      },
+      seconds(120)))
+      << (primary ? primary->DebugString() : "no status");
+
   // Host a dies.
   const std::string qemu_pid = novadt::testing::ReadFile(rig.dir() + "/a/run/qemu/dtguest.pid");
   ASSERT_FALSE(qemu_pid.empty());
@@ -135,37 +182,40 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
       },
       seconds(20)))
       << events.size() << " notifications so far";
-  std::vector<std::string> seen;
-  for (const auto& e : events) {
-    const auto& data = e["payload"]["nova_object.data"];
-    if (data.value("instance_uuid", "") != kGuestUuid) continue;
-    seen.push_back(e["event_type"].get<std::string>() + "@" +
-                   e["publisher_id"].get<std::string>());
-    EXPECT_EQ(e["payload"]["nova_object.name"], "DTPairPayload");
-    if (e["event_type"] == "dt.pair.protect.end") {
-      EXPECT_EQ(data["peer_host"], "rig-b");
-      EXPECT_GT(data["duration_ms"].get<int64_t>(), 0);
-    }
-    if (e["event_type"] == "dt.pair.failover.end") {
-      EXPECT_EQ(data["new_host"], "rig-b");
-      EXPECT_EQ(data["peer_host"], "rig-a");
-      EXPECT_GE(data["committed_epoch"].get<uint64_t>(), 15u);
-    }
-  }
-  // Info and error priorities are separate queues: compare per agent, in order.
-  auto from = [&](const std::string& publisher) {
+  // Per agent and per queue (priority), in publication order.
+  auto from = [&](const std::string& host, const std::string& queue) {
     std::vector<std::string> r;
-    for (const auto& s : seen) {
-      if (s.ends_with("@" + publisher)) r.push_back(s.substr(0, s.find('@')));
+    for (const auto& e : events) {
+      const auto& data = e["payload"]["nova_object.data"];
+      if (data.value("instance_uuid", "") != kGuestUuid || e["queue"] != queue ||
+          e["publisher_id"] != "nova-dt-agent:" + host) {
+        continue;
+      }
+      EXPECT_EQ(e["payload"]["nova_object.name"], "DTPairPayload");
+      if (e["event_type"] == "dt.pair.protect.end") {
+        EXPECT_EQ(data["peer_host"], "rig-b");
+        EXPECT_GT(data["duration_ms"].get<int64_t>(), 0);
+      }
+      if (e["event_type"] == "dt.pair.failover.end") {
+        EXPECT_EQ(data["new_host"], "rig-b");
+        EXPECT_EQ(data["peer_host"], "rig-a");
+        EXPECT_GE(data["committed_epoch"].get<uint64_t>(), 15u);
+      }
+      r.push_back(e["event_type"]);
     }
     return r;
   };
-  EXPECT_EQ(from("nova-dt-agent:rig-a"),
-            (std::vector<std::string>{"dt.pair.protect.start", "dt.pair.protect.end"}));
-  auto b_events = from("nova-dt-agent:rig-b");
-  std::sort(b_events.begin(), b_events.end());
-  EXPECT_EQ(b_events,
-            (std::vector<std::string>{"dt.pair.failover.end", "dt.pair.failover.start"}));
+  EXPECT_EQ(from("rig-a", "notifications.info"),
+            (std::vector<std::string>{"dt.pair.protect.start", "dt.pair.protect.end",
+                                      "dt.pair.protect.start", "dt.pair.protect.end",
+                                      "dt.pair.unprotect.end", "dt.pair.protect.start",
+                                      "dt.pair.protect.end"}));
+  EXPECT_EQ(from("rig-a", "notifications.error"),
+            (std::vector<std::string>{"dt.pair.degraded"}));
+  EXPECT_EQ(from("rig-b", "notifications.info"),
+            (std::vector<std::string>{"dt.pair.failover.end"}));
+  EXPECT_EQ(from("rig-b", "notifications.error"),
+            (std::vector<std::string>{"dt.pair.failover.start"}));
 
   ASSERT_TRUE(rig.StopAgent("b").ok());
   ASSERT_TRUE(broker.Stop().ok());
