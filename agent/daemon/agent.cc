@@ -74,14 +74,18 @@ Status Agent::Run() {
     return Protect(uuid, backup);
   };
   handlers.unprotect = [this](const std::string& uuid) { return Unprotect(uuid); };
+  auto credentials = rpc::PeerCredentials::Load(cfg_.peer);
+  if (!credentials.ok()) return credentials.status();
+  handlers.peer_credentials = *credentials;
   auto server = rpc::StartAgentServer(cfg_.defaults.control_address, cfg_.peer.listen_address,
                                       std::move(handlers));
   if (!server.ok()) return server.status();
   server_ = *std::move(server);
 
-  replication_link_ = rpc::MakeGrpcReplicationLink();
-  peer_link_ = rpc::MakeGrpcPeerLink(
-      {cfg_.defaults.host, kVersion, server_->peer_address()});
+  replication_link_ =
+      rpc::MakeGrpcReplicationLink(*credentials, rpc::PeerHostsByAddress(cfg_.peer));
+  peer_link_ = rpc::MakeGrpcPeerLink({cfg_.defaults.host, kVersion, server_->peer_address()},
+                                     *credentials, rpc::PeerHostsByAddress(cfg_.peer));
 
   core::HypervisorObserver observer;
   observer.on_domain_event = [this](const core::DomainEvent& ev) {

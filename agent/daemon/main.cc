@@ -22,6 +22,7 @@
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/config/config_loader.h"
+#include "agent/rpc/peer_tls.h"
 #include "agent/daemon/agent.h"
 
 namespace {
@@ -117,11 +118,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nova-dt-agent: %s\n", std::string(cfg.status().message()).c_str());
     return 2;
   }
-  // Refuse rather than silently run an unencrypted pair link when the operator asked for TLS.
-  if (!cfg->peer.tls_cert_file.empty()) {
-    std::fprintf(stderr,
-                 "nova-dt-agent: [peer] tls_cert_file: TLS on the peer link is not available in "
-                 "this version; unset [peer] tls_cert_file, tls_key_file and tls_ca_file\n");
+  // The peer link's TLS material must be usable now, not at the first connection.
+  if (auto tls = novadt::rpc::PeerCredentials::Load(cfg->peer); !tls.ok()) {
+    std::fprintf(stderr, "nova-dt-agent: %s\n", std::string(tls.status().message()).c_str());
     return 2;
   }
   if (!novadt::InitLogging(cfg->defaults.log_level)) {

@@ -65,6 +65,10 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     if (req->host().empty()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "HelloRequest.host is empty");
     }
+    if (Status who = h_.peer_credentials->Authorize(*ctx, req->host()); !who.ok()) {
+      spdlog::warn("hello from {} refused: {}", ctx->peer(), std::string(who.message()));
+      return ToGrpc(who);
+    }
     h_.hello_received(req->host(),
                       req->listen_address().empty() ? ctx->peer() : req->listen_address(),
                       req->version());
@@ -79,7 +83,8 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     if (!h_.open_replica) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
     }
-    return ServeReplicationStream(ctx, stream, h_.open_replica, h_.replication_heartbeat);
+    return ServeReplicationStream(ctx, stream, h_.open_replica, h_.replication_heartbeat,
+                                  *h_.peer_credentials);
   }
 
  private:
@@ -109,7 +114,8 @@ std::string ResolvedAddress(const std::string& address, int port) {
 
 // Starts one gRPC server for `service` on `address`; returns it with the address actually bound.
 StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
-    const std::string& address, grpc::Service* service, const std::string& what) {
+    const std::string& address, grpc::Service* service, const std::string& what,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   NOVA_DT_RETURN_IF_ERROR(PrepareUnixSocket(address));
   int port = 0;
   grpc::ServerBuilder builder;
@@ -117,7 +123,7 @@ StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
   // silently take half the calls. One agent per address.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, std::move(credentials), &port);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || (address.rfind("unix:", 0) != 0 && port == 0)) {
@@ -133,10 +139,11 @@ class AgentServerImpl final : public AgentServer {
 
   Status Start(const std::string& control_address, const std::string& peer_address) {
     grpc::EnableDefaultHealthCheckService(true);
-    auto control = Listen(control_address, &control_, "control");
+    // The control API is local (a unix socket by default): filesystem permissions guard it.
+    auto control = Listen(control_address, &control_, "control", grpc::InsecureServerCredentials());
     if (!control.ok()) return control.status();
     std::tie(control_server_, control_address_) = *std::move(control);
-    auto peer = Listen(peer_address, &peer_, "peer");
+    auto peer = Listen(peer_address, &peer_, "peer", handlers_.peer_credentials->ServerCredentials());
     if (!peer.ok()) {
       Shutdown(std::chrono::milliseconds(0));
       return peer.status();
@@ -148,7 +155,8 @@ class AgentServerImpl final : public AgentServer {
     }
     control_server_->GetHealthCheckService()->SetServingStatus(kControlService, true);
     peer_server_->GetHealthCheckService()->SetServingStatus(kPeerService, true);
-    spdlog::info("control API on {}, peer API on {}", control_address_, peer_address_);
+    spdlog::info("control API on {}, peer API on {} ({})", control_address_, peer_address_,
+                 handlers_.peer_credentials->tls() ? "mutual TLS" : "plaintext");
     return absl::OkStatus();
   }
 

@@ -10,6 +10,7 @@
 #include "agent/common/status.h"
 #include "agent/core/agent_status.h"
 #include "agent/core/replication_link.h"
+#include "agent/rpc/peer_tls.h"
 
 namespace novadt::rpc {
 
@@ -31,6 +32,8 @@ struct ServiceHandlers {
   core::ReplicaSinkFactory open_replica;
   // How often the backup side of a replication stream sends a heartbeat.
   std::chrono::milliseconds replication_heartbeat{100};
+  // TLS of the peer port and the identity checks of callers (plaintext by default).
+  std::shared_ptr<const PeerCredentials> peer_credentials = PeerCredentials::Insecure();
 };
 
 // Thread safety: Shutdown() may be called from any thread, once.

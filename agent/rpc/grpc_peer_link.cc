@@ -21,7 +21,11 @@ namespace {
 // completion queue, which gRPC 1.51 tears down unsafely when its last user goes away.
 class GrpcPeerLink final : public core::PeerLink {
  public:
-  explicit GrpcPeerLink(PeerIdentity self) : self_(std::move(self)) {
+  GrpcPeerLink(PeerIdentity self, std::shared_ptr<const PeerCredentials> credentials,
+               std::map<std::string, std::string> hosts_by_address)
+      : self_(std::move(self)),
+        credentials_(std::move(credentials)),
+        hosts_(std::move(hosts_by_address)) {
     worker_ = std::thread([this] { Work(); });
     pthread_setname_np(worker_.native_handle(), "peer-hello");
   }
@@ -78,6 +82,11 @@ class GrpcPeerLink final : public core::PeerLink {
   }
 
   StatusOr<core::HelloResult> Call(const std::string& address, std::chrono::milliseconds timeout) {
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
     nova_dt::v1::HelloRequest request;
     request.set_host(self_.host);
     request.set_version(self_.version);
@@ -90,7 +99,8 @@ class GrpcPeerLink final : public core::PeerLink {
       inflight_ = &ctx;
     }
     const auto started = std::chrono::steady_clock::now();
-    grpc::Status st = Stub(address).Hello(&ctx, request, &reply);
+    grpc::Status st =
+        Stub(address, host == hosts_.end() ? "" : host->second).Hello(&ctx, request, &reply);
     const auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started);
     {
@@ -104,16 +114,17 @@ class GrpcPeerLink final : public core::PeerLink {
   }
 
   // Worker thread only.
-  nova_dt::v1::Peer::Stub& Stub(const std::string& address) {
+  nova_dt::v1::Peer::Stub& Stub(const std::string& address, const std::string& host) {
     auto& stub = stubs_[address];
     if (!stub) {
-      stub = nova_dt::v1::Peer::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      stub = nova_dt::v1::Peer::NewStub(credentials_->Channel(address, host, {}));
     }
     return *stub;
   }
 
   const PeerIdentity self_;
+  const std::shared_ptr<const PeerCredentials> credentials_;
+  const std::map<std::string, std::string> hosts_;
   std::map<std::string, std::unique_ptr<nova_dt::v1::Peer::Stub>> stubs_;  // worker thread only
 
   std::mutex mu_;
@@ -126,8 +137,11 @@ class GrpcPeerLink final : public core::PeerLink {
 
 }  // namespace
 
-std::unique_ptr<core::PeerLink> MakeGrpcPeerLink(PeerIdentity self) {
-  return std::make_unique<GrpcPeerLink>(std::move(self));
+std::unique_ptr<core::PeerLink> MakeGrpcPeerLink(
+    PeerIdentity self, std::shared_ptr<const PeerCredentials> credentials,
+    std::map<std::string, std::string> hosts_by_address) {
+  return std::make_unique<GrpcPeerLink>(std::move(self), std::move(credentials),
+                                        std::move(hosts_by_address));
 }
 
 }  // namespace novadt::rpc

@@ -4,7 +4,10 @@
 #include <memory>
 #include <string>
 
+#include <map>
+
 #include "agent/core/peer_link.h"
+#include "agent/rpc/peer_tls.h"
 
 namespace novadt::rpc {
 
@@ -14,7 +17,12 @@ struct PeerIdentity {
   std::string listen_address;  // our own peer address, so the callee can call back
 };
 
-// One channel per peer address, created on first use and kept. Thread-safe.
-std::unique_ptr<core::PeerLink> MakeGrpcPeerLink(PeerIdentity self);
+// One channel per peer address, created on first use and kept. Thread-safe. With TLS the callee
+// must present a certificate naming the host `hosts_by_address` gives for the address (a hello
+// to an address without one fails).
+std::unique_ptr<core::PeerLink> MakeGrpcPeerLink(
+    PeerIdentity self,
+    std::shared_ptr<const PeerCredentials> credentials = PeerCredentials::Insecure(),
+    std::map<std::string, std::string> hosts_by_address = {});
 
 }  // namespace novadt::rpc

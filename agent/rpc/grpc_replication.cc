@@ -47,11 +47,17 @@ core::StreamItem ItemFromProto(const ReplicationMessage& m) {
 
 grpc::Status ServeReplicationStream(
     grpc::ServerContext* ctx, grpc::ServerReaderWriter<ReplicationAck, ReplicationMessage>* stream,
-    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval) {
+    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval,
+    const PeerCredentials& credentials) {
   ReplicationMessage msg;
   if (!stream->Read(&msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before StreamOpen");
   if (msg.body_case() != ReplicationMessage::kOpen) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "first message is not StreamOpen");
+  }
+  if (Status who = credentials.Authorize(*ctx, msg.open().primary_host()); !who.ok()) {
+    spdlog::warn("replication stream from {} ({}) refused: {}", msg.open().primary_host(),
+                 ctx->peer(), std::string(who.message()));
+    return ToGrpc(who);
   }
   auto receiver = core::ReplicationReceiver::Start(FromProto(msg.open()), factory);
   if (!receiver.ok()) {
@@ -211,36 +217,50 @@ class GrpcEpochStream final : public core::EpochStream {
 
 class GrpcReplicationLink final : public core::ReplicationLink {
  public:
+  GrpcReplicationLink(std::shared_ptr<const PeerCredentials> credentials,
+                      std::map<std::string, std::string> hosts_by_address)
+      : credentials_(std::move(credentials)), hosts_(std::move(hosts_by_address)) {}
+
   StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string& address,
                                                     const core::StreamOpen& open,
                                                     core::EpochStreamCallbacks callbacks) override {
-    auto stream = std::make_unique<GrpcEpochStream>(Stub(address), std::move(callbacks));
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
+    auto stream = std::make_unique<GrpcEpochStream>(
+        Stub(address, host == hosts_.end() ? "" : host->second), std::move(callbacks));
     NOVA_DT_RETURN_IF_ERROR(stream->Start(open));
     return std::unique_ptr<core::EpochStream>(std::move(stream));
   }
 
  private:
-  nova_dt::v1::Peer::Stub* Stub(const std::string& address) {
+  nova_dt::v1::Peer::Stub* Stub(const std::string& address, const std::string& host) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& stub = stubs_[address];
     if (!stub) {
       grpc::ChannelArguments args;
       args.SetMaxSendMessageSize(kMaxPeerMessageBytes);
       args.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
-      stub = nova_dt::v1::Peer::NewStub(
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+      stub = nova_dt::v1::Peer::NewStub(credentials_->Channel(address, host, args));
     }
     return stub.get();
   }
 
+  const std::shared_ptr<const PeerCredentials> credentials_;
+  const std::map<std::string, std::string> hosts_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<nova_dt::v1::Peer::Stub>> stubs_;
 };
 
 }  // namespace
 
-std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink() {
-  return std::make_unique<GrpcReplicationLink>();
+std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink(
+    std::shared_ptr<const PeerCredentials> credentials,
+    std::map<std::string, std::string> hosts_by_address) {
+  return std::make_unique<GrpcReplicationLink>(std::move(credentials),
+                                               std::move(hosts_by_address));
 }
 
 }  // namespace novadt::rpc

@@ -7,7 +7,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
+#include <string>
+
 #include "agent/core/replication_link.h"
+#include "agent/rpc/peer_tls.h"
 #include "nova_dt/v1/peer.grpc.pb.h"
 
 namespace novadt::rpc {
@@ -19,14 +23,20 @@ inline constexpr int kMaxPeerMessageBytes = 16 << 20;
 // forwards every message through core::ReplicationReceiver to the sink made by `factory`,
 // acknowledges committed epochs, and sends a heartbeat every `heartbeat_interval` (from a
 // helper thread) so the primary can tell a slow backup from a dead one. Returns the status the
-// primary sees (refusals carry the receiver's or the sink's message).
+// primary sees (refusals carry the receiver's or the sink's message). With TLS the StreamOpen's
+// primary_host must be a name of the caller's certificate (PermissionDenied otherwise).
 grpc::Status ServeReplicationStream(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<nova_dt::v1::ReplicationAck, nova_dt::v1::ReplicationMessage>* stream,
-    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval);
+    const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval,
+    const PeerCredentials& credentials = *PeerCredentials::Insecure());
 
-// The primary's side. Thread-safe; streams it opens are independent.
-std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink();
+// The primary's side. Thread-safe; streams it opens are independent. `hosts_by_address` names the
+// peer host expected at each address (with TLS its certificate must name it; an address without
+// a host is refused).
+std::unique_ptr<core::ReplicationLink> MakeGrpcReplicationLink(
+    std::shared_ptr<const PeerCredentials> credentials = PeerCredentials::Insecure(),
+    std::map<std::string, std::string> hosts_by_address = {});
 
 // absl and gRPC use the same numeric codes.
 inline grpc::Status ToGrpc(const absl::Status& st) {
