@@ -1,5 +1,5 @@
-// End to end on the two-host rig with a RabbitMQ broker in the rig's switch namespace, reachable
-// from both hosts: Nova (the real oslo.messaging Notifier, with a payload made by nova's own
+// End to end on the two-host rig, agents talking mutual TLS, with a RabbitMQ broker in the rig's
+// switch namespace, reachable from both hosts: Nova (the real oslo.messaging Notifier, with a payload made by nova's own
 // notification objects) announces a new DT server on host a; the agent on a protects it to its
 // default backup b by itself; the backup stalls and a degrades and re-seeds; the controller
 // unprotects it over RPC and Nova's power_on.end makes a protect it again; host a dies; b fails
@@ -16,6 +16,7 @@
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/rabbitmq_server.h"
 #include "tests/support/rig.h"
+#include "tests/support/test_pki.h"
 #include "tests/support/test_util.h"
 
 namespace novadt {
@@ -23,6 +24,7 @@ namespace {
 
 using novadt::testing::RabbitMqServer;
 using novadt::testing::Rig;
+using novadt::testing::TestPki;
 using novadt::testing::WaitFor;
 using std::chrono::seconds;
 
@@ -63,12 +65,20 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
   };
 
   ASSERT_TRUE(rig.BootGuest("a", "dtguest", kGuestUuid).ok());
-  const std::vector<std::string> bus = {"DEFAULT.transport_url=" + url,
-                                        "oslo_messaging_notifications.driver=messagingv2"};
-  std::vector<std::string> on_a = bus;
-  on_a.push_back("replication.default_backup_host=rig-b");
-  ASSERT_TRUE(rig.StartAgent("a", on_a).ok());
-  ASSERT_TRUE(rig.StartAgent("b", bus).ok());
+  // The agents talk mutual TLS, each with its host's certificate.
+  TestPki pki({"rig-a", "rig-b"});
+  auto agent_config = [&](const std::string& host) {
+    const config::PeerSection tls = pki.Peer("rig-" + host);
+    std::vector<std::string> o = {"DEFAULT.transport_url=" + url,
+                                  "oslo_messaging_notifications.driver=messagingv2",
+                                  "peer.tls_cert_file=" + tls.tls_cert_file,
+                                  "peer.tls_key_file=" + tls.tls_key_file,
+                                  "peer.tls_ca_file=" + tls.tls_ca_file};
+    if (host == "a") o.push_back("replication.default_backup_host=rig-b");
+    return o;
+  };
+  ASSERT_TRUE(rig.StartAgent("a", agent_config("a")).ok());
+  ASSERT_TRUE(rig.StartAgent("b", agent_config("b")).ok());
   ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
   for (const char* host : {"a", "b"}) {
     ASSERT_TRUE(WaitFor(
@@ -217,6 +227,12 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
   EXPECT_EQ(from("rig-b", "notifications.error"),
             (std::vector<std::string>{"dt.pair.failover.start"}));
 
+  for (const char* host : {"a", "b"}) {
+    EXPECT_NE(novadt::testing::ReadFile(rig.dir() + "/" + host + "/agent/agent.log")
+                  .find("(mutual TLS)"),
+              std::string::npos)
+        << "the agent on " << host << " did not serve the peer API with mutual TLS";
+  }
   ASSERT_TRUE(rig.StopAgent("b").ok());
   ASSERT_TRUE(broker.Stop().ok());
   ASSERT_TRUE(rig.Down().ok());
