@@ -145,9 +145,17 @@ struct ReplicationSection {
   int epoch_ms = 100;
   // Backup not acking for longer than this: the pair degrades and held output is released.
   int degrade_after_ms = 2000;
-  // Primary unseen by the backup for longer than this (and not answering hellos): failover.
-  // No witness fencing yet.
+  // Interval of the heartbeats on a replication stream (backup → primary; the primary's epochs
+  // and heartbeats arrive at least this often) and the backup detector's expected interval.
+  int heartbeat_interval_ms = 100;
+  // The backup suspects its primary only after at least this silence on the stream, and only
+  // when the silence is improbable for the arrivals seen so far (phi accrual detector); ten times
+  // this silence is always suspect. Suspected and not answering hellos: failover. No witness
+  // fencing yet.
   int heartbeat_timeout_ms = 500;
+  // phi threshold of the accrual detector: 8 means a false suspicion probability of 1e-8 per
+  // check under the fitted arrival distribution.
+  int failure_phi_threshold = 8;
   // Upper bound on bytes of one epoch kept in memory before the pair degrades.
   uint64_t max_epoch_bytes = 512ull * 1024 * 1024;
   // Where backup replicas live; default "<state_path>/replicas". For failover it must be on the

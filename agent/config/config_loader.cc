@@ -862,7 +862,11 @@ Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSectio
   NOVA_DT_RETURN_IF_ERROR(
       ReadInt(opts, kSection, "degrade_after_ms", 100, 600000, &r->degrade_after_ms));
   NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "heartbeat_interval_ms", 10, 10000, &r->heartbeat_interval_ms));
+  NOVA_DT_RETURN_IF_ERROR(
       ReadInt(opts, kSection, "heartbeat_timeout_ms", 50, 60000, &r->heartbeat_timeout_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "failure_phi_threshold", 1, 50, &r->failure_phi_threshold));
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_epoch_bytes", int64_t{1} << 20,
                                   int64_t{64} << 30, &r->max_epoch_bytes));
   r->replica_path = d.state_path + "/replicas";

@@ -57,7 +57,9 @@ Status Agent::Run() {
   replica_events.heard = [this](const std::string& uuid) {
     loop_.Post([this, uuid] {
       auto it = backups_.find(uuid);
-      if (it != backups_.end()) it->second.last_heard = clock_.Now();
+      if (it == backups_.end()) return;
+      it->second.last_heard = clock_.Now();
+      it->second.detector.Heartbeat(it->second.last_heard);
     });
   };
   replica_events.committed = [this](const std::string& uuid, uint64_t epoch) {
@@ -74,6 +76,8 @@ Status Agent::Run() {
     return Protect(uuid, backup);
   };
   handlers.unprotect = [this](const std::string& uuid) { return Unprotect(uuid); };
+  handlers.replication_heartbeat =
+      std::chrono::milliseconds(cfg_.replication.heartbeat_interval_ms);
   auto credentials = rpc::PeerCredentials::Load(cfg_.peer);
   if (!credentials.ok()) return credentials.status();
   handlers.peer_credentials = *credentials;
@@ -161,6 +165,13 @@ void Agent::OnReplicaOpened(const core::StreamOpen& open) {
   Backup& b = backups_[open.instance_uuid];
   b.open = open;
   b.last_heard = clock_.Now();
+  core::FailureDetectorOptions fd;
+  fd.heartbeat_interval = std::chrono::milliseconds(cfg_.replication.heartbeat_interval_ms);
+  fd.min_silence = std::chrono::milliseconds(cfg_.replication.heartbeat_timeout_ms);
+  fd.max_silence = 10 * fd.min_silence;
+  fd.phi_threshold = static_cast<double>(cfg_.replication.failure_phi_threshold);
+  b.detector = core::AccrualFailureDetector(fd);
+  b.detector.Heartbeat(b.last_heard);
   b.phase = Backup::Phase::kReplicating;
   b.view = {open.instance_uuid, "backup", "seeding",
             "replication stream open, replica not yet seeded", open.primary_host, 0};
@@ -182,9 +193,11 @@ void Agent::OnReplicaClosed(const std::string& uuid, const Status& why) {
                                     : "replication stream ended: " + std::string(why.message());
 }
 
-// Stage VII, failure detection. The primary is lost when its replication stream has been silent
-// for [replication] heartbeat_timeout_ms AND its agent no longer answers hellos (a primary that
-// merely degraded, or re-seeds, still answers). Fencing through a witness comes with pair safety.
+// Stage VII, failure detection. The primary is lost when the accrual detector suspects its
+// replication stream (silent for at least [replication] heartbeat_timeout_ms and improbably long
+// for the arrival pattern seen so far, phi ≥ failure_phi_threshold; or silent for ten times the
+// timeout) AND its agent no longer answers hellos (a primary that merely degraded, or re-seeds,
+// still answers). Fencing through a witness comes with pair safety.
 void Agent::CheckPrimaries() {
   const auto now = clock_.Now();
   const auto timeout = std::chrono::milliseconds(cfg_.replication.heartbeat_timeout_ms);
@@ -202,11 +215,14 @@ void Agent::CheckPrimaries() {
   std::vector<std::pair<std::string, std::string>> lost;
   for (const auto& [uuid, b] : backups_) {
     if (b.phase != Backup::Phase::kReplicating || b.view.last_committed_epoch == 0) continue;
+    if (!b.detector.Suspect(now) || reachable[b.open.primary_host]) continue;
     const auto silent = now - b.last_heard;
-    if (silent <= timeout || reachable[b.open.primary_host]) continue;
-    lost.emplace_back(uuid, "primary " + b.open.primary_host + " silent for " +
-                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
-                                " ms and not answering hellos");
+    lost.emplace_back(
+        uuid, fmt::format("primary {} silent for {} ms (phi {:.1f}; arrivals every {:.0f} ± {:.0f} "
+                          "ms) and not answering hellos",
+                          b.open.primary_host,
+                          std::chrono::duration_cast<std::chrono::milliseconds>(silent).count(),
+                          b.detector.Phi(now), b.detector.mean_ms(), b.detector.stddev_ms()));
   }
   for (const auto& [uuid, why] : lost) StartFailover(uuid, why);
 }

@@ -18,6 +18,7 @@
 #include "agent/config/config.h"
 #include "agent/core/agent_status.h"
 #include "agent/core/event_loop.h"
+#include "agent/core/failure_detector.h"
 #include "agent/core/hypervisor.h"
 #include "agent/core/pair_events.h"
 #include "agent/core/peer_link.h"
@@ -107,6 +108,7 @@ class Agent {
     core::ProtectedServerView view;
     core::StreamOpen open;
     Clock::TimePoint last_heard{};
+    core::AccrualFailureDetector detector{core::FailureDetectorOptions{}};
     Phase phase = Phase::kReplicating;
   };
   std::map<std::string, Backup> backups_;  // by instance UUID; loop thread

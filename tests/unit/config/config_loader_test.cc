@@ -111,6 +111,8 @@ TEST_F(ConfigLoaderTest, DefaultsFromAMinimalFile) {
   EXPECT_EQ(c->replication.epoch_ms, 100);
   EXPECT_EQ(c->replication.degrade_after_ms, 2000);
   EXPECT_EQ(c->replication.heartbeat_timeout_ms, 500);
+  EXPECT_EQ(c->replication.heartbeat_interval_ms, 100);
+  EXPECT_EQ(c->replication.failure_phi_threshold, 8);
   EXPECT_EQ(c->replication.max_epoch_bytes, 512ull * 1024 * 1024);
   EXPECT_EQ(c->replication.replica_path, "/var/lib/nova-dt/replicas");
 }
@@ -449,7 +451,18 @@ TEST_F(ConfigLoaderTest, EveryIntegerIsRangeChecked) {
       {"replication", "epoch_ms", "10", "10000"},
       {"replication", "degrade_after_ms", "100", "600000"},
       {"replication", "heartbeat_timeout_ms", "50", "60000"},
+      {"replication", "heartbeat_interval_ms", "10", "10000"},
+      {"replication", "failure_phi_threshold", "1", "50"},
       {"replication", "max_epoch_bytes", "1048576", "68719476736"},
+      {"oslo_messaging_rabbit", "heartbeat_timeout_threshold", "0", "3600"},
+      {"oslo_messaging_rabbit", "rabbit_retry_interval", "1", "3600"},
+      {"oslo_messaging_rabbit", "rabbit_retry_backoff", "0", "3600"},
+      {"oslo_messaging_rabbit", "rabbit_interval_max", "1", "3600"},
+      {"oslo_messaging_rabbit", "rabbit_qos_prefetch_count", "0", "65535"},
+      {"oslo_messaging_rabbit", "rabbit_transient_queues_ttl", "1", "2592000"},
+      {"oslo_messaging_notifications", "max_queued", "1", "10000000"},
+      {"nova_notifications", "prefetch_count", "1", "65535"},
+      {"nova_notifications", "max_message_bytes", "1024", "67108864"},
   };
   for (const IntOption& o : options) {
     const std::string below = std::to_string(std::stoll(o.min) - 1);
@@ -665,7 +678,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 52);
+  EXPECT_EQ(options, 54);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});
