@@ -168,7 +168,14 @@ TEST_P(FailoverE2eTest, PrimaryKilledGuestContinuesOnTheBackupWithNothingRelease
   }
   const double failover_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed).count();
-  auto b = Server(rig, "b");
+  // The restored guest may speak before the agent on b has recorded the end of its restore.
+  std::optional<nova_dt::v1::ProtectedServer> b;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        b = Server(rig, "b");
+        return b && b->role() == "primary";
+      },
+      seconds(10)));
   ASSERT_TRUE(b);
   std::printf("failover: kill -> first new value at the observer %.0f ms; %s\n", failover_ms,
               b->reason().c_str());
