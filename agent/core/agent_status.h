@@ -28,6 +28,11 @@ struct ProtectedServerView {
   uint64_t steady_epochs = 0;
   uint64_t steady_pages = 0;
   uint64_t steady_bytes = 0;
+  // Backup side only: times the failure detector started suspecting the primary, and times the
+  // stream was silent longer than [replication] heartbeat_timeout_ms (what a fixed timeout
+  // would have suspected), since the stream opened.
+  uint64_t suspicions = 0;
+  uint64_t long_silences = 0;
 };
 
 // One connection of the message bus adapter.

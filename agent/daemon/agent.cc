@@ -172,6 +172,8 @@ void Agent::OnReplicaOpened(const core::StreamOpen& open) {
   fd.phi_threshold = static_cast<double>(cfg_.replication.failure_phi_threshold);
   b.detector = core::AccrualFailureDetector(fd);
   b.detector.Heartbeat(b.last_heard);
+  b.suspected = false;
+  b.long_silence = false;
   b.phase = Backup::Phase::kReplicating;
   b.view = {open.instance_uuid, "backup", "seeding",
             "replication stream open, replica not yet seeded", open.primary_host, 0};
@@ -213,9 +215,21 @@ void Agent::CheckPrimaries() {
   std::map<std::string, bool> reachable;
   for (const auto& p : peers_.Snapshot()) reachable[p.host] = p.reachable;
   std::vector<std::pair<std::string, std::string>> lost;
-  for (const auto& [uuid, b] : backups_) {
+  for (auto& [uuid, b] : backups_) {
     if (b.phase != Backup::Phase::kReplicating || b.view.last_committed_epoch == 0) continue;
-    if (!b.detector.Suspect(now) || reachable[b.open.primary_host]) continue;
+    const bool suspect = b.detector.Suspect(now);
+    const bool long_silence = b.detector.Silence(now) > timeout;
+    if (suspect && !b.suspected) {
+      ++b.view.suspicions;
+      InstanceLog(uuid).Warn("primary {} suspected: silent {} ms, phi {:.1f}", b.open.primary_host,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 b.detector.Silence(now)).count(),
+                             b.detector.Phi(now));
+    }
+    if (long_silence && !b.long_silence) ++b.view.long_silences;
+    b.suspected = suspect;
+    b.long_silence = long_silence;
+    if (!suspect || reachable[b.open.primary_host]) continue;
     const auto silent = now - b.last_heard;
     lost.emplace_back(
         uuid, fmt::format("primary {} silent for {} ms (phi {:.1f}; arrivals every {:.0f} ± {:.0f} "

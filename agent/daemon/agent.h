@@ -109,6 +109,8 @@ class Agent {
     core::StreamOpen open;
     Clock::TimePoint last_heard{};
     core::AccrualFailureDetector detector{core::FailureDetectorOptions{}};
+    bool suspected = false;     // the detector's verdict at the last check
+    bool long_silence = false;  // silent longer than heartbeat_timeout_ms at the last check
     Phase phase = Phase::kReplicating;
   };
   std::map<std::string, Backup> backups_;  // by instance UUID; loop thread

@@ -59,6 +59,8 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
     o->set_steady_epochs(s.steady_epochs);
     o->set_steady_pages(s.steady_pages);
     o->set_steady_bytes(s.steady_bytes);
+    o->set_suspicions(s.suspicions);
+    o->set_long_silences(s.long_silences);
   }
   ToProto(in.bus.rpc, out->mutable_bus()->mutable_rpc());
   ToProto(in.bus.nova_notifications, out->mutable_bus()->mutable_nova_notifications());

@@ -80,6 +80,10 @@ void PrintHuman(const nova_dt::v1::AgentStatus& s) {
                   static_cast<unsigned long long>(v.last_checkpoint_epoch()),
                   v.pause_p50_us() / 1000.0, v.pause_p99_us() / 1000.0,
                   v.dirty_tracking().c_str(), static_cast<long long>(v.seed_ms()));
+    } else if (v.role() == "backup") {
+      std::printf(", primary suspected %llu times (silences over the timeout: %llu)",
+                  static_cast<unsigned long long>(v.suspicions()),
+                  static_cast<unsigned long long>(v.long_silences()));
     }
     std::printf("%s%s\n", v.reason().empty() ? "" : " — ", v.reason().c_str());
   }

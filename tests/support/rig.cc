@@ -85,6 +85,12 @@ std::vector<std::string> Rig::ExecPrefix(const std::string& host) const {
   return argv;
 }
 
+Status Rig::Netem(const std::string& host, const std::string& args) {
+  std::string out;
+  if (Script(kRig, {"netem", host, args}, &out) != 0) return Failed("rig netem", out);
+  return absl::OkStatus();
+}
+
 Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
                       int memory_mib) {
   std::string out;

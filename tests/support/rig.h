@@ -33,6 +33,8 @@ class Rig {
   std::vector<std::string> ExecPrefix(const std::string& host) const;
   // The switch namespace's address (the observer's), reachable from both hosts.
   static constexpr const char* kNetAddress = "198.18.0.100";
+  // `rig netem HOST ARGS` ("delay 50ms 20ms loss 5%", or "clear"): impairs HOST's link.
+  Status Netem(const std::string& host, const std::string& args);
   Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
                    int memory_mib = 256);
   // Counter values the observer received so far, in arrival order.
