@@ -1,9 +1,9 @@
 // End to end on the two-host rig, agents talking mutual TLS, with a RabbitMQ broker in the rig's
 // switch namespace, reachable from both hosts: Nova (the real oslo.messaging Notifier, with a payload made by nova's own
 // notification objects) announces a new DT server on host a; the agent on a protects it to its
-// default backup b by itself; the backup stalls and a degrades and re-seeds; the controller
-// unprotects it over RPC and Nova's power_on.end makes a protect it again; host a dies; b fails
-// the server over. Everything the agents announced on exchange nova_dt is read back from the
+// default backup b by itself; the backup stalls and a degrades and re-seeds; Nova pauses and
+// unpauses it (protection suspended and resumed); the controller unprotects it over RPC and
+// Nova's power_on.end makes a protect it again; host a dies; b fails the server over. Everything the agents announced on exchange nova_dt is read back from the
 // broker, per agent and priority, in order, with the facts of the pair.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
@@ -128,6 +128,35 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
       },
       seconds(60)));
 
+  // Nova pauses the server: protection is suspended; unpaused, it resumes towards the same
+  // backup.
+  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.pause.start",
+                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
+                   &out),
+            0)
+      << out;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        primary = Server(rig, "a");
+        return primary && primary->state() == "unprotected" && primary->peer_host() == "rig-b";
+      },
+      seconds(20)))
+      << (primary ? primary->DebugString() : "no status");
+  EXPECT_NE(primary->reason().find("suspended during pause"), std::string::npos)
+      << primary->reason();
+  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.unpause.end",
+                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
+                   &out),
+            0)
+      << out;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        primary = Server(rig, "a");
+        return primary && primary->state() == "protected";
+      },
+      seconds(120)))
+      << (primary ? primary->DebugString() : "no status");
+
   // The controller unprotects it over the bus (the real oslo.messaging client)...
   const std::string unprotect =
       "import sys, oslo_messaging\n"
@@ -216,10 +245,13 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
     return r;
   };
   EXPECT_EQ(from("rig-a", "notifications.info"),
-            (std::vector<std::string>{"dt.pair.protect.start", "dt.pair.protect.end",
-                                      "dt.pair.protect.start", "dt.pair.protect.end",
-                                      "dt.pair.unprotect.end", "dt.pair.protect.start",
-                                      "dt.pair.protect.end"}));
+            (std::vector<std::string>{
+                "dt.pair.protect.start", "dt.pair.protect.end",                    // create.end
+                "dt.pair.protect.start", "dt.pair.protect.end",                    // re-seed
+                "dt.pair.unprotect.end", "dt.pair.suspended",                      // pause.start
+                "dt.pair.protect.start", "dt.pair.protect.end",                    // unpause.end
+                "dt.pair.unprotect.end",                                           // RPC unprotect
+                "dt.pair.protect.start", "dt.pair.protect.end"}));                 // power_on.end
   EXPECT_EQ(from("rig-a", "notifications.error"),
             (std::vector<std::string>{"dt.pair.degraded"}));
   EXPECT_EQ(from("rig-b", "notifications.info"),
