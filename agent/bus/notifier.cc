@@ -54,9 +54,10 @@ void Notifier::Notify(const std::string& event_type, const std::string& priority
   std::string lower = priority;
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return std::tolower(c); });
-  Item item{lower, EncodeOsloBody(NotificationMessage(options_.publisher_id, event_type,
-                                                      priority, payload))};
+  Item item{0, lower, EncodeOsloBody(NotificationMessage(options_.publisher_id, event_type,
+                                                         priority, payload))};
   std::lock_guard lock(mu_);
+  item.seq = next_seq_++;
   if (queue_.size() >= options_.max_queued) {
     queue_.pop_front();
     ++dropped_;
@@ -96,9 +97,8 @@ Status Notifier::Flush(AmqpConnection& conn) {
           conn.Publish(options_.exchange, topic + "." + item.routing_priority, item.body, props));
     }
     std::lock_guard lock(mu_);
-    // Dropped meanwhile by a full queue? Then the front is another item: publishing it again
-    // later would duplicate; compare bodies (rare path).
-    if (!queue_.empty() && queue_.front().body == item.body) queue_.pop_front();
+    // Unless a full queue dropped it meanwhile, the item just published is still the front.
+    if (!queue_.empty() && queue_.front().seq == item.seq) queue_.pop_front();
     ++published_;
   }
 }

@@ -54,6 +54,7 @@ class Notifier final : public core::PairEventSink {
 
  private:
   struct Item {
+    uint64_t seq = 0;              // order of Notify() calls
     std::string routing_priority;  // lower case
     std::string body;
   };
@@ -63,6 +64,7 @@ class Notifier final : public core::PairEventSink {
   const NotifierOptions options_;
   mutable std::mutex mu_;
   std::deque<Item> queue_;
+  uint64_t next_seq_ = 0;  // guarded by mu_
   std::atomic<uint64_t> published_{0}, dropped_{0};
   std::unique_ptr<ConnectionLoop> loop_;
 };
