@@ -123,34 +123,36 @@ void Agent::StartBus() {
       NOVA_DT_RETURN_IF_ERROR(Protect(*uuid, *backup));
       return Json{{"instance_uuid", *uuid}, {"backup_host", *backup}, {"state", "seeding"}};
     };
-    methods["unprotect"] = [this](const Json& args) -> StatusOr<Json> {
-      NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {"instance_uuid"}));
-      auto uuid = StringArg(args, "instance_uuid");
-      if (!uuid.ok()) return uuid.status();
-      NOVA_DT_RETURN_IF_ERROR(Unprotect(*uuid));
-      return Json{{"instance_uuid", *uuid}, {"state", "unprotected"}};
+    // A method of one server: `instance_uuid` is its only argument.
+    auto of_server = [](std::function<Status(const std::string&)> act,
+                        std::string state) -> bus::RpcMethod {
+      return [act = std::move(act), state = std::move(state)](const Json& args) -> StatusOr<Json> {
+        NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {"instance_uuid"}));
+        auto uuid = StringArg(args, "instance_uuid");
+        if (!uuid.ok()) return uuid.status();
+        NOVA_DT_RETURN_IF_ERROR(act(*uuid));
+        return Json{{"instance_uuid", *uuid}, {"state", state}};
+      };
     };
-    methods["failover"] = [this](const Json& args) -> StatusOr<Json> {
-      NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {"instance_uuid"}));
-      auto uuid = StringArg(args, "instance_uuid");
-      if (!uuid.ok()) return uuid.status();
-      NOVA_DT_RETURN_IF_ERROR(Failover(*uuid));
-      return Json{{"instance_uuid", *uuid}, {"state", "failing-over"}};
+    methods["unprotect"] = of_server([this](const std::string& u) { return Unprotect(u); },
+                                     "unprotected");
+    methods["failover"] = of_server([this](const std::string& u) { return Failover(u); },
+                                    "failing-over");
+    // A method without arguments answering from the agent's status.
+    auto of_status = [this](std::function<Json(const core::AgentStatusSnapshot&)> answer) {
+      return [this, answer = std::move(answer)](const Json& args) -> StatusOr<Json> {
+        NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {}));
+        auto s = Snapshot(std::chrono::seconds(2));
+        if (!s.ok()) return s.status();
+        return answer(*s);
+      };
     };
-    methods["status"] = [this](const Json& args) -> StatusOr<Json> {
-      NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {}));
-      auto s = Snapshot(std::chrono::seconds(2));
-      if (!s.ok()) return s.status();
-      return SnapshotToJson(*s);
-    };
-    methods["list_pairs"] = [this](const Json& args) -> StatusOr<Json> {
-      NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {}));
-      auto s = Snapshot(std::chrono::seconds(2));
-      if (!s.ok()) return s.status();
+    methods["status"] = of_status(SnapshotToJson);
+    methods["list_pairs"] = of_status([](const core::AgentStatusSnapshot& s) {
       Json pairs = Json::array();
-      for (const auto& v : s->protected_servers) pairs.push_back(ViewToJson(v));
+      for (const auto& v : s.protected_servers) pairs.push_back(ViewToJson(v));
       return pairs;
-    };
+    });
     rpc_server_ = std::make_unique<bus::RpcServer>(std::move(o), std::move(methods));
     rpc_server_->Start();
   }
