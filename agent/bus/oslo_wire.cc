@@ -1,14 +1,16 @@
 #include "agent/bus/oslo_wire.h"
 
+#include <simdjson.h>
 #include <time.h>
 
 #include <cctype>
-#include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -30,7 +32,9 @@ std::string Cat(std::initializer_list<std::string_view> parts) {
 Status Invalid(const std::string& what) { return absl::InvalidArgumentError(what); }
 
 // True when `text` nests arrays/objects no deeper than kMaxJsonDepth. Brackets inside strings
-// do not count; an unbalanced text is left for the parser to refuse.
+// do not count; an unbalanced text is left for the parser to refuse. Run when simdjson refuses a
+// text, so that a text both too deep and malformed is reported as too deep, and before nlohmann
+// parses one.
 bool DepthWithinLimit(std::string_view text) {
   int depth = 0;
   bool in_string = false;
@@ -117,271 +121,146 @@ std::string UuidText(bool dashes) {
   return out;
 }
 
-// A fast reader for the JSON that Python's json.dumps writes (oslo's jsonutils): ASCII text,
-// with anything else escaped as \uXXXX. nlohmann's lexer costs ~7 ns a byte on the development
-// machine, which alone held the agent under 20,000 notifications/s. The reader handles only that
-// subset and gives up (returns false) on anything else -- a raw byte >= 0x80, a control byte, a
-// lone surrogate, an integer of more than 18 digits, a float out of range, nesting deeper than
-// kMaxJsonDepth, any syntax error -- in which case the caller parses the text with nlohmann, the
-// authority on what is valid JSON. So what it accepts it must read exactly as nlohmann does:
-// integers as int64 when negative and uint64 otherwise, other numbers as correctly rounded
-// doubles, a repeated key's last value. It recurses at most kMaxJsonDepth levels.
-class FastJsonReader {
- public:
-  explicit FastJsonReader(std::string_view text) : p_(text.data()), end_(p_ + text.size()) {}
+// True when `text` holds the integer token -0 (a '-', a '0', then a delimiter): simdjson reads it
+// as int64 0 and keeps no sign, but nlohmann types it number_integer rather than number_unsigned.
+// A match inside a string (": -0,") only costs a fallback to nlohmann.
+bool HasNegativeZeroInteger(std::string_view text) {
+  auto delimiter = [](char c) {
+    return c == ',' || c == ']' || c == '}' || c == ' ' || c == '\n' || c == '\r' || c == '\t';
+  };
+  for (size_t i = text.find("-0"); i != std::string_view::npos; i = text.find("-0", i + 1)) {
+    const bool value_start =
+        i == 0 || delimiter(text[i - 1]) || text[i - 1] == ':' || text[i - 1] == '[';
+    if (value_start && (i + 2 == text.size() || delimiter(text[i + 2]))) return true;
+  }
+  return false;
+}
 
-  bool ReadDocument(Json* out) {
-    SkipWs();
-    if (!ReadValue(out, 0)) return false;
-    SkipWs();
-    return p_ == end_;
+// Copies a simdjson DOM value into nlohmann with the value types nlohmann's own parser gives:
+// integers number_integer when negative and number_unsigned otherwise, numbers with a fraction or
+// an exponent number_float, a repeated key's last value. Returns false when it cannot tell the
+// type (an integer 0 that was written -0); the caller then lets nlohmann parse the text. Recurses
+// once per level, at most kMaxJsonDepth deep (the parser's limit).
+class DomToJson {
+ public:
+  explicit DomToJson(std::string_view text) : text_(text) {}
+
+  bool Convert(simdjson::dom::element element, Json* out) {
+    using Type = simdjson::dom::element_type;
+    switch (element.type()) {
+      case Type::OBJECT: {
+        *out = Json::value_t::object;
+        auto& object = out->get_ref<Json::object_t&>();
+        const simdjson::dom::object fields = element.get_object().value_unsafe();
+        for (const simdjson::dom::key_value_pair field : fields) {
+          // A repeated key's value is overwritten.
+          Json& value = object.try_emplace(std::string(field.key)).first->second;
+          if (!Convert(field.value, &value)) return false;
+        }
+        return true;
+      }
+      case Type::ARRAY: {
+        *out = Json::value_t::array;
+        auto& array = out->get_ref<Json::array_t&>();
+        const simdjson::dom::array items = element.get_array().value_unsafe();
+        for (const simdjson::dom::element item : items) {
+          array.emplace_back();
+          if (!Convert(item, &array.back())) return false;
+        }
+        return true;
+      }
+      case Type::STRING:
+        *out = std::string(element.get_string().value_unsafe());
+        return true;
+      case Type::INT64: {
+        const int64_t v = element.get_int64().value_unsafe();
+        if (v < 0) {
+          *out = v;
+        } else {
+          if (v == 0 && MaybeNegativeZero()) return false;
+          *out = static_cast<uint64_t>(v);
+        }
+        return true;
+      }
+      case Type::UINT64:
+        *out = element.get_uint64().value_unsafe();
+        return true;
+      case Type::DOUBLE:
+        *out = element.get_double().value_unsafe();
+        return true;
+      case Type::BOOL:
+        *out = element.get_bool().value_unsafe();
+        return true;
+      case Type::NULL_VALUE:
+        *out = nullptr;
+        return true;
+    }
+    return false;
   }
 
  private:
-  void SkipWs() {
-    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  bool MaybeNegativeZero() {
+    if (!negative_zero_.has_value()) negative_zero_ = HasNegativeZeroInteger(text_);
+    return *negative_zero_;
   }
 
-  bool Consume(char c) {
-    if (p_ == end_ || *p_ != c) return false;
-    ++p_;
-    return true;
-  }
-
-  bool ReadValue(Json* out, int depth) {
-    if (p_ == end_) return false;
-    switch (*p_) {
-      case '{':
-        return ReadObject(out, depth + 1);
-      case '[':
-        return ReadArray(out, depth + 1);
-      case '"': {
-        *out = Json::value_t::string;
-        return ReadString(&out->get_ref<std::string&>());
-      }
-      case 't':
-        *out = true;
-        return ReadWord("true");
-      case 'f':
-        *out = false;
-        return ReadWord("false");
-      case 'n':
-        *out = nullptr;
-        return ReadWord("null");
-      default:
-        return ReadNumber(out);
-    }
-  }
-
-  bool ReadObject(Json* out, int depth) {
-    if (depth > kMaxJsonDepth) return false;
-    ++p_;  // '{'
-    *out = Json::value_t::object;
-    auto& object = out->get_ref<Json::object_t&>();
-    SkipWs();
-    if (Consume('}')) return true;
-    std::string key;
-    while (true) {
-      SkipWs();
-      key.clear();
-      if (!ReadString(&key)) return false;
-      SkipWs();
-      if (!Consume(':')) return false;
-      SkipWs();
-      Json value;
-      if (!ReadValue(&value, depth)) return false;
-      object.insert_or_assign(std::move(key), std::move(value));
-      SkipWs();
-      if (Consume('}')) return true;
-      if (!Consume(',')) return false;
-    }
-  }
-
-  bool ReadArray(Json* out, int depth) {
-    if (depth > kMaxJsonDepth) return false;
-    ++p_;  // '['
-    *out = Json::value_t::array;
-    auto& array = out->get_ref<Json::array_t&>();
-    SkipWs();
-    if (Consume(']')) return true;
-    while (true) {
-      SkipWs();
-      array.emplace_back();
-      if (!ReadValue(&array.back(), depth)) return false;
-      SkipWs();
-      if (Consume(']')) return true;
-      if (!Consume(',')) return false;
-    }
-  }
-
-  bool ReadWord(std::string_view word) {
-    if (static_cast<size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) {
-      return false;
-    }
-    p_ += word.size();
-    return true;
-  }
-
-  static int HexDigit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
-
-  // The 4 hex digits after "\u" at p_ (p_ on the backslash).
-  bool ReadUnicodeEscape(uint32_t* unit) {
-    if (end_ - p_ < 6 || p_[0] != '\\' || p_[1] != 'u') return false;
-    uint32_t v = 0;
-    for (int i = 2; i < 6; ++i) {
-      const int d = HexDigit(p_[i]);
-      if (d < 0) return false;
-      v = v << 4 | static_cast<uint32_t>(d);
-    }
-    p_ += 6;
-    *unit = v;
-    return true;
-  }
-
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xc0 | cp >> 6));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xe0 | cp >> 12));
-      out->push_back(static_cast<char>(0x80 | (cp >> 6 & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else {
-      out->push_back(static_cast<char>(0xf0 | cp >> 18));
-      out->push_back(static_cast<char>(0x80 | (cp >> 12 & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | (cp >> 6 & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    }
-  }
-
-  bool ReadString(std::string* out) {
-    if (!Consume('"')) return false;
-    while (true) {
-      const char* run = p_;
-      while (p_ < end_ && *p_ != '"' && *p_ != '\\' && static_cast<unsigned char>(*p_) >= 0x20 &&
-             static_cast<unsigned char>(*p_) < 0x80) {
-        ++p_;
-      }
-      out->append(run, p_);
-      if (p_ == end_) return false;
-      if (*p_ == '"') {
-        ++p_;
-        return true;
-      }
-      if (*p_ != '\\' || p_ + 1 == end_) return false;  // a control or non-ASCII byte
-      char c;
-      switch (p_[1]) {
-        case '"':
-          c = '"';
-          break;
-        case '\\':
-          c = '\\';
-          break;
-        case '/':
-          c = '/';
-          break;
-        case 'b':
-          c = '\b';
-          break;
-        case 'f':
-          c = '\f';
-          break;
-        case 'n':
-          c = '\n';
-          break;
-        case 'r':
-          c = '\r';
-          break;
-        case 't':
-          c = '\t';
-          break;
-        case 'u': {
-          uint32_t cp;
-          if (!ReadUnicodeEscape(&cp)) return false;
-          if (cp >= 0xdc00 && cp <= 0xdfff) return false;  // a lone low surrogate
-          if (cp >= 0xd800 && cp <= 0xdbff) {
-            uint32_t low;
-            if (!ReadUnicodeEscape(&low) || low < 0xdc00 || low > 0xdfff) return false;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-          }
-          AppendUtf8(cp, out);
-          continue;
-        }
-        default:
-          return false;
-      }
-      out->push_back(c);
-      p_ += 2;
-    }
-  }
-
-  bool ReadNumber(Json* out) {
-    const char* start = p_;
-    const bool negative = Consume('-');
-    const char* digits = p_;
-    if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
-    if (*p_ == '0') {
-      ++p_;
-    } else {
-      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
-    }
-    const size_t int_digits = p_ - digits;
-    bool is_float = false;
-    if (p_ < end_ && *p_ == '.') {
-      is_float = true;
-      ++p_;
-      const char* frac = p_;
-      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
-      if (p_ == frac) return false;
-    }
-    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
-      is_float = true;
-      ++p_;
-      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
-      const char* exp = p_;
-      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
-      if (p_ == exp) return false;
-    }
-    if (!is_float) {
-      if (int_digits > 18) return false;  // may not fit: nlohmann decides
-      uint64_t v = 0;
-      for (const char* d = digits; d < p_; ++d) v = v * 10 + static_cast<uint64_t>(*d - '0');
-      if (negative) {
-        *out = -static_cast<int64_t>(v);
-      } else {
-        *out = v;
-      }
-      return true;
-    }
-    double v;
-    const auto [ptr, ec] = std::from_chars(start, p_, v);
-    if (ec != std::errc() || ptr != p_ || !std::isfinite(v)) return false;
-    *out = v;
-    return true;
-  }
-
-  const char* p_;
-  const char* const end_;
+  const std::string_view text_;
+  std::optional<bool> negative_zero_;  // computed on the first integer 0
 };
 
-// Parses `text` (named `what` in errors) into an object: FastJsonReader when it can, otherwise
-// the depth check and nlohmann, which also gives the errors.
-StatusOr<Json> ParseObject(std::string_view text, std::string_view what) {
-  Json fast;
-  if (FastJsonReader(text).ReadDocument(&fast)) {
-    if (!fast.is_object()) return Invalid(Cat({what, " is not a JSON object"}));
-    return fast;
+// simdjson errors that nlohmann's parser refuses as well: the text is not JSON. Any other error
+// (NUMBER_ERROR: an integer beyond 64 bits, which nlohmann reads as a double) is left to nlohmann.
+bool IsSyntaxError(simdjson::error_code error) {
+  switch (error) {
+    case simdjson::TAPE_ERROR:
+    case simdjson::STRING_ERROR:
+    case simdjson::T_ATOM_ERROR:
+    case simdjson::F_ATOM_ERROR:
+    case simdjson::N_ATOM_ERROR:
+    case simdjson::UTF8_ERROR:
+    case simdjson::EMPTY:
+    case simdjson::UNESCAPED_CHARS:
+    case simdjson::UNCLOSED_STRING:
+    case simdjson::INCOMPLETE_ARRAY_OR_OBJECT:
+    case simdjson::TRAILING_CONTENT:
+      return true;
+    default:
+      return false;
   }
-  if (!DepthWithinLimit(text)) {
+}
+
+// One simdjson parser per thread, so its buffers are reused from one body to the next. They grow
+// to fit the largest text the thread has parsed and stay: about 15 bytes per byte of it. The
+// depth limit is kMaxJsonDepth and survives the growth. Each text is copied into the parser's own
+// padded buffer (realloc_if_needed), since a body comes without simdjson's padding; measured, the
+// copy costs as little as parsing an already padded text.
+simdjson::dom::parser& ThreadParser() {
+  thread_local simdjson::dom::parser parser = [] {
+    simdjson::dom::parser p;
+    if (p.allocate(/*capacity=*/64 << 10, kMaxJsonDepth) != simdjson::SUCCESS) {
+      std::fprintf(stderr, "oslo_wire: cannot allocate the JSON parser\n");
+      std::abort();
+    }
+    return p;
+  }();
+  return parser;
+}
+
+// Parses `text` (named `what` in errors) into an object with simdjson, or with nlohmann (the
+// authority on what is valid JSON and how it is typed) where simdjson refuses a number or
+// cannot tell its type.
+StatusOr<Json> ParseObject(std::string_view text, std::string_view what) {
+  const simdjson::simdjson_result<simdjson::dom::element> root =
+      ThreadParser().parse(text.data(), text.size(), /*realloc_if_needed=*/true);
+  if (root.error() == simdjson::SUCCESS) {
+    if (!root.value_unsafe().is_object()) return Invalid(Cat({what, " is not a JSON object"}));
+    Json parsed;
+    if (DomToJson(text).Convert(root.value_unsafe(), &parsed)) return parsed;
+  } else if (!DepthWithinLimit(text)) {  // also when the text is not JSON at all
     return Invalid(Cat({what, " nests JSON arrays/objects deeper than ",
                         std::to_string(kMaxJsonDepth), " levels"}));
+  } else if (IsSyntaxError(root.error())) {
+    return Invalid(Cat({what, " is not valid JSON"}));
   }
   Json parsed = Json::parse(text.data(), text.data() + text.size(), nullptr,
                             /*allow_exceptions=*/false);

@@ -19,9 +19,10 @@ using Json = nlohmann::json;
 
 // Largest body accepted by default; anything bigger is refused before parsing.
 inline constexpr size_t kDefaultMaxBodyBytes = 1 << 20;
-// Deepest nesting of JSON arrays/objects accepted (in the body, and again in "oslo.message"),
-// checked before nlohmann parses: its parser is iterative, but copying, comparing and dumping
-// the result recurse once per level, so a body of 100k '[' would overflow the stack later.
+// Deepest nesting of JSON arrays/objects accepted (in the body, and again in "oslo.message"):
+// simdjson's parser limit, and checked before nlohmann parses what simdjson leaves to it.
+// Copying, comparing and dumping the result recurse once per level, so a body of 100k '[' would
+// overflow the stack later.
 inline constexpr int kMaxJsonDepth = 64;
 
 // Decodes an AMQP body as oslo's deserialize_msg does: an object with both "oslo.version" and

@@ -192,6 +192,19 @@ TEST(DecodeOsloBodyTest, DepthLimitIsExactlySixtyFour) {
   EXPECT_FALSE(DecodeOsloBody(Envelope(Quoted("2.0"), Quoted(nested(65)))).ok());
 }
 
+TEST(DecodeOsloBodyTest, DepthLimitHoldsForBodiesOfEverySize) {
+  // The parser's buffers grow with the body; its depth limit must not change with them.
+  for (const size_t padding : {size_t{0}, size_t{100} << 10, size_t{900} << 10, size_t{0}}) {
+    SCOPED_TRACE(padding);
+    auto nested = [&](int depth) {
+      return "{\"p\": \"" + std::string(padding, 'x') +
+             "\", \"d\": " + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+    };
+    EXPECT_TRUE(DecodeOsloBody(nested(64)).ok());
+    ExpectRefused(nested(65), "AMQP body nests JSON arrays/objects deeper than 64 levels");
+  }
+}
+
 TEST(DecodeOsloBodyTest, BracketsInsideStringsDoNotCount) {
   const std::string brackets = "[{[{\\\"[" + std::string(200, '[') + std::string(200, '{');
   StatusOr<Json> decoded = DecodeOsloBody("{\"s\": \"" + brackets + "\"}");
@@ -201,9 +214,11 @@ TEST(DecodeOsloBodyTest, BracketsInsideStringsDoNotCount) {
 
 // --- DecodeOsloBody reads JSON exactly as nlohmann does ----------------------------------------
 //
-// DecodeOsloBody reads most bodies with its own fast reader and falls back to nlohmann for what
-// that reader does not handle. Whatever the path, an object must come out exactly as nlohmann
-// parses it (same value types too), and what nlohmann refuses must be refused.
+// DecodeOsloBody parses with simdjson and converts its DOM to nlohmann's value; it lets nlohmann
+// parse what simdjson refuses but nlohmann may accept (integers beyond 64 bits) and what simdjson
+// cannot type as nlohmann would (the integer -0). Whatever the path, an object must come out
+// exactly as nlohmann parses it (same value types too), and what nlohmann refuses must be
+// refused -- in the body and in "oslo.message" alike.
 
 // Equal values of equal JSON types (nlohmann's == treats 5u and 5 as equal).
 bool SameJson(const Json& a, const Json& b) {
@@ -225,19 +240,30 @@ bool SameJson(const Json& a, const Json& b) {
   return a == b;
 }
 
-// Expects DecodeOsloBody(text) to agree with nlohmann on a body without the envelope.
+// Expects DecodeOsloBody to agree with nlohmann on `text`, both as a body without the envelope
+// and, when `text` is valid UTF-8 (so that it can be quoted), as "oslo.message" in an envelope.
 void ExpectReadLikeNlohmann(const std::string& text) {
   const Json reference = Json::parse(text, nullptr, false);
-  StatusOr<Json> decoded = DecodeOsloBody(text);
-  if (reference.is_discarded() || !reference.is_object()) {
-    EXPECT_FALSE(decoded.ok()) << text;
-    return;
+  const bool accepted = !reference.is_discarded() && reference.is_object();
+  if (accepted) {
+    ASSERT_FALSE(reference.contains("oslo.version") && reference.contains("oslo.message"));
   }
-  ASSERT_FALSE(reference.contains("oslo.version") && reference.contains("oslo.message"));
-  ASSERT_TRUE(decoded.ok()) << decoded.status() << ": " << text;
-  EXPECT_TRUE(SameJson(*decoded, reference)) << text << "\n"
-                                             << decoded->dump() << "\n"
-                                             << reference.dump();
+  std::vector<std::string> bodies = {text};
+  try {
+    bodies.push_back(Envelope(Quoted("2.0"), Quoted(text)));
+  } catch (const Json::type_error&) {  // invalid UTF-8: Quoted cannot write it
+  }
+  for (const std::string& body : bodies) {
+    StatusOr<Json> decoded = DecodeOsloBody(body);
+    if (!accepted) {
+      EXPECT_FALSE(decoded.ok()) << body;
+      continue;
+    }
+    ASSERT_TRUE(decoded.ok()) << decoded.status() << ": " << body;
+    EXPECT_TRUE(SameJson(*decoded, reference)) << body << "\n"
+                                               << decoded->dump() << "\n"
+                                               << reference.dump();
+  }
 }
 
 TEST(DecodeOsloBodyTest, ReadsValuesLikeNlohmann) {
@@ -264,6 +290,8 @@ TEST(DecodeOsloBodyTest, ReadsValuesLikeNlohmann) {
            "\"tab\there\"",
            "\"nl\nhere\"",
            R"("unterminated)",
+           R"("looks like a number: -0, -0]")",
+           R"("2026-01-05 -0a1b")",
            // Numbers.
            "0",
            "-0",
@@ -273,12 +301,27 @@ TEST(DecodeOsloBodyTest, ReadsValuesLikeNlohmann) {
            "123456789012345678",
            "-123456789012345678",
            "1234567890123456789",
+           "9223372036854775807",
+           "9223372036854775808",
            "18446744073709551615",
            "18446744073709551616",
+           "99999999999999999999999999999999",
+           "-9223372036854775807",
            "-9223372036854775808",
            "-9223372036854775809",
+           "-99999999999999999999999999999999",
            "1.0",
            "-0.0",
+           "-0e0",
+           "-0E+2",
+           "0e400",
+           "-1e-400",
+           "1.7976931348623157e308",
+           "1.7976931348623159e308",
+           "2.2250738585072011e-308",
+           "123456789012345678901234567890.5",
+           "0.10000000000000000555111512312578270211815834045410156250001",
+           "1e99999999999999999999",
            "0.1",
            "1e3",
            "1E+3",
@@ -329,13 +372,18 @@ TEST(DecodeOsloBodyTest, ReadsValuesLikeNlohmann) {
   ExpectReadLikeNlohmann("  {\"k\": 1}  ");
   ExpectReadLikeNlohmann("{\"k\": 1} x");
   ExpectReadLikeNlohmann("{\"\\u00e9\": 1, \"k\\n\": 2}");
+  // -0 next to every delimiter, and compact.
+  ExpectReadLikeNlohmann("{\"a\":-0,\"b\":[-0],\"c\":\t-0\n,\"d\":{\"e\":-0}}");
+  ExpectReadLikeNlohmann("{\"a\": 0, \"s\": \"x: -0, y\"}");  // a -0 only inside a string
 }
 
 TEST(DecodeOsloBodyTest, ReadsEveryMutationOfARealMessageLikeNlohmann) {
-  // The inner message of a real notification, with one byte replaced at a time.
+  // The inner message of a real notification, with one byte replaced at a time, and with
+  // numbers and escapes that take the less common paths inserted.
   std::string text = LoadSample("nova_instance_create_end")["oslo_deserialize_msg"].dump();
   ExpectReadLikeNlohmann(text);
   const std::string replacements = "\"\\{}[],:0-.eE+ \x01\x7f\x80\xc3unt";
+  const std::vector<std::string> insertions = {"-0", "99999999999999999999", "1e400", "\\ud800"};
   for (size_t i = 0; i < text.size(); i += 5) {
     const char original = text[i];
     for (char r : replacements) {
@@ -343,8 +391,32 @@ TEST(DecodeOsloBodyTest, ReadsEveryMutationOfARealMessageLikeNlohmann) {
       ExpectReadLikeNlohmann(text);
     }
     text[i] = original;
+    for (const std::string& insertion : insertions) {
+      ExpectReadLikeNlohmann(text.substr(0, i) + insertion + text.substr(i));
+    }
     if (::testing::Test::HasFailure()) return;  // one failure says enough
   }
+}
+
+TEST(DecodeOsloBodyTest, DecodesOnManyThreadsAtOnce) {
+  // Each thread has its own parser; bodies of different sizes and outcomes interleave.
+  const std::vector<std::string> names = AllSampleNames();
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        for (const std::string& name : names) {
+          const Json sample = LoadSample(name);
+          StatusOr<Json> decoded = DecodeOsloBody(sample["body"].get<std::string>());
+          if (!decoded.ok() || *decoded != sample["oslo_deserialize_msg"]) ++failures[t];
+          if (DecodeOsloBody("{\"d\": " + std::string(100, '[')).ok()) ++failures[t];
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
 }
 
 // --- EncodeOsloBody ---------------------------------------------------------------------------
