@@ -1,7 +1,8 @@
 """Configuration options of nova_dt, in the ``[nova_dt]`` group of nova.conf.
 
-The scheduler plugins register them on nova's CONF when they are imported; ``list_opts`` feeds
-``oslo-config-generator --namespace nova_dt`` (entry point in setup.cfg).
+The scheduler plugins register them on nova's CONF when they are imported, and so does the
+nova-dt-controller (which reads nova.conf: it uses nova's database, Placement and Neutron settings);
+``list_opts`` feeds ``oslo-config-generator --namespace nova_dt`` (entry point in setup.cfg).
 """
 
 from oslo_config import cfg
@@ -9,8 +10,8 @@ from oslo_config import cfg
 GROUP = cfg.OptGroup(
     'nova_dt',
     title='nova-dt options',
-    help='Options of the nova-dt scheduler filter (DTPairFilter) and weigher '
-         '(DTPairWeigher).')
+    help='Options of the nova-dt scheduler filter (DTPairFilter), weigher '
+         '(DTPairWeigher) and controller (nova-dt-controller).')
 
 scheduler_opts = [
     cfg.StrOpt(
@@ -71,7 +72,87 @@ flavors; it has no effect on other flavors, which all weigh 0.
 """),
 ]
 
-ALL_OPTS = scheduler_opts
+controller_opts = [
+    cfg.StrOpt(
+        'state_dir',
+        default='/var/lib/nova-dt',
+        help="""
+Directory of the nova-dt controller's state: ``controller.sqlite`` records
+every protected server's pair (primary, backup, claim) and the reconciliation
+in progress, step by step, so a restarted controller resumes where it stopped.
+Run one controller per deployment (or per state directory).
+"""),
+    cfg.StrOpt(
+        'agent_transport_url',
+        secret=True,
+        help="""
+oslo.messaging transport URL of the nova-dt agents' RPC bus (topic
+``agent_topic``). Default: ``[DEFAULT] transport_url``.
+"""),
+    cfg.StrOpt(
+        'agent_notification_transport_url',
+        secret=True,
+        help="""
+Transport URL on which the agents publish their ``dt.pair.*`` notifications.
+Default: the notification transport of nova
+(``[oslo_messaging_notifications] transport_url``, else
+``[DEFAULT] transport_url``).
+"""),
+    cfg.StrOpt(
+        'agent_exchange',
+        default='nova_dt',
+        help="""
+Exchange of the agents' RPC API and notifications (the agents'
+``[DEFAULT] control_exchange``).
+"""),
+    cfg.StrOpt(
+        'agent_topic',
+        default='nova_dt_agent',
+        help='RPC topic of the nova-dt agents; one server per compute host.'),
+    cfg.ListOpt(
+        'agent_notification_topics',
+        default=['notifications'],
+        help="""
+Topics of the agents' notifications (the agents'
+``[oslo_messaging_notifications] topics``).
+"""),
+    cfg.StrOpt(
+        'notification_pool',
+        default='nova-dt-controller',
+        help="""
+Listener pool of the controller's notification queues. A pool gets its own
+queues, so the controller does not take notifications away from other
+consumers of nova's ``versioned_notifications`` (or the agents' topic).
+"""),
+    cfg.IntOpt(
+        'step_attempts',
+        default=5,
+        min=1,
+        help="""
+How often one reconciliation step (a Placement claim, a port binding, an RPC
+cast, ...) is tried before the controller leaves it for the next periodic
+resume (``resume_interval``).
+"""),
+    cfg.FloatOpt(
+        'retry_interval',
+        default=1.0,
+        min=0.0,
+        help="""
+Seconds before the second try of a failed step; doubled for each further try,
+up to 30 seconds.
+"""),
+    cfg.IntOpt(
+        'resume_interval',
+        default=60,
+        min=1,
+        help="""
+Seconds between two passes over unfinished reconciliations (steps that failed
+all their tries) and servers left without a backup (no DT-capable host with
+room), which are tried again.
+"""),
+]
+
+ALL_OPTS = scheduler_opts + controller_opts
 
 
 def register_opts(conf):

@@ -1,0 +1,1 @@
+"""nova-dt-controller: backup choice and claim, protect/unprotect, failover reconciliation."""

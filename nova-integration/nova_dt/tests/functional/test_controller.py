@@ -1,0 +1,226 @@
+"""nova-dt in Nova's functional harness: DT flavors, pair placement, backup claims, failover."""
+
+from nova.tests.functional.api import client as api_client
+
+from nova_dt.controller import planner
+from nova_dt.tests.functional import base
+
+
+class TestDTFlavor(base.DTFunctionalTestCase):
+
+    HOSTS = {'host1': 'az1', 'host2': 'az2'}
+
+    def test_bad_extra_specs_refused_by_the_api(self):
+        flavor = self._create_flavor(memory_mb=1024, vcpu=1, disk=5, ephemeral=0)
+        self.admin_api.microversion = '2.86'
+        for specs, message in (({'dt:enabled': 'maybe'}, 'not a valid boolean-like value'),
+                               ({'dt:epoch_ms': '5'}, "less than the min value of '10'"),
+                               ({'dt:max_failover_ms': '+100'}, 'not a plain decimal integer'),
+                               ({'dt:peer_az': 'a:b'}, 'not a valid availability zone'),
+                               ({'dt:enable': 'true'},
+                                "'dt:enable' does not appear to be a valid extra spec")):
+            exc = self.assertRaises(api_client.OpenStackApiException,
+                                    self.admin_api.post_extra_spec, flavor,
+                                    {'extra_specs': specs})
+            self.assertEqual(400, exc.response.status_code, specs)
+            self.assertIn(message, exc.response.text, specs)
+        self.assertEqual({}, self.admin_api.get_extra_specs(flavor))
+        good = {'dt:enabled': 'true', 'dt:epoch_ms': '100', 'dt:peer_az': 'az2',
+                'dt:max_failover_ms': '5000'}
+        self.admin_api.post_extra_spec(flavor, {'extra_specs': good})
+        self.assertEqual(good, self.admin_api.get_extra_specs(flavor))
+
+    def test_non_dt_server_unaffected(self):
+        flavor = self._create_flavor(memory_mb=1024, vcpu=1, disk=5, ephemeral=0,
+                                     extra_spec={'hw:watchdog_action': 'disabled'})
+        server = self.boot(flavor)
+        self.feed_nova_notifications()
+        self.assertIsNone(self.pair(server))
+        self.assertEqual([], self.controller.store.all())
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+        self.assertEqual([], self.agents.casts)
+        self._delete_server(server)
+        self.feed_nova_notifications()
+        self.assertEqual([], self.agents.casts)
+
+
+class TestDTPairs(base.DTFunctionalTestCase):
+    """host1 and host3 in az1, host2 in az2; DT flavors pin the backup to az2 (dt:peer_az)."""
+
+    def setUp(self):
+        super().setUp()
+        self.flavor_id = self.create_dt_flavor(**{'dt:peer_az': 'az2'})
+        self.flavor = self.admin_api.get_flavor(self.flavor_id)
+        self.resources = self.flavor_resources(self.flavor)
+
+    def boot_protected(self):
+        server = self.boot(self.flavor_id, port=self.neutron.port_1['id'])
+        self.feed_nova_notifications('instance.create.end')
+        return server
+
+    def test_create_places_primary_and_claims_backup_in_other_az(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        self.assertEqual('az1', self.HOSTS[primary])
+        self.assertEqual('az1', self.admin_api.get_server(server['id'])[
+            'OS-EXT-AZ:availability_zone'])
+        pair = self.pair(server)
+        self.assertEqual((primary, 'host2', planner.PROTECTED, None),
+                         (pair.primary_host, pair.backup_host, pair.status, pair.job))
+        self.assertNotEqual(self.HOSTS[pair.primary_host], self.HOSTS[pair.backup_host])
+        # The backup's resources are held in Placement by the reservation consumer.
+        self.assertEqual({self.rp('host2'): self.resources},
+                         self.allocations(self.reservation(server)))
+        self.assertEqual(self.resources, self.usages('host2'))
+        self.assertEqual({self.rp(primary): self.resources}, self.allocations(server['id']))
+        self.assertEqual([('protect', primary, server['id'], 'host2')], self.agents.casts)
+        # A redelivered notification changes nothing.
+        self.feed_nova_notifications('instance.create.end')
+        self.assertEqual(1, len(self.agents.casts))
+        self.assertEqual(self.resources, self.usages('host2'))
+
+    def test_backup_claims_count_for_the_scheduler(self):
+        # Each fake host has (8192 - 512 reserved) MB * 1.5 (the harness's allocation ratio)
+        # = 11520 MB in Placement: room for one 6144 MB server or backup, not two.
+        flavor = self.create_dt_flavor(memory_mb=6144, **{'dt:peer_az': 'az2'})
+        first = self.boot(flavor)
+        self.feed_nova_notifications('instance.create.end')
+        self.assertEqual('host2', self.pair(first).backup_host)
+        # host3 (or host1) could take a second primary, but its only partner, host2, is full
+        # with the first server's backup claim: DTPairFilter finds no partner.
+        second = self.boot(flavor, expected_state='ERROR')
+        self.assertIn('No valid host', self.admin_api.get_server(second['id'])['fault'][
+            'message'])
+        self._delete_server(second)
+        # Deleting the first server releases its claim; a new DT server fits again.
+        self._delete_server(first)
+        self.feed_nova_notifications('instance.delete.end')
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages('host2'))
+        self.notifier.reset()
+        third = self.boot(flavor)
+        self.feed_nova_notifications('instance.create.end')
+        self.assertEqual(planner.PROTECTED, self.pair(third).status)
+
+    def test_delete_releases_claim_and_unprotects(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        self._delete_server(server)
+        self.feed_nova_notifications('instance.delete.start')
+        self.feed_nova_notifications('instance.delete.end')
+        self.assertIsNone(self.pair(server))
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages('host2'))
+        self.assertEqual(('unprotect', primary, server['id']), self.agents.casts[-1])
+        self.assertEqual(2, len(self.agents.casts))
+
+    def test_lost_delete_notification_is_caught_by_resume(self):
+        server = self.boot_protected()
+        self._delete_server(server)
+        self.controller.resume()   # Nova's database says the server is gone
+        self.assertIsNone(self.pair(server))
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages('host2'))
+
+    def failover(self, server, primary):
+        """What happens when ``primary`` dies: the backup's agent restores the server on
+        host2 and says so; Nova's view of the dead host is that its nova-compute is down
+        (forced down here, as an operator or a host monitor does)."""
+        service = self.admin_api.get_services(binary='nova-compute', host=primary)[0]
+        self.admin_api.put_service_force_down(service['id'], True)
+        self.feed_agent_notification('dt.pair.failover.end', {
+            'instance_uuid': server['id'], 'host': 'host2', 'role': 'primary',
+            'state': 'running', 'reason': '', 'peer_host': primary, 'committed_epoch': 7,
+            'duration_ms': 640, 'new_host': 'host2'})
+
+    def test_failover_reconciles_nova_neutron_placement_and_reprotects(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        other = 'host3' if primary == 'host1' else 'host1'
+        self.failover(server, primary)
+
+        shown = self.admin_api.get_server(server['id'])
+        self.assertEqual('host2', shown['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('host2', shown['OS-EXT-SRV-ATTR:hypervisor_hostname'])
+        self.assertEqual('az2', shown['OS-EXT-AZ:availability_zone'])
+        self.assertEqual('ACTIVE', shown['status'])
+        # The port is bound to the new primary.
+        port = self.neutron.show_port(self.neutron.port_1['id'])['port']
+        self.assertEqual('host2', port['binding:host_id'])
+        # The server's allocation moved to host2, where the claim held the room; the lost
+        # primary is free; the new backup (the other az1 host) is claimed.
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+        self.assertEqual(self.resources, self.usages('host2'))
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages(primary))
+        self.assertEqual({self.rp(other): self.resources},
+                         self.allocations(self.reservation(server)))
+        pair = self.pair(server)
+        self.assertEqual(('host2', other, planner.PROTECTED, None),
+                         (pair.primary_host, pair.backup_host, pair.status, pair.job))
+        self.assertEqual(('protect', 'host2', server['id'], other), self.agents.casts[-1])
+
+        # The event again (redelivery) changes nothing.
+        self.failover(server, primary)
+        self.assertEqual(2, len(self.agents.casts))
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+
+        # Nova works with the server where it now is: deleting it runs on host2 and frees
+        # host2's resources; the controller drops the new claim.
+        self._delete_server(server)
+        self.feed_nova_notifications('instance.delete.end')
+        self.assertEqual({}, self.allocations(server['id']))
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+        for host in self.HOSTS:
+            self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages(host))
+        self.assertEqual(('unprotect', 'host2', server['id']), self.agents.casts[-1])
+
+    def test_failover_without_a_new_backup(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        other = 'host3' if primary == 'host1' else 'host1'
+        service = self.admin_api.get_services(binary='nova-compute', host=other)[0]
+        self.admin_api.put_service(service['id'], {'status': 'disabled'})
+        self.failover(server, primary)
+
+        self.assertEqual('host2', self.host_of(server))
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+        pair = self.pair(server)
+        self.assertEqual((planner.NO_BACKUP, 'host2', None),
+                         (pair.status, pair.primary_host, pair.backup_host))
+        self.assertIn('no enabled DT-capable compute host', pair.reason)
+        self.assertEqual(1, len(self.agents.casts))
+
+        # Once the host is back, the periodic resume protects the server again.
+        self.admin_api.put_service(service['id'], {'status': 'enabled'})
+        self.controller.resume()
+        pair = self.pair(server)
+        self.assertEqual((planner.PROTECTED, other), (pair.status, pair.backup_host))
+        self.assertEqual({self.rp(other): self.resources},
+                         self.allocations(self.reservation(server)))
+        self.assertEqual(('protect', 'host2', server['id'], other), self.agents.casts[-1])
+
+    def test_controller_restart_resumes_failover(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        # The first controller cannot reach Neutron: the failover stops at the port binding.
+        original = self.neutron.update_port
+
+        def broken(port_id, body=None):
+            raise RuntimeError('neutron unreachable')
+        self.neutron.update_port = broken
+        self.failover(server, primary)
+        pair = self.pair(server)
+        self.assertEqual((planner.FAILING_OVER, planner.BIND_PORTS),
+                         (pair.status, pair.job.step))
+        self.assertIn('neutron unreachable', pair.reason)
+        self.assertEqual('host2', self.host_of(server))
+        # A new controller process on the same state directory finishes the job.
+        self.neutron.update_port = original
+        self.controller.store.close()
+        self.controller = self.make_controller()
+        self.controller.resume()
+        pair = self.pair(server)
+        self.assertEqual((planner.PROTECTED, 'host2'), (pair.status, pair.primary_host))
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+        self.assertEqual('host2', self.neutron.show_port(self.neutron.port_1['id'])['port'][
+            'binding:host_id'])

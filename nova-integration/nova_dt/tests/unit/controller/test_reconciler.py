@@ -1,0 +1,368 @@
+"""The reconciler on fakes: each job's effects, idempotency, retries, and resuming after a crash."""
+
+import os
+
+import fixtures
+
+from nova import test
+
+from nova_dt import exception as dt_exception
+from nova_dt.controller import clients
+from nova_dt.controller import planner
+from nova_dt.controller import reconciler
+from nova_dt.controller import state
+from nova_dt.tests.unit.controller import fakes
+
+U = '8f0b7e0e-1a43-4b6e-b4ab-6d3f3f1ea001'
+V = '8f0b7e0e-1a43-4b6e-b4ab-6d3f3f1ea002'
+DT = {'dt:enabled': 'true'}
+INVENTORY = {'VCPU': 8, 'MEMORY_MB': 8192, 'DISK_GB': 100}
+
+
+class ReconcilerTestCase(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.placement = fakes.FakePlacement()
+        self.compute = fakes.FakeCompute()
+        self.network = fakes.FakeNetwork()
+        self.agents = fakes.FakeAgents()
+        self.sleeps = []
+        for name, az in (('a1', 'az1'), ('a2', 'az1'), ('b1', 'az2'), ('b2', 'az2')):
+            self.add_host(name, az)
+        self.rec = self.make_reconciler()
+
+    def add_host(self, name, az, inventory=INVENTORY, **kwargs):
+        view = fakes.host(name, az, **kwargs)
+        self.compute.host_views[name] = view
+        self.placement.add_provider(view.rp_uuid, inventory, aggregates=view.aggregates)
+        return view
+
+    def make_reconciler(self, **kwargs):
+        kwargs.setdefault('step_attempts', 3)
+        return reconciler.Reconciler(
+            state.StateStore.in_dir(self.state_dir), self.placement, self.compute,
+            self.network, self.agents, retry_interval=0.5, sleep=self.sleeps.append, **kwargs)
+
+    def boot(self, uuid=U, host='a1', resources=fakes.FLAVOR):
+        """A server Nova placed on ``host``: its allocation, record and port."""
+        self.placement.set_allocations(uuid, {'rp-' + host: dict(resources)}, 'proj', 'user')
+        self.compute.instances[uuid] = {'host': host, 'node': host + '-node', 'az': None}
+        self.network.add_port('port-' + uuid, uuid, host)
+
+    def create(self, uuid=U, host='a1', specs=DT):
+        return self.rec.handle_nova_notification('instance.create.end',
+                                                 fakes.payload(uuid, host, specs))
+
+    def failover(self, new='b1', old='a1', uuid=U):
+        return self.rec.handle_agent_notification('dt.pair.failover.end',
+                                                  fakes.failover_payload(uuid, new, old))
+
+    def claim_of(self, uuid=U):
+        return self.placement.usages(planner.reservation_consumer(uuid))
+
+    def record(self, uuid=U):
+        return self.rec.store.get(uuid)
+
+
+class TestProtect(ReconcilerTestCase):
+
+    def test_dt_server_gets_a_claimed_backup_in_another_az(self):
+        self.boot()
+        pair = self.create()
+        self.assertEqual(('b1', 'rp-b1', planner.PROTECTED, None),
+                         (pair.backup_host, pair.backup_rp, pair.status, pair.job))
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.claim_of())
+        consumer = self.placement.consumers[planner.reservation_consumer(U)]
+        self.assertEqual(('proj', 'user'), (consumer['project_id'], consumer['user_id']))
+        self.assertEqual([('protect', 'a1', U, 'b1')], self.agents.casts)
+        self.assertEqual(pair.to_dict(), self.record().to_dict())
+        # Placement was asked for hosts of the other zone's aggregate only, not disabled ones.
+        self.assertEqual((fakes.FLAVOR, ['agg-az2'], ['COMPUTE_STATUS_DISABLED']),
+                         self.placement.last_candidates_query)
+
+    def test_other_flavors_are_left_alone(self):
+        self.boot()
+        for specs in ({}, {'dt:enabled': 'false'}, {'dt:enabled': 'true', 'dt:epoch_ms': '1'}):
+            self.assertIsNone(self.create(specs=specs))
+        self.assertEqual([], self.rec.store.all())
+        self.assertEqual({}, self.claim_of())
+        self.assertEqual([], self.agents.casts)
+
+    def test_redelivered_create_is_a_no_op(self):
+        self.boot()
+        self.create()
+        self.create()
+        self.assertEqual(1, self.placement.calls['put_allocations'])
+        self.assertEqual(1, len(self.agents.casts))
+
+    def test_peer_az_and_link_ranking(self):
+        self.add_host('c1', 'az3')
+        self.add_host('c2', 'az3')
+        self.rec = self.make_reconciler(links=lambda: {'a1': {'c2': 1, 'c1': 5}},
+                                        link_delay=lambda s: s)
+        self.boot()
+        self.assertEqual('c2', self.create(specs=dict(DT, **{'dt:peer_az': 'az3'})).backup_host)
+
+    def test_failing_step_is_retried_with_backoff(self):
+        self.boot()
+        self.placement.fail('put_allocations', times=2)
+        pair = self.create()
+        self.assertEqual(planner.PROTECTED, pair.status)
+        self.assertEqual(3, self.placement.calls['put_allocations'])
+        self.assertEqual([0.5, 1.0], self.sleeps)
+
+    def test_step_failing_every_try_waits_for_resume(self):
+        self.boot()
+        self.agents.fail('protect', times=3)
+        pair = self.create()
+        self.assertEqual((planner.PROTECTING, planner.CAST_PROTECT, 1),
+                         (pair.status, pair.job.step, pair.job.failures))
+        self.assertIn('injected protect failure', self.record().reason)
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.claim_of())
+        self.rec.resume()
+        self.assertEqual((planner.PROTECTED, None, None),
+                         (self.record().status, self.record().job, self.record().reason))
+        self.assertEqual([('protect', 'a1', U, 'b1')], self.agents.casts)
+        self.assertEqual(1, self.placement.calls['put_allocations'])
+
+    def test_generation_conflict_is_retried(self):
+        self.boot()
+        self.placement.fail('put_allocations',
+                            exc=clients.PlacementConflict('generation', concurrent=True))
+        self.assertEqual(planner.PROTECTED, self.create().status)
+        self.assertEqual('b1', self.record().backup_host)
+
+    def test_refused_claim_chooses_another_host(self):
+        self.boot()
+        self.placement.fail('put_allocations',
+                            exc=clients.PlacementConflict('no room', concurrent=False))
+        pair = self.create()
+        self.assertEqual(('b2', planner.PROTECTED), (pair.backup_host, pair.status))
+        self.assertEqual({'rp-b2': fakes.FLAVOR}, self.claim_of())
+
+    def test_claims_count_against_room(self):
+        small = {'VCPU': 2, 'MEMORY_MB': 2048, 'DISK_GB': 20}
+        for h in ('b1', 'b2'):
+            self.placement.providers['rp-' + h]['inventory'] = dict(small)
+        self.boot(U)
+        self.boot(V, host='a2')
+        self.assertEqual('b1', self.create(U).backup_host)
+        self.assertEqual('b2', self.create(V, host='a2').backup_host)
+        W = U.replace('001', '003')
+        self.boot(W)
+        pair = self.create(W)
+        self.assertEqual((planner.NO_BACKUP, None), (pair.status, pair.backup_host))
+        self.assertIn('has room', pair.reason)
+        self.assertEqual({}, self.claim_of(W))
+
+    def test_server_without_backup_is_protected_once_room_exists(self):
+        self.compute.host_views['b1'] = fakes.host('b1', 'az2', enabled=False)
+        self.compute.host_views['b2'] = fakes.host('b2', 'az2', capable=False)
+        self.boot()
+        pair = self.create()
+        self.assertEqual(planner.NO_BACKUP, pair.status)
+        self.assertIn('no enabled DT-capable compute host', pair.reason)
+        self.assertEqual([], self.agents.casts)
+        self.rec.resume()
+        self.assertEqual(planner.NO_BACKUP, self.record().status)
+        self.compute.host_views['b1'] = fakes.host('b1', 'az2')
+        self.rec.resume()
+        self.assertEqual((planner.PROTECTED, 'b1'),
+                         (self.record().status, self.record().backup_host))
+        self.assertEqual([('protect', 'a1', U, 'b1')], self.agents.casts)
+
+    def test_server_without_allocation_is_retried(self):
+        self.compute.instances[U] = {'host': 'a1', 'node': 'a1-node', 'az': None}
+        pair = self.create()
+        self.assertEqual(planner.CHOOSE_BACKUP, pair.job.step)
+        self.assertIn('no allocation on its primary host a1', pair.reason)
+
+
+class TestRelease(ReconcilerTestCase):
+
+    def test_server_deleted_while_its_job_waited_is_released(self):
+        self.boot()
+        self.agents.fail('protect', times=3)
+        self.create()
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.claim_of())
+        # Deleted, and the delete notification was lost.
+        del self.compute.instances[U]
+        self.rec.resume()
+        self.assertIsNone(self.record())
+        self.assertEqual({}, self.claim_of())
+        self.assertEqual([('unprotect', 'a1', U)], self.agents.casts)
+
+    def test_protected_server_deleted_without_notification_is_released(self):
+        self.boot()
+        self.create()
+        del self.compute.instances[U]
+        self.rec.resume()
+        self.assertIsNone(self.record())
+        self.assertEqual({}, self.claim_of())
+
+    def test_failover_of_deleted_server_is_released(self):
+        self.boot()
+        self.create()
+        del self.compute.instances[U]
+        self.failover()
+        self.assertIsNone(self.record())
+        self.assertEqual({}, self.claim_of())
+        self.assertEqual(('unprotect', 'b1', U), self.agents.casts[-1])
+
+    def test_delete_releases_claim_unprotects_and_forgets(self):
+        self.boot()
+        self.create()
+        self.assertIsNone(self.rec.handle_nova_notification(
+            'instance.delete.start', fakes.payload(U, 'a1', DT)))
+        self.assertEqual({}, self.claim_of())
+        self.assertEqual(('unprotect', 'a1', U), self.agents.casts[-1])
+        self.assertIsNone(self.record())
+        # delete.end (and any redelivery) finds nothing to do.
+        self.rec.handle_nova_notification('instance.delete.end', fakes.payload(U, 'a1', DT))
+        self.assertEqual(2, len(self.agents.casts))
+
+    def test_not_found_on_the_agent_is_fine(self):
+        self.boot()
+        self.create()
+        self.agents.fail('unprotect', exc=dt_exception.ServerNotFound('gone'))
+        self.rec.handle_nova_notification('instance.delete.end', fakes.payload(U, 'a1', DT))
+        self.assertIsNone(self.record())
+        self.assertEqual(1, self.agents.calls['unprotect'])
+
+    def test_delete_of_unknown_server_is_ignored(self):
+        self.assertIsNone(self.rec.handle_nova_notification(
+            'instance.delete.end', fakes.payload(U, 'a1', {})))
+        self.assertEqual(0, self.placement.calls['delete_allocations'])
+
+
+class TestFailover(ReconcilerTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.boot()
+        self.create()
+
+    def assert_reconciled(self, new_backup='a2'):
+        self.assertEqual({'host': 'b1', 'node': 'b1-node', 'az': 'az2'},
+                         self.compute.instances[U])
+        self.assertEqual('b1', self.network.port_table['port-' + U]['binding:host_id'])
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.placement.usages(U))
+        self.assertEqual(fakes.FLAVOR, self.placement.used('rp-b1'))
+        self.assertEqual({}, dict(+self.placement.used('rp-a1')))
+        pair = self.record()
+        self.assertEqual(('b1', new_backup, None),
+                         (pair.primary_host, pair.backup_host, pair.job))
+        if new_backup:
+            self.assertEqual({'rp-' + new_backup: fakes.FLAVOR}, self.claim_of())
+            self.assertEqual(('protect', 'b1', U, new_backup), self.agents.casts[-1])
+            self.assertEqual(planner.PROTECTED, pair.status)
+
+    def test_failover_reconciles_nova_neutron_placement_and_reprotects(self):
+        self.failover()
+        # The lost primary a1 is never the new backup; a2 is the other az1 host.
+        self.assert_reconciled('a2')
+        self.assertEqual(2, len(self.agents.casts))
+
+    def test_repeated_failover_event_is_a_no_op(self):
+        self.failover()
+        calls = dict(self.placement.calls)
+        self.failover()
+        self.assertEqual(calls, dict(self.placement.calls))
+        self.assertEqual(1, self.compute.calls['set_instance_host'])
+
+    def test_no_new_backup(self):
+        self.compute.host_views['a2'] = fakes.host('a2', 'az1', enabled=False)
+        self.failover()
+        self.assert_reconciled(None)
+        pair = self.record()
+        self.assertEqual(planner.NO_BACKUP, pair.status)
+        self.assertIn('no enabled DT-capable compute host in an availability zone other '
+                      'than az2', pair.reason)
+        self.assertEqual({}, self.claim_of())
+
+    def test_each_step_retried(self):
+        for target, method in ((self.compute, 'set_instance_host'),
+                               (self.network, 'bind_port'),
+                               (self.placement, 'post_allocations'),
+                               (self.placement, 'allocation_candidates'),
+                               (self.agents, 'protect')):
+            target.fail(method, times=2)
+        self.failover()
+        self.assert_reconciled('a2')
+        self.assertEqual(10, len(self.sleeps))
+
+    def test_move_conflict_is_retried_until_resume(self):
+        self.placement.fail('post_allocations', times=3,
+                            exc=clients.PlacementConflict('generation', concurrent=True))
+        pair = self.failover()
+        self.assertEqual((planner.FAILING_OVER, planner.MOVE_ALLOCATIONS),
+                         (pair.status, pair.job.step))
+        self.rec.resume()
+        self.assert_reconciled('a2')
+
+
+class TestResume(ReconcilerTestCase):
+    """A controller that dies in a job and restarts (new Reconciler, same state dir)."""
+
+    def restart(self):
+        self.rec.store.close()
+        self.rec = self.make_reconciler()
+        self.rec.resume()
+
+    def test_crash_after_claim_before_record(self):
+        self.boot()
+        self.placement.crash_after('put_allocations')
+        self.assertRaises(fakes.Crash, self.create)
+        self.assertEqual(planner.CLAIM_BACKUP, self.record().job.step)
+        self.restart()
+        self.assertEqual(planner.PROTECTED, self.record().status)
+        self.assertEqual(1, self.placement.calls['put_allocations'])  # not claimed twice
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.claim_of())
+        self.assertEqual([('protect', 'a1', U, 'b1')], self.agents.casts)
+
+    def test_crash_after_cast_before_record_casts_again_once(self):
+        self.boot()
+        self.agents.crash_after('protect')
+        self.assertRaises(fakes.Crash, self.create)
+        self.restart()
+        self.assertEqual(2, len(self.agents.casts))
+        self.restart()
+        self.assertEqual(2, len(self.agents.casts))
+        self.assertEqual(planner.PROTECTED, self.record().status)
+
+    def test_crash_in_every_failover_step(self):
+        self.boot()
+        self.create()
+        for target, method in ((self.compute, 'set_instance_host'),
+                               (self.network, 'bind_port'),
+                               (self.placement, 'post_allocations'),
+                               (self.placement, 'put_allocations'),
+                               (self.agents, 'protect')):
+            target.crash_after(method)
+        self.assertRaises(fakes.Crash, self.failover)
+        # Each restart resumes the job and dies in the next step, until none is left.
+        for restarts in range(1, 10):
+            try:
+                self.restart()
+                break
+            except fakes.Crash:
+                pass
+        self.assertEqual(5, restarts)
+        pair = self.record()
+        self.assertEqual((planner.PROTECTED, 'b1', 'a2', None),
+                         (pair.status, pair.primary_host, pair.backup_host, pair.job))
+        self.assertEqual(1, self.compute.calls['set_instance_host'])
+        self.assertEqual(1, self.network.calls['bind_port'])
+        self.assertEqual(1, self.placement.calls['post_allocations'])
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.placement.usages(U))
+        self.assertEqual({'rp-a2': fakes.FLAVOR}, self.claim_of())
+
+    def test_state_survives_in_the_state_dir(self):
+        self.boot()
+        self.agents.fail('protect', times=3)
+        self.create()
+        self.assertTrue(os.path.exists(os.path.join(self.state_dir, state.FILE_NAME)))
+        self.restart()
+        self.assertEqual(planner.PROTECTED, self.record().status)
