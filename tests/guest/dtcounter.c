@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "dtcounter.h"
+#include "guest_args.h"
 
 static uint64_t now_ns(clockid_t clk) {
   struct timespec ts;
@@ -46,40 +47,6 @@ static void log_line(const char *fmt, ...) {
   fprintf(stderr, "dtcounter: %s\n", buf);
 }
 
-/* Finds "KEY=value" in the kernel command line; returns 1 and copies value into out. */
-static int cmdline_get(const char *cmdline, const char *key, char *out, size_t outlen) {
-  size_t klen = strlen(key);
-  const char *p = cmdline;
-  while (*p) {
-    while (*p == ' ' || *p == '\n' || *p == '\t') p++;
-    const char *start = p;
-    while (*p && *p != ' ' && *p != '\n' && *p != '\t') p++;
-    size_t len = (size_t)(p - start);
-    if (len > klen && strncmp(start, key, klen) == 0 && start[klen] == '=') {
-      size_t vlen = len - klen - 1;
-      if (vlen >= outlen) vlen = outlen - 1;
-      memcpy(out, start + klen + 1, vlen);
-      out[vlen] = '\0';
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static int parse_observer(const char *s, struct sockaddr_in *sa) {
-  char host[64];
-  const char *colon = strrchr(s, ':');
-  if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-  memcpy(host, s, (size_t)(colon - s));
-  host[colon - s] = '\0';
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port <= 0 || port > 65535) return -1;
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons((uint16_t)port);
-  return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
 
 static int sector_io(int fd, int write_op, uint64_t sector, struct dt_rec *buf) {
   off_t off = (off_t)(sector * DT_SECTOR);

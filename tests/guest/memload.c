@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "guest_args.h"
 
 #define PAGE 4096u
 #define REPORT_NS 1000000000ull
@@ -40,40 +41,6 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Finds "KEY=value" in the kernel command line; returns 1 and copies value into out. */
-static int cmdline_get(const char *cmdline, const char *key, char *out, size_t outlen) {
-  size_t klen = strlen(key);
-  const char *p = cmdline;
-  while (*p) {
-    while (*p == ' ' || *p == '\n' || *p == '\t') p++;
-    const char *start = p;
-    while (*p && *p != ' ' && *p != '\n' && *p != '\t') p++;
-    size_t len = (size_t)(p - start);
-    if (len > klen && strncmp(start, key, klen) == 0 && start[klen] == '=') {
-      size_t vlen = len - klen - 1;
-      if (vlen >= outlen) vlen = outlen - 1;
-      memcpy(out, start + klen + 1, vlen);
-      out[vlen] = '\0';
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static int parse_observer(const char *s, struct sockaddr_in *sa) {
-  char host[64];
-  const char *colon = strrchr(s, ':');
-  if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-  memcpy(host, s, (size_t)(colon - s));
-  host[colon - s] = '\0';
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port <= 0 || port > 65535) return -1;
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons((uint16_t)port);
-  return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
 
 /* "MIB" or "MIB:RATE" -> *mib, *rate; -1 when malformed. */
 static int parse_spec(const char *s, long *mib, long *rate) {
