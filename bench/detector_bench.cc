@@ -17,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -29,16 +30,7 @@ using std::chrono::seconds;
 constexpr char kUuid[] = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
 
 std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::string& host) {
-  auto stub = nova_dt::v1::Control::NewStub(
-      grpc::CreateChannel(rig.AgentControlAddress(host), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  nova_dt::v1::AgentStatus s;
-  if (!stub->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  for (const auto& v : s.protected_servers()) {
-    if (v.instance_uuid() == kUuid) return v;
-  }
-  return std::nullopt;
+  return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kUuid);
 }
 
 int Fail(const std::string& what) {

@@ -19,6 +19,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -31,16 +32,7 @@ using std::chrono::seconds;
 constexpr char kUuid[] = "5b0c7a6e-2f1d-4c11-9a57-0d7e1f00b3c4";
 
 std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::string& host) {
-  auto stub = nova_dt::v1::Control::NewStub(
-      grpc::CreateChannel(rig.AgentControlAddress(host), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  nova_dt::v1::AgentStatus s;
-  if (!stub->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  for (const auto& v : s.protected_servers()) {
-    if (v.instance_uuid() == kUuid) return v;
-  }
-  return std::nullopt;
+  return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kUuid);
 }
 
 // VmRSS of `pid` in KiB.

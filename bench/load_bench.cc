@@ -35,6 +35,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -80,16 +81,7 @@ std::optional<Config> ParseConfig(const std::string& s) {
 }
 
 std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::string& host) {
-  auto stub = nova_dt::v1::Control::NewStub(
-      grpc::CreateChannel(rig.AgentControlAddress(host), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  nova_dt::v1::AgentStatus s;
-  if (!stub->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  for (const auto& v : s.protected_servers()) {
-    if (v.instance_uuid() == kUuid) return v;
-  }
-  return std::nullopt;
+  return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kUuid);
 }
 
 // `rig boot-guest` with kernel command line additions (Rig::BootGuest has no --append).

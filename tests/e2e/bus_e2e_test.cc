@@ -15,6 +15,7 @@
 
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/rabbitmq_server.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_pki.h"
 #include "tests/support/test_util.h"
@@ -32,22 +33,11 @@ constexpr char kGuestUuid[] = "3f2e1d0c-9b8a-4765-8432-10fedcba9876";
 const std::string kSupport = std::string(NOVA_DT_SOURCE_DIR) + "/tests/support/";
 
 std::optional<nova_dt::v1::AgentStatus> Status(const Rig& rig, const std::string& host) {
-  auto stub = nova_dt::v1::Control::NewStub(
-      grpc::CreateChannel(rig.AgentControlAddress(host), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  nova_dt::v1::AgentStatus s;
-  if (!stub->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  return s;
+  return novadt::testing::AgentStatusAt(rig.AgentControlAddress(host));
 }
 
 std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::string& host) {
-  auto s = Status(rig, host);
-  if (!s) return std::nullopt;
-  for (const auto& v : s->protected_servers()) {
-    if (v.instance_uuid() == kGuestUuid) return v;
-  }
-  return std::nullopt;
+  return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kGuestUuid);
 }
 
 TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) {
@@ -91,13 +81,16 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
         << novadt::testing::ReadFile(rig.dir() + "/" + host + "/agent/agent.log");
   }
 
+  // Nova's notification about the server on rig-a (running, DT flavor), from nova-compute.
+  auto nova = [&](const std::string& event_type, std::string* out) {
+    return in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, event_type, kGuestUuid,
+                   "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
+                  out);
+  };
+
   // Nova: the server was created on rig-a with a DT flavor.
   std::string out;
-  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.create.end",
-                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
-                   &out),
-            0)
-      << out;
+  ASSERT_EQ(nova("instance.create.end", &out), 0) << out;
   std::optional<nova_dt::v1::ProtectedServer> primary;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -130,11 +123,7 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
 
   // Nova pauses the server: protection is suspended; unpaused, it resumes towards the same
   // backup.
-  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.pause.start",
-                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
-                   &out),
-            0)
-      << out;
+  ASSERT_EQ(nova("instance.pause.start", &out), 0) << out;
   ASSERT_TRUE(WaitFor(
       [&] {
         primary = Server(rig, "a");
@@ -144,11 +133,7 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
       << (primary ? primary->DebugString() : "no status");
   EXPECT_NE(primary->reason().find("suspended during pause"), std::string::npos)
       << primary->reason();
-  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.unpause.end",
-                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
-                   &out),
-            0)
-      << out;
+  ASSERT_EQ(nova("instance.unpause.end", &out), 0) << out;
   ASSERT_TRUE(WaitFor(
       [&] {
         primary = Server(rig, "a");
@@ -171,11 +156,7 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
   EXPECT_NE(out.find("'state': 'unprotected'"), std::string::npos) << out;
   EXPECT_FALSE(Server(rig, "a").has_value());
   // ...and Nova's next "running again" event makes the agent protect it to its default again.
-  ASSERT_EQ(in_net({"/usr/bin/python3", kSupport + "nova_emit.py", url, "instance.power_on.end",
-                    kGuestUuid, "rig-a", "--state", "active", "--spec", "dt:enabled=true"},
-                   &out),
-            0)
-      << out;
+  ASSERT_EQ(nova("instance.power_on.end", &out), 0) << out;
   ASSERT_TRUE(WaitFor(
       [&] {
         primary = Server(rig, "a");

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "nova_dt/v1/control.grpc.pb.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -30,14 +31,7 @@ std::unique_ptr<nova_dt::v1::Control::Stub> Control(const Rig& rig, const std::s
 }
 
 std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::string& host) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  nova_dt::v1::AgentStatus s;
-  if (!Control(rig, host)->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  for (const auto& v : s.protected_servers()) {
-    if (v.instance_uuid() == kGuestUuid) return v;
-  }
-  return std::nullopt;
+  return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kGuestUuid);
 }
 
 grpc::Status Protect(const Rig& rig) {
