@@ -28,6 +28,7 @@ struct DefaultSection {
   // oslo.messaging's control exchange for the agent's RPC server (topic nova_dt_agent). The
   // Python side (nova_dt) sets the same default with rpc.set_defaults(control_exchange=...).
   std::string control_exchange = "nova_dt";
+  bool operator==(const DefaultSection&) const = default;
 };
 
 // [oslo_messaging_rabbit] — the subset of oslo's rabbit driver options the agent honours, with
@@ -55,6 +56,7 @@ struct RabbitSection {
   std::string ssl_ca_file;
   std::string ssl_cert_file;
   std::string ssl_key_file;
+  bool operator==(const RabbitSection&) const = default;
 };
 
 // [oslo_messaging_notifications] — the agent's own notifications (and where Nova's come from).
@@ -74,6 +76,7 @@ struct NotificationsSection {
   // Notifications buffered while the broker is unreachable; beyond it the oldest are dropped
   // (counted in status and logged).
   int max_queued = 10000;
+  bool operator==(const NotificationsSection&) const = default;
 };
 
 // [nova_notifications] — consuming Nova's versioned notifications.
@@ -94,6 +97,7 @@ struct NovaNotificationsSection {
   // Where malformed notifications go (x-dead-letter-exchange of the queue); empty: they are
   // logged and acknowledged.
   std::string dead_letter_exchange;
+  bool operator==(const NovaNotificationsSection&) const = default;
 };
 
 // [libvirt]
@@ -104,6 +108,7 @@ struct LibvirtSection {
   int keepalive_count = 5;
   // Reconnect back-off after the connection drops: starts at 100 ms, doubles up to this.
   int reconnect_max_backoff_ms = 5000;
+  bool operator==(const LibvirtSection&) const = default;
 };
 
 // One statically configured partner agent ("name=host:port").
@@ -126,6 +131,7 @@ struct PeerSection {
   std::vector<PeerEndpoint> peers;
   // How often a peer is greeted; a peer unseen for 3 intervals is reported as not reachable.
   int hello_interval_ms = 1000;
+  bool operator==(const PeerSection&) const = default;
 };
 
 // [witness]
@@ -137,6 +143,7 @@ struct WitnessSection {
   std::string tls_key_file;
   // Lease TTL for ownership keys.
   int lease_ttl_s = 5;
+  bool operator==(const WitnessSection&) const = default;
 };
 
 // [replication]
@@ -165,6 +172,7 @@ struct ReplicationSection {
   // Without a nova-dt-controller: protect every new DT server (flavor dt:enabled=true) created
   // on this host towards this backup host. Empty: wait for the controller's `protect`.
   std::string default_backup_host;
+  bool operator==(const ReplicationSection&) const = default;
 };
 
 struct AgentConfig {
@@ -176,6 +184,7 @@ struct AgentConfig {
   PeerSection peer;
   WitnessSection witness;
   ReplicationSection replication;
+  bool operator==(const AgentConfig&) const = default;
 };
 
 }  // namespace novadt::config

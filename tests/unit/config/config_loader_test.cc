@@ -686,35 +686,9 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
   EXPECT_THAT(log.Lines(), testing::IsEmpty());  // no unknown option in the sample
   StatusOr<AgentConfig> defaults = LoadAgentConfig({});
   ASSERT_TRUE(defaults.ok()) << defaults.status();
-  EXPECT_EQ(from_sample->defaults.state_path, defaults->defaults.state_path);
-  EXPECT_EQ(from_sample->defaults.log_level, defaults->defaults.log_level);
-  EXPECT_EQ(from_sample->defaults.control_address, defaults->defaults.control_address);
-  EXPECT_EQ(from_sample->libvirt.connection_uri, defaults->libvirt.connection_uri);
-  EXPECT_EQ(from_sample->libvirt.keepalive_interval_s, defaults->libvirt.keepalive_interval_s);
-  EXPECT_EQ(from_sample->libvirt.keepalive_count, defaults->libvirt.keepalive_count);
-  EXPECT_EQ(from_sample->libvirt.reconnect_max_backoff_ms,
-            defaults->libvirt.reconnect_max_backoff_ms);
-  EXPECT_EQ(from_sample->peer.listen_address, defaults->peer.listen_address);
-  EXPECT_EQ(from_sample->peer.hello_interval_ms, defaults->peer.hello_interval_ms);
-  EXPECT_EQ(from_sample->witness.lease_ttl_s, defaults->witness.lease_ttl_s);
-  EXPECT_EQ(from_sample->replication.epoch_ms, defaults->replication.epoch_ms);
-  EXPECT_EQ(from_sample->replication.degrade_after_ms, defaults->replication.degrade_after_ms);
-  EXPECT_EQ(from_sample->replication.heartbeat_timeout_ms,
-            defaults->replication.heartbeat_timeout_ms);
-  EXPECT_EQ(from_sample->replication.max_epoch_bytes, defaults->replication.max_epoch_bytes);
-  EXPECT_EQ(from_sample->replication.replica_path, defaults->replication.replica_path);
-  EXPECT_EQ(from_sample->defaults.control_exchange, defaults->defaults.control_exchange);
-  EXPECT_EQ(from_sample->rabbit.heartbeat_timeout_threshold,
-            defaults->rabbit.heartbeat_timeout_threshold);
-  EXPECT_EQ(from_sample->rabbit.rabbit_transient_queues_ttl,
-            defaults->rabbit.rabbit_transient_queues_ttl);
-  EXPECT_EQ(from_sample->notifications.topics, defaults->notifications.topics);
-  EXPECT_EQ(from_sample->notifications.exchange, defaults->notifications.exchange);
-  EXPECT_EQ(from_sample->nova_notifications.exchange, defaults->nova_notifications.exchange);
-  EXPECT_EQ(from_sample->nova_notifications.topics, defaults->nova_notifications.topics);
-  EXPECT_EQ(from_sample->nova_notifications.queue, defaults->nova_notifications.queue);
-  EXPECT_EQ(from_sample->nova_notifications.prefetch_count,
-            defaults->nova_notifications.prefetch_count);
+  // Every option the sample shows with a literal default has the code's default.
+  EXPECT_TRUE(*from_sample == *defaults) << "a default in the sample differs from the code's";
+  EXPECT_EQ(from_sample->replication.heartbeat_timeout_ms, 500);  // the comparison is not vacuous
 }
 
 TEST_F(ConfigLoaderTest, BusOptions) {
