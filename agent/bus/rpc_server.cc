@@ -16,6 +16,18 @@ bool ParseVersion(const std::string& v, int* major, int* minor) {
          *minor >= 0;
 }
 
+// An exception of oslo's RPC dispatcher (oslo_messaging/rpc/dispatcher.py), rebuilt by clients
+// from one positional argument.
+RpcFailure DispatcherFailure(const std::string& exception_class, const std::string& message,
+                             const std::string& arg) {
+  RpcFailure f;
+  f.exception_module = "oslo_messaging.rpc.dispatcher";
+  f.exception_class = exception_class;
+  f.message = message;
+  f.args = Json::array({arg});
+  return f;
+}
+
 }  // namespace
 
 RpcServer::RpcServer(RpcServerOptions options, std::map<std::string, RpcMethod> methods)
@@ -226,30 +238,21 @@ Json RpcServer::Dispatch(const RpcRequest& request) {
   int major = 0, minor = 0;
   if (!ParseVersion(request.version, &major, &minor) || major != options_.version_major ||
       minor > options_.version_minor) {
-    RpcFailure f;
-    f.exception_module = "oslo_messaging.rpc.dispatcher";
-    f.exception_class = "UnsupportedVersion";
-    f.message = "Endpoint does not support RPC version " + request.version +
-                ". Attempted method: " + request.method;
-    f.args = Json::array({request.version});
-    return fail(f);
+    return fail(DispatcherFailure("UnsupportedVersion",
+                                  "Endpoint does not support RPC version " + request.version +
+                                      ". Attempted method: " + request.method,
+                                  request.version));
   }
   if (!request.namespace_.empty()) {
-    RpcFailure f;
-    f.exception_module = "oslo_messaging.rpc.dispatcher";
-    f.exception_class = "UnsupportedVersion";
-    f.message = "Endpoint does not support namespace " + request.namespace_;
-    f.args = Json::array({request.version});
-    return fail(f);
+    return fail(DispatcherFailure("UnsupportedVersion",
+                                  "Endpoint does not support namespace " + request.namespace_,
+                                  request.version));
   }
   auto it = methods_.find(request.method);
   if (it == methods_.end()) {
-    RpcFailure f;
-    f.exception_module = "oslo_messaging.rpc.dispatcher";
-    f.exception_class = "NoSuchMethod";
-    f.message = "Endpoint does not support RPC method " + request.method;
-    f.args = Json::array({request.method});
-    return fail(f);
+    return fail(DispatcherFailure("NoSuchMethod",
+                                  "Endpoint does not support RPC method " + request.method,
+                                  request.method));
   }
   StatusOr<Json> result = it->second(request.args);
   if (!result.ok()) return fail(FailureFor(result.status()));
