@@ -71,6 +71,18 @@ class BusTestBase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        # unittest does not call tearDownClass when setUpClass fails: clean up here then, so no
+        # broker or agent outlives a failed set-up.
+        try:
+            cls._set_up()
+        except BaseException:
+            if getattr(cls, "agent", None):
+                sys.stderr.write("agent log:\n" + cls.agent.log_text()[-4000:])
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _set_up(cls):
         cls.workdir = tempfile.mkdtemp(prefix="nova-dt-bus-test.")
         cls.rabbit = RabbitMQ()
         cls.rabbit.start()
@@ -107,13 +119,8 @@ default_backup_host = %(backup)s
                                            publisher_id="nova-compute:" + HOST,
                                            driver="messagingv2",
                                            topics=["versioned_notifications"])
-        try:
-            wait_for(lambda: cls.status_quiet()["bus"]["nova_notifications"]["connected"] and
-                     cls.status_quiet()["bus"]["notifier"]["connected"], 30, "the agent's bus")
-        except Exception:
-            sys.stderr.write("agent log:\n" + cls.agent.log_text()[-4000:])
-            cls.tearDownClass()
-            raise
+        wait_for(lambda: cls.status_quiet()["bus"]["nova_notifications"]["connected"] and
+                 cls.status_quiet()["bus"]["notifier"]["connected"], 30, "the agent's bus")
 
     @classmethod
     def status_quiet(cls):
@@ -131,8 +138,10 @@ default_backup_host = %(backup)s
                 t.cleanup()
         if getattr(cls, "agent", None):
             cls.agent_rc = cls.agent.stop()
-        cls.rabbit.close()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
+        if getattr(cls, "rabbit", None):
+            cls.rabbit.close()
+        if getattr(cls, "workdir", None):
+            shutil.rmtree(cls.workdir, ignore_errors=True)
 
     def status(self):
         return self.client.prepare(server=HOST).call({}, "status")
