@@ -12,6 +12,23 @@ import signal
 import subprocess
 
 
+def bus_test_config(host, transport_url, backup_host, extra=""):
+    """An agent on libvirt's test:///default driver, on the bus at `transport_url`, publishing
+    its notifications, protecting new DT servers to `backup_host` (a peer nobody answers for)."""
+    return """[DEFAULT]
+host = %(host)s
+transport_url = %(url)s
+[oslo_messaging_notifications]
+driver = messagingv2
+[libvirt]
+connection_uri = test:///default
+[peer]
+peers = %(backup)s=127.0.0.1:9
+[replication]
+default_backup_host = %(backup)s
+%(extra)s""" % {"host": host, "url": transport_url, "backup": backup_host, "extra": extra}
+
+
 class AgentProcess:
     def __init__(self, build_dir, workdir, config_text):
         binary = os.path.join(build_dir, "agent", "daemon", "nova-dt-agent")

@@ -9,13 +9,11 @@ notification objects (create.* events: InstanceCreatePayload, others: InstanceAc
 with the server's uuid, host, state and the flavor's extra specs replaced.
 """
 import argparse
-import json
-import os
 
 import oslo_messaging
 from oslo_config import cfg
 
-SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit", "bus", "samples")
+from nova_payloads import instance_payload
 
 
 def main():
@@ -27,15 +25,8 @@ def main():
     p.add_argument("--state")
     p.add_argument("--spec", action="append", default=[])
     a = p.parse_args()
-    sample = ("nova_instance_create_end.json" if a.event_type.startswith("instance.create")
-              else "nova_instance_delete_end.json")
-    with open(os.path.join(SAMPLES, sample)) as f:
-        payload = json.load(f)["oslo_deserialize_msg"]["payload"]
-    data = payload["nova_object.data"]
-    data.update(uuid=a.uuid, host=a.host, node=a.host)
-    if a.state:
-        data["state"] = a.state
-    data["flavor"]["nova_object.data"]["extra_specs"] = dict(s.split("=", 1) for s in a.spec)
+    payload = instance_payload(a.event_type, a.uuid, a.host,
+                               dict(spec.split("=", 1) for spec in a.spec), a.state)
     cfg.CONF([], project="nova-emit")
     oslo_messaging.set_transport_defaults("nova")
     transport = oslo_messaging.get_notification_transport(cfg.CONF, url=a.url)

@@ -7,7 +7,6 @@ Notifier (payloads from the samples generated with nova's notification objects,
 tests/unit/bus/samples), publishes malformed bodies with kombu, and listens to the agent's
 dt.pair.* notifications. What the agent did is read from its status (RPC `status`).
 """
-import copy
 import json
 import os
 import shutil
@@ -31,7 +30,8 @@ sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 sys.path.insert(0, os.path.join(SRC, "nova-integration"))
 
 import nova_dt.exception  # noqa: E402  (allowed_remote_exmods)
-from nova_dt_agent import AgentProcess  # noqa: E402
+from nova_dt_agent import AgentProcess, bus_test_config  # noqa: E402
+from nova_payloads import instance_payload  # noqa: E402
 from rabbitmq import RabbitMQ  # noqa: E402
 
 HOST = "dt-bus-a"
@@ -49,20 +49,6 @@ def wait_for(pred, timeout=20.0, what="condition"):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-
-
-def nova_payload(sample, instance_uuid, host, extra_specs, state=None):
-    """The payload of a sample notification made by nova's objects, for another server."""
-    with open(os.path.join(SAMPLES, sample)) as f:
-        payload = copy.deepcopy(json.load(f)["oslo_deserialize_msg"]["payload"])
-    data = payload["nova_object.data"]
-    data["uuid"] = instance_uuid
-    data["host"] = host
-    data["node"] = host
-    data["flavor"]["nova_object.data"]["extra_specs"] = extra_specs
-    if state:
-        data["state"] = state
-    return payload
 
 
 class BusTestBase(unittest.TestCase):
@@ -86,18 +72,8 @@ class BusTestBase(unittest.TestCase):
         cls.workdir = tempfile.mkdtemp(prefix="nova-dt-bus-test.")
         cls.rabbit = RabbitMQ()
         cls.rabbit.start()
-        cls.agent = AgentProcess(BUILD, cls.workdir, """[DEFAULT]
-host = %(host)s
-transport_url = %(url)s
-[oslo_messaging_notifications]
-driver = messagingv2
-[libvirt]
-connection_uri = test:///default
-[peer]
-peers = %(backup)s=127.0.0.1:9
-[replication]
-default_backup_host = %(backup)s
-%(extra)s""" % {"host": HOST, "url": cls.rabbit.url, "backup": BACKUP, "extra": cls.agent_extra})
+        cls.agent = AgentProcess(BUILD, cls.workdir,
+                                 bus_test_config(HOST, cls.rabbit.url, BACKUP, cls.agent_extra))
         # Nova's side: control exchange "nova" (Nova's), RPC to the agent on "nova_dt".
         # The global CONF, as in a service: oslo.messaging registers some options only there.
         cls.conf = cfg.CONF
@@ -152,11 +128,10 @@ default_backup_host = %(backup)s
                 return s
         return None
 
-    def notify(self, event_type, instance_uuid, host=HOST, dt=True, sample=None, state=None):
+    def notify(self, event_type, instance_uuid, host=HOST, dt=True, state=None):
         specs = {"dt:enabled": "true"} if dt else {"hw:watchdog_action": "disabled"}
-        sample = sample or ("nova_instance_create_end.json" if event_type.startswith(
-            "instance.create") else "nova_instance_delete_end.json")
-        self.nova.info({}, event_type, nova_payload(sample, instance_uuid, host, specs, state))
+        self.nova.info({}, event_type,
+                       instance_payload(event_type, instance_uuid, host, specs, state))
 
     def publish_raw(self, body, routing_key="versioned_notifications.info"):
         with kombu.Connection(self.rabbit.url.replace("rabbit://", "amqp://")) as conn:
@@ -314,9 +289,8 @@ class NovaNotificationsTest(BusTestBase):
 
     def test_malformed_messages_are_refused_and_the_queue_goes_on(self):
         before = self.status()["bus"]["nova_notifications"]
-        good = json.loads(json.dumps(nova_payload("nova_instance_create_end.json",
-                                                  str(uuid.uuid4()), "elsewhere",
-                                                  {"dt:enabled": "true"})))
+        good = instance_payload("instance.create.end", str(uuid.uuid4()), "elsewhere",
+                                {"dt:enabled": "true"})
         inner = {"message_id": str(uuid.uuid4()), "publisher_id": "nova-compute:x",
                  "event_type": "instance.create.end", "priority": "INFO",
                  "payload": good, "timestamp": "2026-11-24 19:04:19.031911"}

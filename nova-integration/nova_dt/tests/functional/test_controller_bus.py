@@ -12,8 +12,6 @@ The agent needs a build: ``NOVA_DT_BUILD`` (default ``<repo>/build``). Without t
 fails; it never skips.
 """
 
-import copy
-import json
 import os
 import shutil
 import sys
@@ -39,7 +37,6 @@ SRC = os.environ.get('NOVA_DT_SOURCE_DIR') or os.path.abspath(
 BUILD = os.environ.get('NOVA_DT_BUILD') or os.path.join(SRC, 'build')
 AGENT_BINARY = os.path.join(BUILD, 'agent', 'daemon', 'nova-dt-agent')
 SUPPORT = os.path.join(SRC, 'tests', 'support')
-SAMPLES = os.path.join(SRC, 'tests', 'unit', 'bus', 'samples')
 
 HOST = 'dt-ctl-a'
 BACKUP = 'dt-ctl-b'
@@ -64,8 +61,9 @@ def _support():
     if SUPPORT not in sys.path:
         sys.path.insert(0, SUPPORT)
     import nova_dt_agent
+    import nova_payloads
     import rabbitmq
-    return nova_dt_agent, rabbitmq
+    return nova_dt_agent, nova_payloads, rabbitmq
 
 
 class ControllerBusTest(test.NoDBTestCase):
@@ -78,25 +76,16 @@ class ControllerBusTest(test.NoDBTestCase):
                         '--build build) or set NOVA_DT_BUILD' % AGENT_BINARY)
         self.assertTrue(os.path.isdir(SUPPORT),
                         'tests/support not found under %s: set NOVA_DT_SOURCE_DIR' % SRC)
-        agent_mod, rabbitmq_mod = _support()
+        agent_mod, self.payloads, rabbitmq_mod = _support()
 
         workdir = tempfile.mkdtemp(prefix='nova-dt-controller-bus.')
         self.addCleanup(shutil.rmtree, workdir, True)
         self.rabbit = rabbitmq_mod.RabbitMQ()
         self.addCleanup(self.rabbit.close)
         self.rabbit.start()
-        self.agent = agent_mod.AgentProcess(BUILD, os.path.join(workdir, 'agent'), """[DEFAULT]
-host = %(host)s
-transport_url = %(url)s
-[oslo_messaging_notifications]
-driver = messagingv2
-[libvirt]
-connection_uri = test:///default
-[peer]
-peers = %(backup)s=127.0.0.1:9
-[replication]
-default_backup_host = %(backup)s
-""" % {'host': HOST, 'url': self.rabbit.url, 'backup': BACKUP})
+        self.agent = agent_mod.AgentProcess(
+            BUILD, os.path.join(workdir, 'agent'),
+            agent_mod.bus_test_config(HOST, self.rabbit.url, BACKUP))
         self.addCleanup(self.agent.stop)
 
         # The test's own view of the agent (status) and Nova's notifier, on the same broker.
@@ -170,12 +159,8 @@ default_backup_host = %(backup)s
         return self.status_client.call({}, 'status')
 
     def _nova_payload(self, instance_uuid):
-        with open(os.path.join(SAMPLES, 'nova_instance_create_end.json')) as f:
-            payload = copy.deepcopy(json.load(f)['oslo_deserialize_msg']['payload'])
-        data = payload['nova_object.data']
-        data.update(uuid=instance_uuid, host=HOST, node=HOST)
-        data['flavor']['nova_object.data']['extra_specs'] = {'dt:enabled': 'true'}
-        return payload
+        return self.payloads.instance_payload('instance.create.end', instance_uuid, HOST,
+                                              {'dt:enabled': 'true'})
 
     def _no_listener_errors(self):
         log = self.stdlog.logger.output
