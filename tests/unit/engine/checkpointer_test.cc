@@ -6,7 +6,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <memory>
+
 #include "tests/support/fake_hypervisor.h"
+#include "tests/support/guest_ram.h"
 #include "tests/support/test_util.h"
 
 namespace novadt::engine {
@@ -24,11 +27,10 @@ constexpr size_t kPage = core::kGuestPageSize;
 class CheckpointerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ram_path_ = dir_.path() + "/pc.ram";
-    int fd = ::open(ram_path_.c_str(), O_RDWR | O_CREAT, 0600);
-    ASSERT_EQ(::ftruncate(fd, kPages * kPage), 0);
-    guest_ = static_cast<char*>(::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
+    ram_ = std::make_unique<novadt::testing::GuestRamFile>(dir_.path() + "/pc.ram", kPages * kPage);
+    ASSERT_NE(ram_->data(), nullptr);
+    ram_path_ = ram_->path();
+    guest_ = ram_->data();
 
     hv_.Returns("query-rx-filter", json::array({{{"name", "net0"}}}));
     hv_.Returns("qom-get", "hostnet0");
@@ -64,7 +66,6 @@ class CheckpointerTest : public ::testing::Test {
         [this] { return std::exchange(disk_writes_, {}); }, clock_);
     hv_.ClearCommands();
   }
-  void TearDown() override { ::munmap(guest_, kPages * kPage); }
 
   std::vector<std::string> Executes() {
     std::vector<std::string> out;
@@ -73,6 +74,7 @@ class CheckpointerTest : public ::testing::Test {
   }
 
   novadt::testing::ScratchDir dir_;
+  std::unique_ptr<novadt::testing::GuestRamFile> ram_;
   std::string ram_path_;
   char* guest_ = nullptr;
   FakeHypervisor hv_;

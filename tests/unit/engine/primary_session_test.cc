@@ -8,9 +8,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <memory>
+
 #include "agent/core/replication_receiver.h"
 #include "tests/support/fake_hypervisor.h"
 #include "tests/support/fake_replica_sink.h"
+#include "tests/support/guest_ram.h"
 #include "tests/support/test_util.h"
 
 namespace novadt::engine {
@@ -149,11 +152,11 @@ class FakeCapture final : public DiskCapture {
 class PrimarySessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ram_ = dir_.path() + "/pc.ram";
-    int fd = ::open(ram_.c_str(), O_RDWR | O_CREAT, 0600);
-    ASSERT_EQ(::ftruncate(fd, kPages * kPage), 0);
-    guest_ = static_cast<char*>(::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
+    ram_file_ =
+        std::make_unique<novadt::testing::GuestRamFile>(dir_.path() + "/pc.ram", kPages * kPage);
+    ASSERT_NE(ram_file_->data(), nullptr);
+    ram_ = ram_file_->path();
+    guest_ = ram_file_->data();
     hv_.Returns("query-rx-filter", json::array({{{"name", "net0"}}}));
     hv_.Returns("qom-get", "hostnet0");
     hv_.Returns("query-migrate", {{"status", "completed"}});
@@ -165,10 +168,7 @@ class PrimarySessionTest : public ::testing::Test {
       return json{{"return", json::object()}};
     });
   }
-  void TearDown() override {
-    session_.reset();
-    ::munmap(guest_, kPages * kPage);
-  }
+  void TearDown() override { session_.reset(); }  // before the RAM it reads goes away
 
   void StartSession(SessionOptions o) {
     SessionParts p;
@@ -203,6 +203,7 @@ class PrimarySessionTest : public ::testing::Test {
   }
 
   novadt::testing::ScratchDir dir_;
+  std::unique_ptr<novadt::testing::GuestRamFile> ram_file_;
   std::string ram_;
   char* guest_ = nullptr;
   int tick_ = 0;

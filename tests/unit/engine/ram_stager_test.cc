@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 
+#include "tests/support/guest_ram.h"
 #include "tests/support/test_util.h"
 
 namespace novadt::engine {
@@ -19,19 +21,16 @@ constexpr size_t kPage = core::kGuestPageSize;
 class RamStagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = dir_.path() + "/pc.ram";
-    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT, 0600);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::ftruncate(fd, kPages * kPage), 0);
-    guest_ = static_cast<char*>(::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
-    ASSERT_NE(guest_, MAP_FAILED);
+    ram_ = std::make_unique<novadt::testing::GuestRamFile>(dir_.path() + "/pc.ram", kPages * kPage);
+    ASSERT_NE(ram_->data(), nullptr);
+    path_ = ram_->path();
+    guest_ = ram_->data();
     for (uint64_t p = 0; p < kPages; ++p) std::memset(guest_ + p * kPage, int(p & 0xff), kPage);
   }
-  void TearDown() override { ::munmap(guest_, kPages * kPage); }
 
   novadt::testing::ScratchDir dir_;
   std::string path_;
+  std::unique_ptr<novadt::testing::GuestRamFile> ram_;
   char* guest_ = nullptr;
 };
 
