@@ -1,7 +1,8 @@
 #include "agent/engine/checkpointer.h"
 
 #include <fcntl.h>
-#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,91 +43,129 @@ Status Checkpointer::Prepare() {
       .status();
 }
 
-// QEMU writes the state into our pipe from its migration thread and closes its end when done;
-// we read to EOF (bounded), then confirm the migration completed.
-Status Checkpointer::SaveDeviceState(std::string& out) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return absl::InternalError(std::string("pipe: ") + std::strerror(errno));
-  }
-  dirty::ScopedFd read_end(fds[0]);
-  {
-    dirty::ScopedFd write_end(fds[1]);
-    auto got = hv_.QemuMonitorCommandWithFd(
-        uuid_, nlohmann::json{{"execute", "getfd"}, {"arguments", {{"fdname", kDeviceStateFd}}}}.dump(),
-        write_end.get());
-    if (!got.ok()) return got.status();
-    auto reply = nlohmann::json::parse(*got, nullptr, false);
-    if (reply.is_discarded() || reply.contains("error")) {
-      return absl::FailedPreconditionError("QMP getfd failed: " + *got);
+Status Checkpointer::PassDeviceStateFd() {
+  if (!state_file_.valid()) {
+    state_file_ = dirty::ScopedFd(::memfd_create("nova-dt-devstate", MFD_CLOEXEC));
+    if (!state_file_.valid()) {
+      return absl::InternalError(std::string("memfd_create: ") + std::strerror(errno));
     }
-  }  // our copy of the write end is closed: EOF comes when QEMU closes its copy
-  NOVA_DT_RETURN_IF_ERROR(
-      QmpCall(hv_, uuid_,
-              {{"execute", "migrate"}, {"arguments", {{"uri", std::string("fd:") + kDeviceStateFd}}}})
-          .status());
+  }
+  // QEMU gets a duplicate sharing our file offset: rewind and empty the file for this save.
+  if (::ftruncate(state_file_.get(), 0) != 0 || ::lseek(state_file_.get(), 0, SEEK_SET) != 0) {
+    return absl::InternalError(std::string("resetting the device-state file: ") +
+                               std::strerror(errno));
+  }
+  auto got = hv_.QemuMonitorCommandWithFd(
+      uuid_, nlohmann::json{{"execute", "getfd"}, {"arguments", {{"fdname", kDeviceStateFd}}}}.dump(),
+      state_file_.get());
+  if (!got.ok()) return got.status();
+  auto reply = nlohmann::json::parse(*got, nullptr, false);
+  if (reply.is_discarded() || reply.contains("error")) {
+    return absl::FailedPreconditionError("QMP getfd failed: " + *got);
+  }
+  return absl::OkStatus();
+}
 
-  out.clear();
+Status Checkpointer::StartDeviceStateSave() {
+  return QmpCall(hv_, uuid_,
+                 {{"execute", "migrate"}, {"arguments", {{"uri", std::string("fd:") + kDeviceStateFd}}}})
+      .status();
+}
+
+// QEMU's migration thread writes the state into the file while we stage RAM; "completed" is set
+// only after its last flush, so the file then holds the whole stream. Whatever happens, no
+// migration is left running: one that completed after our `cont` would stop the guest again.
+Status Checkpointer::WaitDeviceStateSave() {
   const auto deadline = clock_.Now() + device_state_timeout_;
-  char buf[65536];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_.Now());
-    if (left.count() <= 0) {
-      (void)Qmp("migrate_cancel");
-      return absl::DeadlineExceededError("device-state save did not finish in time");
-    }
-    pollfd p{read_end.get(), POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) continue;
-    const ssize_t n = ::read(read_end.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::InternalError(std::string("reading device state: ") + std::strerror(errno));
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  // EOF: QEMU is done writing; the migration must say so too (a failed one also closes the fd).
   for (;;) {
     auto st = QmpCall(hv_, uuid_, {{"execute", "query-migrate"}});
-    if (!st.ok()) return st.status();
+    if (!st.ok()) {
+      (void)Qmp("migrate_cancel");
+      return st.status();
+    }
     const std::string status = st->value("status", "");
-    if (status == "completed") return absl::OkStatus();
+    if (status == "completed") break;
     if (status == "failed" || status == "cancelled") {
       return absl::FailedPreconditionError("device-state save " + status + ": " +
                                            st->value("error-desc", ""));
     }
     if (clock_.Now() >= deadline) {
-      return absl::DeadlineExceededError("device-state save still '" + status + "'");
+      (void)Qmp("migrate_cancel");
+      return absl::DeadlineExceededError("device-state save did not finish in time (still '" +
+                                         status + "')");
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+  return absl::OkStatus();
+}
+
+Status Checkpointer::ReadDeviceState(std::string& out) {
+  struct stat sb;
+  if (::fstat(state_file_.get(), &sb) != 0) {
+    return absl::InternalError(std::string("device-state file: ") + std::strerror(errno));
+  }
+  if (sb.st_size == 0) return absl::FailedPreconditionError("QEMU saved no device state");
+  out.resize(static_cast<size_t>(sb.st_size));
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::pread(state_file_.get(), out.data() + done, out.size() - done,
+                              static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::InternalError(std::string("reading device state: ") +
+                                 (n < 0 ? std::strerror(errno) : "file shrank"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
 }
 
 StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out,
                                           const ExtraDirty& extra_dirty) {
   PauseTimings t;
-  const auto t0 = clock_.Now();
-  NOVA_DT_RETURN_IF_ERROR(Qmp("stop"));  // failed: the guest never stopped
-  const auto t1 = clock_.Now();
-
-  // From here on the guest must be resumed whatever happens.
-  Status st;
-  out.epoch = epoch;
-  auto dirty = tracker_.Collect();
-  const auto t2 = clock_.Now();
-  if (!dirty.ok()) {
-    st = dirty.status();
-  } else {
-    if (extra_dirty) extra_dirty(*dirty);
-    st = stager_.Stage(*dirty, out);
+  // Before the pause, while the guest runs. Opening the next epoch's egress buffer now rather
+  // than during the pause is safe: frames the guest sends until `stop` are then held one epoch
+  // longer than needed, never shorter (they are released only after a checkpoint taken after
+  // they were sent). It saves a QMP round trip inside the pause, as does passing the fd now.
+  const auto t_prepare = clock_.Now();
+  NOVA_DT_RETURN_IF_ERROR(egress_.Open(epoch + 1));
+  Status st = PassDeviceStateFd();
+  const auto t_stop = clock_.Now();
+  if (st.ok()) st = Qmp("stop");
+  if (!st.ok()) {  // the guest never stopped
+    (void)egress_.Cancel(epoch + 1);
+    return st;
   }
-  const auto t3 = clock_.Now();
-  if (st.ok()) {
+  const auto t0 = clock_.Now();
+
+  // From here on the guest must be resumed whatever happens. QEMU's migration thread saves the
+  // device state while this thread collects and stages the dirty pages. (Sending `migrate` from
+  // a second thread as well hides its round trip only where a core is free: on this 2-core
+  // sandbox the reply then waited for the scan and the pause grew by 3-6 ms.)
+  out.epoch = epoch;
+  Status saved = StartDeviceStateSave();
+  st = saved;
+  const auto t1 = clock_.Now();
+  Clock::TimePoint t2 = t1, t3 = t1;
+  if (saved.ok()) {
+    auto dirty = tracker_.Collect();
+    t2 = clock_.Now();
+    if (!dirty.ok()) {
+      st = dirty.status();
+    } else {
+      if (extra_dirty) extra_dirty(*dirty);
+      st = stager_.Stage(*dirty, out);
+    }
     out.disk_writes = take_disk_writes_ ? take_disk_writes_() : std::vector<core::DiskWrite>{};
-    st = SaveDeviceState(out.device_state);
+    t3 = clock_.Now();
+    // No migration may outlive the pause: one completing after `cont` would stop the guest.
+    saved = WaitDeviceStateSave();
+    if (saved.ok()) saved = ReadDeviceState(out.device_state);
+    if (st.ok()) st = saved;
   }
   const auto t4 = clock_.Now();
-  if (st.ok()) st = egress_.Open(epoch + 1);
+  // A failed checkpoint opens no epoch: the new buffer's frames fall back into the one before.
+  if (!st.ok()) (void)egress_.Cancel(epoch + 1);
   Status resumed = Qmp("cont");
   const auto t5 = clock_.Now();
   if (!resumed.ok()) {
@@ -136,12 +175,14 @@ StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out
                                (st.ok() ? "" : " (after: " + std::string(st.message()) + ")"));
   }
   NOVA_DT_RETURN_IF_ERROR(st);
-  t.stop = t1 - t0;
+  t.prepare = t_stop - t_prepare;
+  t.stop = t0 - t_stop;
+  t.save_start = t1 - t0;
   t.dirty = t2 - t1;
   t.copy = t3 - t2;
   t.device_state = t4 - t3;
   t.resume = t5 - t4;
-  t.total = t5 - t0;
+  t.total = t5 - t_stop;
   return t;
 }
 

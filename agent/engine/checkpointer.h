@@ -1,10 +1,17 @@
 // Stages II and III on the primary — the checkpoint pause of one epoch:
 //   II  `stop` (QEMU drains block I/O, so every disk write of the epoch has reached the capture
-//       endpoint); collect the dirty pages and copy them out of the shared RAM file; save CPU and
-//       device state without the shared RAM (`migrate` to a pipe with x-ignore-shared, which
-//       also keeps the ROM/ACPI blocks that xen-save-devices-state omits; SPIKE-NOTES.md);
-//   III open the next epoch's egress buffer at the tail, then `cont` — before anything of the
-//       epoch crosses the network (the sender streams the staged epoch afterwards).
+//       endpoint); start saving CPU and device state without the shared RAM (`migrate` into a
+//       memfd with x-ignore-shared, which also keeps the ROM/BIOS/ACPI blocks that
+//       xen-save-devices-state omits: a restored guest whose BIOS block were empty could not
+//       reboot; SPIKE-NOTES.md) and, while QEMU's migration thread writes it, collect the dirty
+//       pages and copy them out of the shared RAM file; wait for the save;
+//   III `cont` — before anything of the epoch crosses the network (the sender streams the
+//       staged epoch afterwards). The next epoch's egress buffer is opened at the tail just
+//       before `stop` (frames sent in between are held one epoch longer, never shorter), which
+//       keeps that QMP round trip out of the pause.
+// Every QMP command is a round trip through libvirtd (about 1 ms here), so the pause holds only
+// those it needs: stop, migrate, query-migrate (usually once: the save finished during the
+// scan), cont.
 // Whatever fails after `stop`, the guest is resumed: availability comes before protection (the
 // engine then degrades the pair).
 //
@@ -21,6 +28,7 @@
 #include "agent/core/epoch_sender.h"
 #include "agent/core/hypervisor.h"
 #include "agent/dirty/dirty_tracker.h"
+#include "agent/dirty/scoped_fd.h"
 #include "agent/engine/egress_gate.h"
 #include "agent/engine/ram_stager.h"
 
@@ -28,12 +36,14 @@ namespace novadt::engine {
 
 // Where each part of one pause went.
 struct PauseTimings {
-  Clock::Duration total{0};     // stop sent .. cont answered
+  Clock::Duration prepare{0};       // before the pause: egress buffer + device-state fd
+  Clock::Duration total{0};         // stop sent .. cont answered
   Clock::Duration stop{0};
-  Clock::Duration dirty{0};     // dirty-page collection
-  Clock::Duration copy{0};      // staging the dirty pages
-  Clock::Duration device_state{0};
-  Clock::Duration resume{0};    // egress buffer + cont
+  Clock::Duration save_start{0};    // the `migrate` command
+  Clock::Duration dirty{0};         // dirty-page collection
+  Clock::Duration copy{0};          // staging the dirty pages and the epoch's disk writes
+  Clock::Duration device_state{0};  // waiting for the save after staging, reading it
+  Clock::Duration resume{0};        // cont
 };
 
 class Checkpointer {
@@ -57,7 +67,8 @@ class Checkpointer {
 
   // Takes the checkpoint of epoch `epoch` into `out` (pages, disk writes, device state), opens
   // egress epoch `epoch + 1` and resumes the guest. On error the guest is running again (or
-  // never stopped) and `out` must not be sent; the egress gate holds what it held before.
+  // never stopped) and `out` must not be sent; the egress gate holds what it held before (or,
+  // if even removing it failed, also epoch `epoch + 1`, released with the rest by ReleaseAll).
   StatusOr<PauseTimings> Take(uint64_t epoch, core::StagedEpoch& out,
                               const ExtraDirty& extra_dirty = nullptr);
 
@@ -65,7 +76,10 @@ class Checkpointer {
   void set_device_state_timeout(std::chrono::milliseconds t) { device_state_timeout_ = t; }
 
  private:
-  Status SaveDeviceState(std::string& out);
+  Status PassDeviceStateFd();
+  Status StartDeviceStateSave();
+  Status WaitDeviceStateSave();
+  Status ReadDeviceState(std::string& out);
   Status Qmp(const char* execute);
 
   core::Hypervisor& hv_;
@@ -76,6 +90,7 @@ class Checkpointer {
   TakeDiskWrites take_disk_writes_;
   const Clock& clock_;
   std::chrono::milliseconds device_state_timeout_{5000};
+  dirty::ScopedFd state_file_;  // memfd QEMU writes the device state into, reused every epoch
 };
 
 }  // namespace novadt::engine

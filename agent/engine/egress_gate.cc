@@ -91,6 +91,17 @@ Status EgressGate::Release(uint64_t epoch) {
   return absl::OkStatus();
 }
 
+Status EgressGate::Cancel(uint64_t epoch) {
+  if (held_.empty() || held_.back() != epoch) {
+    return absl::FailedPreconditionError("egress epoch " + std::to_string(epoch) +
+                                         " is not the newest held epoch");
+  }
+  // QEMU flushes a deleted buffer into the next filter towards the NIC: the older buffer.
+  NOVA_DT_RETURN_IF_ERROR(Delete(epoch));
+  held_.pop_back();
+  return absl::OkStatus();
+}
+
 Status EgressGate::ReleaseAll() {
   return held_.empty() ? absl::OkStatus() : Release(held_.back());
 }

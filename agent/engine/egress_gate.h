@@ -39,6 +39,13 @@ class EgressGate {
   // (the remaining epochs stay held; calling again retries).
   Status Release(uint64_t epoch);
 
+  // Undoes Open(epoch) for a checkpoint that failed: removes epoch `epoch`'s buffers, whose
+  // frames fall into the previous epoch's buffer (still held) or, with none held, leave — as if
+  // the buffer had never been added. REQUIRES: `epoch` is the newest held epoch (otherwise
+  // FailedPrecondition, nothing done). On a QMP failure the epoch stays held (ReleaseAll still
+  // releases it).
+  Status Cancel(uint64_t epoch);
+
   // Degraded or unprotected: releases everything held, oldest first.
   Status ReleaseAll();
 

@@ -318,6 +318,7 @@ TEST_F(RigTest, CheckpointPausesKeepTheGuestRunningAndLoseNoOutput) {
   core::StagedEpoch staged;
   engine::RamStager::Prefault(staged, ram_size / core::kGuestPageSize);
   std::vector<double> pause_ms;
+  std::vector<engine::PauseTimings> parts;
   std::vector<size_t> dirty_pages;
   size_t device_state = 0;
   for (uint64_t epoch = 1; epoch <= 20; ++epoch) {
@@ -325,6 +326,7 @@ TEST_F(RigTest, CheckpointPausesKeepTheGuestRunningAndLoseNoOutput) {
     auto t = cp.Take(epoch, staged);
     ASSERT_TRUE(t.ok()) << "epoch " << epoch << ": " << t.status();
     pause_ms.push_back(std::chrono::duration<double, std::milli>(t->total).count());
+    parts.push_back(*t);
     dirty_pages.push_back(staged.page_index.size());
     device_state = staged.device_state.size();
     ASSERT_TRUE((*gate)->Release(epoch).ok());  // as if the backup acked epoch at once
@@ -337,6 +339,29 @@ TEST_F(RigTest, CheckpointPausesKeepTheGuestRunningAndLoseNoOutput) {
               "dirty pages/epoch median %zu; device state %zu bytes\n",
               static_cast<unsigned long long>(ram_size >> 20), sorted[sorted.size() / 2],
               sorted.back(), dirty_pages[dirty_pages.size() / 2], device_state);
+  // Where the pause goes (medians of each part; they need not add up to the total's median).
+  auto median_ms = [&](Clock::Duration engine::PauseTimings::*part) {
+    std::vector<double> v;
+    for (const auto& p : parts) v.push_back(std::chrono::duration<double, std::milli>(p.*part).count());
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("  medians: before the pause %.2f; stop %.2f, migrate %.2f, dirty scan %.2f, copy %.2f, "
+              "device state wait %.2f, cont %.2f ms\n",
+              median_ms(&engine::PauseTimings::prepare), median_ms(&engine::PauseTimings::stop),
+              median_ms(&engine::PauseTimings::save_start), median_ms(&engine::PauseTimings::dirty),
+              median_ms(&engine::PauseTimings::copy), median_ms(&engine::PauseTimings::device_state),
+              median_ms(&engine::PauseTimings::resume));
+  {
+    std::vector<double> rt;
+    for (int i = 0; i < 21; ++i) {
+      const auto a = std::chrono::steady_clock::now();
+      ASSERT_TRUE(engine::QmpCall(*hv, kGuestUuid, {{"execute", "query-status"}}).ok());
+      rt.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+    std::sort(rt.begin(), rt.end());
+    std::printf("  QMP round trip through libvirtd (query-status): median %.2f ms, min %.2f\n", rt[10], rt[0]);
+  }
   EXPECT_GT(device_state, 100000u);  // CPU + devices + ROM/ACPI blocks, not the shared RAM
   EXPECT_LT(device_state, ram_size / 8);
 

@@ -6,7 +6,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "tests/support/fake_hypervisor.h"
 #include "tests/support/guest_ram.h"
@@ -34,19 +36,26 @@ class CheckpointerTest : public ::testing::Test {
 
     hv_.Returns("query-rx-filter", json::array({{{"name", "net0"}}}));
     hv_.Returns("qom-get", "hostnet0");
-    hv_.Returns("query-migrate", {{"status", "completed"}});
-    // QEMU's side of the save: write the state into the passed fd, then close it.
+    // QEMU's side of the save: its migration thread writes the state into the passed fd (at the
+    // fd's offset, shared with the agent's copy) and reports "completed" once it is all written.
     hv_.On("migrate", [this](const json& args) {
       EXPECT_EQ(args["uri"], "fd:nova-dt-devstate");
-      if (!migrate_closes_) return json{{"return", json::object()}};
       const int fd = hv_.TakeFd("nova-dt-devstate");
       EXPECT_GE(fd, 0);
-      const std::string state(100000, 'S');  // larger than a pipe buffer
-      std::thread([fd, state] {
+      const std::string state(100000 + saves_, 'S');  // each save a different length
+      ++saves_;
+      if (migration_.joinable()) migration_.join();
+      migration_done_ = false;
+      migration_ = std::thread([this, fd, state] {
         EXPECT_EQ(::write(fd, state.data(), state.size()), static_cast<ssize_t>(state.size()));
         ::close(fd);
-      }).detach();
+        migration_done_ = true;
+      });
       return json{{"return", json::object()}};
+    });
+    hv_.On("query-migrate", [this](const json&) {
+      if (migration_.joinable() && migration_done_) migration_.join();
+      return json{{"return", {{"status", migration_done_ && migrate_completes_ ? "completed" : "active"}}}};
     });
 
     auto tracker = dirty::MakeDirtyTracker({ram_path_, kPages * kPage, 0,
@@ -79,7 +88,14 @@ class CheckpointerTest : public ::testing::Test {
   char* guest_ = nullptr;
   FakeHypervisor hv_;
   SystemClock clock_;
-  bool migrate_closes_ = true;
+  ~CheckpointerTest() override {
+    if (migration_.joinable()) migration_.join();
+  }
+
+  bool migrate_completes_ = true;
+  int saves_ = 0;
+  std::thread migration_;
+  std::atomic<bool> migration_done_{false};
   std::vector<core::DiskWrite> disk_writes_;
   std::unique_ptr<dirty::DirtyTracker> tracker_;
   std::unique_ptr<RamStager> stager_;
@@ -102,7 +118,13 @@ TEST_F(CheckpointerTest, OnePauseStagesEverythingAndResumesBehindANewEgressBuffe
   core::StagedEpoch e;
   auto t = cp_->Take(1, e);
   ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_THAT(Executes(), ElementsAre("stop", "getfd", "migrate", "query-migrate", "object-add", "cont"));
+  // The egress buffer and the fd before the pause; in it only stop, migrate, polls and cont.
+  auto ex = Executes();
+  ASSERT_GE(ex.size(), 6u);
+  EXPECT_THAT(std::vector<std::string>(ex.begin(), ex.begin() + 4),
+              ElementsAre("object-add", "getfd", "stop", "migrate"));
+  for (size_t i = 4; i + 1 < ex.size(); ++i) EXPECT_EQ(ex[i], "query-migrate");
+  EXPECT_EQ(ex.back(), "cont");
   EXPECT_EQ(e.epoch, 1u);
   EXPECT_THAT(e.page_index, ElementsAre(5, 40));
   EXPECT_EQ(e.page_data[0], 'x');
@@ -110,6 +132,7 @@ TEST_F(CheckpointerTest, OnePauseStagesEverythingAndResumesBehindANewEgressBuffe
   ASSERT_EQ(e.disk_writes.size(), 2u);
   EXPECT_EQ(e.disk_writes[0].data, "w1");
   EXPECT_EQ(e.device_state, std::string(100000, 'S'));
+  EXPECT_GE(t->total, t->stop + t->save_start + t->dirty + t->copy + t->device_state + t->resume);
   EXPECT_THAT(gate_->held_epochs(), ElementsAre(1, 2));
   EXPECT_GE(t->total, t->stop + t->dirty + t->copy + t->device_state);
 
@@ -118,6 +141,7 @@ TEST_F(CheckpointerTest, OnePauseStagesEverythingAndResumesBehindANewEgressBuffe
   guest_[5 * kPage + 1] = 'z';
   ASSERT_TRUE(cp_->Take(2, e).ok());
   EXPECT_THAT(e.page_index, ElementsAre(5));
+  EXPECT_EQ(e.device_state, std::string(100001, 'S')) << "the reused file holds only this save";
   EXPECT_TRUE(e.disk_writes.empty());
   EXPECT_THAT(gate_->held_epochs(), ElementsAre(1, 2, 3));
 }
@@ -132,13 +156,17 @@ TEST_F(CheckpointerTest, FailedDeviceStateSaveStillResumesTheGuest) {
   EXPECT_THAT(gate_->held_epochs(), ElementsAre(1)) << "no new epoch after a failed checkpoint";
 }
 
-TEST_F(CheckpointerTest, DeviceStateSaveIsBoundedAndCancelled) {
-  migrate_closes_ = false;
+TEST_F(CheckpointerTest, DeviceStateSaveIsBoundedAndCancelledBeforeTheGuestResumes) {
+  migrate_completes_ = false;
   cp_->set_device_state_timeout(std::chrono::milliseconds(200));
   core::StagedEpoch e;
   auto t = cp_->Take(1, e);
   EXPECT_TRUE(absl::IsDeadlineExceeded(t.status())) << t.status();
-  EXPECT_THAT(Executes(), ElementsAre("stop", "getfd", "migrate", "migrate_cancel", "cont"));
+  auto ex = Executes();
+  ASSERT_GE(ex.size(), 7u);
+  EXPECT_THAT(std::vector<std::string>(ex.end() - 3, ex.end()),
+              ElementsAre("migrate_cancel", "object-del", "cont"));
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1));
 }
 
 TEST_F(CheckpointerTest, FailedMigrationReportedByQemuIsAnError) {
@@ -153,7 +181,24 @@ TEST_F(CheckpointerTest, StopFailingLeavesTheGuestAlone) {
   hv_.FailNext("stop");
   core::StagedEpoch e;
   EXPECT_FALSE(cp_->Take(1, e).ok());
-  EXPECT_THAT(Executes(), ElementsAre("stop"));
+  EXPECT_THAT(Executes(), ElementsAre("object-add", "getfd", "stop", "object-del"));
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1)) << "the buffer opened for epoch 2 is gone";
+}
+
+TEST_F(CheckpointerTest, FailedFdPassingNeverStopsTheGuest) {
+  hv_.FailNext("getfd");
+  core::StagedEpoch e;
+  EXPECT_FALSE(cp_->Take(1, e).ok());
+  EXPECT_THAT(Executes(), ElementsAre("object-add", "getfd", "object-del"));
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1));
+}
+
+TEST_F(CheckpointerTest, FailedEgressBufferNeverStopsTheGuest) {
+  hv_.FailNext("object-add");
+  core::StagedEpoch e;
+  EXPECT_FALSE(cp_->Take(1, e).ok());
+  EXPECT_THAT(Executes(), ElementsAre("object-add"));
+  EXPECT_THAT(gate_->held_epochs(), ElementsAre(1));
 }
 
 TEST_F(CheckpointerTest, GuestThatCannotBeResumedIsAnInternalError) {

@@ -110,6 +110,28 @@ TEST_F(EgressGateTest, FailedReleaseKeepsTheEpochHeldAndARetryFinishesIt) {
   EXPECT_TRUE(gate->held_epochs().empty());
 }
 
+TEST_F(EgressGateTest, CancelRemovesOnlyTheNewestEpoch) {
+  auto gate = Gate();
+  for (uint64_t e : {1, 2}) ASSERT_TRUE(gate->Open(e).ok());
+  hv_.ClearCommands();
+  EXPECT_TRUE(absl::IsFailedPrecondition(gate->Cancel(1)));  // not the newest: nothing done
+  EXPECT_TRUE(Ops().empty());
+  ASSERT_TRUE(gate->Cancel(2).ok());
+  EXPECT_THAT(Ops(), ElementsAre("object-del dt-egress-hostnet0-2", "object-del dt-egress-hostnet1-2"));
+  EXPECT_THAT(gate->held_epochs(), ElementsAre(1));
+  ASSERT_TRUE(gate->Open(2).ok()) << "the cancelled epoch can be opened again";
+}
+
+TEST_F(EgressGateTest, FailedCancelKeepsTheEpochHeld) {
+  auto gate = Gate();
+  ASSERT_TRUE(gate->Open(1).ok());
+  hv_.FailNext("object-del", "GenericError", "busy");
+  EXPECT_FALSE(gate->Cancel(1).ok());
+  EXPECT_THAT(gate->held_epochs(), ElementsAre(1));
+  ASSERT_TRUE(gate->ReleaseAll().ok());
+  EXPECT_TRUE(gate->held_epochs().empty());
+}
+
 TEST_F(EgressGateTest, EpochsMustIncrease) {
   auto gate = Gate();
   ASSERT_TRUE(gate->Open(5).ok());
