@@ -23,6 +23,7 @@ from nova_dt.controller import nova_clients
 from nova_dt.controller import planner
 from nova_dt.controller import reconciler as dt_reconciler
 from nova_dt.controller import state
+from nova_dt.hostcheck import checks as host_checks
 from nova_dt.scheduler import link_stats
 from nova_dt.scheduler import weights
 
@@ -121,6 +122,12 @@ class ControllerService(service.Service):
         if conf.nova_dt.agent_notification_transport_url:
             agent_notifications = messaging.get_notification_transport(
                 conf, url=conf.nova_dt.agent_notification_transport_url)
+        # Nova's notifications are what the controller reacts to; say so when the nova.conf it
+        # reads would not send them (docs/compute-host.md). Never stops the start.
+        try:
+            host_checks.log_notification_warnings(conf, LOG)
+        except Exception:
+            LOG.debug("Checking nova.conf's notification settings failed", exc_info=True)
         self.reconciler = make_reconciler(conf, agent_rpc)
         self.listeners = make_listeners(self.reconciler, nova_notifications,
                                         agent_notifications, conf)
