@@ -8,6 +8,9 @@ queues, so other consumers of the same topics keep their notifications):
 - the agents' ``dt.pair.*``: exchange ``[nova_dt] agent_exchange``, topics
   ``[nova_dt] agent_notification_topics``, on ``[nova_dt] agent_notification_transport_url``.
 
+With ``[nova_dt] link_stats_file`` set, a third listener takes the agents' ``dt.link.stats``
+in a pool of this host's own and keeps that file up to date (link_stats_writer).
+
 Handlers persist the job before running it and never raise, so a notification is acknowledged
 once the controller has recorded what it has to do about it.
 """
@@ -19,6 +22,7 @@ from oslo_service import service
 import nova.conf
 
 from nova_dt import conf as dt_conf
+from nova_dt.controller import link_stats_writer
 from nova_dt.controller import nova_clients
 from nova_dt.controller import planner
 from nova_dt.controller import reconciler as dt_reconciler
@@ -69,10 +73,24 @@ def agent_targets(conf):
             for topic in conf.nova_dt.agent_notification_topics]
 
 
-def make_listeners(reconciler, nova_transport, agent_transport, conf, executor='threading'):
-    """The two notification listeners (not started)."""
+class LinkStatsEndpoint(NotificationEndpoint):
+    """Only the agents' dt.link.stats reach it (oslo drops the rest for this pool's queue)."""
+
+    filter_rule = messaging.NotificationFilter(event_type=r'^dt\.link\.stats$')
+
+
+def link_stats_pool(conf):
+    """This controller host's own pool: every controller host sees every link report."""
+    return '%s.link-stats.%s' % (conf.nova_dt.notification_pool or 'nova-dt-controller',
+                                 conf.host)
+
+
+def make_listeners(reconciler, nova_transport, agent_transport, conf, executor='threading',
+                   link_stats_collector=None):
+    """The notification listeners (not started): Nova's, the agents' and, with a collector,
+    the agents' link reports in this host's own pool."""
     pool = conf.nova_dt.notification_pool or None
-    return [
+    listeners = [
         messaging.get_notification_listener(
             nova_transport, nova_targets(conf),
             [NotificationEndpoint(reconciler.handle_nova_notification, 'nova')],
@@ -82,6 +100,12 @@ def make_listeners(reconciler, nova_transport, agent_transport, conf, executor='
             [NotificationEndpoint(reconciler.handle_agent_notification, 'agent')],
             executor=executor, pool=pool),
     ]
+    if link_stats_collector is not None:
+        listeners.append(messaging.get_notification_listener(
+            agent_transport, agent_targets(conf),
+            [LinkStatsEndpoint(link_stats_collector.handle, 'agent link stats')],
+            executor=executor, pool=link_stats_pool(conf)))
+    return listeners
 
 
 def make_reconciler(conf, agent_transport):
@@ -129,8 +153,13 @@ class ControllerService(service.Service):
         except Exception:
             LOG.debug("Checking nova.conf's notification settings failed", exc_info=True)
         self.reconciler = make_reconciler(conf, agent_rpc)
+        collector = None
+        if conf.nova_dt.link_stats_file:
+            collector = link_stats_writer.LinkStatsCollector(
+                conf.nova_dt.link_stats_file, conf.nova_dt.link_stats_max_age)
         self.listeners = make_listeners(self.reconciler, nova_notifications,
-                                        agent_notifications, conf)
+                                        agent_notifications, conf,
+                                        link_stats_collector=collector)
         for listener in self.listeners:
             listener.start()
         # The first pass resumes what a previous run left unfinished.

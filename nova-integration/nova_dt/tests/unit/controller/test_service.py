@@ -7,6 +7,8 @@ topic notifications; Nova's on exchange nova, topic versioned_notifications.
 """
 
 import importlib.metadata
+import json
+import os
 import threading
 import time
 from unittest import mock
@@ -20,6 +22,7 @@ from nova import test
 
 from nova_dt.cmd import controller as controller_cmd
 from nova_dt import conf as dt_conf
+from nova_dt.controller import link_stats_writer
 from nova_dt.controller import nova_clients
 from nova_dt.controller import planner
 from nova_dt.controller import service
@@ -113,6 +116,40 @@ class TestListeners(test.NoDBTestCase):
         agent = dict(self.recorder.agent)
         self.assertEqual({'dt.pair.failover.end', 'dt.pair.degraded'}, set(agent))
         self.assertEqual('host2', agent['dt.pair.failover.end']['nova_object.data']['new_host'])
+
+
+class TestLinkStatsListener(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(FakeBroker())
+        self.flags(transport_url='fake:/')
+        self.flags(host='controller-1')
+        self.path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'links.json')
+        self.recorder = Recorder()
+        transport = messaging.get_notification_transport(CONF, url='fake:/')
+        self.listeners = service.make_listeners(
+            self.recorder, transport, transport, CONF,
+            link_stats_collector=link_stats_writer.LinkStatsCollector(self.path))
+        for listener in self.listeners:
+            listener.start()
+            self.addCleanup(listener.wait)
+            self.addCleanup(listener.stop)
+
+    def test_agent_link_reports_reach_the_file_in_this_hosts_own_pool(self):
+        self.assertEqual(3, len(self.listeners))
+        self.assertEqual('nova-dt-controller.link-stats.controller-1', service.link_stats_pool(CONF))
+        agent, t = notifier('nova_dt', 'notifications', 'nova-dt-agent:host2')
+        self.addCleanup(t.cleanup)
+        agent.info({}, 'dt.pair.protect.end', {'nova_object.data': {}})
+        agent.info({}, 'dt.link.stats', {'nova_object.data': {'host': 'host2', 'links': [
+            {'source': 'host2', 'target': 'host3', 'rtt_us': 310, 'rate_bytes_per_s': 0,
+             'capacity_bytes_per_s': 125000000}]}})
+        wait_for(lambda: os.path.exists(self.path))
+        with open(self.path) as f:
+            self.assertEqual(['host3'], [x['target'] for x in json.load(f)['links']])
+        # The reconciler's listener still sees the agents' notifications (and ignores reports).
+        wait_for(lambda: len(self.recorder.agent) == 2)
 
 
 class AgentEndpoint(object):
