@@ -131,18 +131,38 @@ struct PeerSection {
   std::vector<PeerEndpoint> peers;
   // How often a peer is greeted; a peer unseen for 3 intervals is reported as not reachable.
   int hello_interval_ms = 1000;
+  // How often the agent publishes dt.link.stats (RTT, replication rate and capacity of each link
+  // it replicates on) for the scheduler's DTPairWeigher; 0: never. Needs the notifier.
+  int link_stats_interval_s = 10;
+  // Capacity of this host's replication links in Mbit/s (the weigher's M/M/1 service rate).
+  int link_capacity_mbit = 10000;
   bool operator==(const PeerSection&) const = default;
 };
 
-// [witness]
+// [witness] — etcd as the fencing witness (agent/witness, docs/witness.md).
 struct WitnessSection {
-  // etcd v3 endpoints ("http://host:2379" or "https://..."), comma-separated. Empty: no witness.
+  // etcd v3 endpoints, comma-separated "http://host:port" or "https://host:port" items, all with
+  // the same scheme; tried in this order when one is unreachable. Empty: no witness.
   std::vector<std::string> etcd_endpoints;
+  // https only. CA bundle to verify the etcd servers (empty: the system CAs), and a client
+  // certificate and key (both or neither) for etcd's --client-cert-auth. Paths to PEM files.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
-  // Lease TTL for ownership keys.
-  int lease_ttl_s = 5;
+  // Keys live under "<key_prefix>/servers/<instance uuid>" and
+  // "<key_prefix>/generations/<instance uuid>". Absolute, without a trailing '/'.
+  std::string key_prefix = "/nova-dt";
+  // TTL of the lease that keeps this host's ownership keys alive (whole seconds: etcd leases
+  // count seconds). Renewed every lease_ttl_ms / 3.
+  int lease_ttl_ms = 3000;
+  // The owner must have paused its guests by (last renewal sent + TTL - fence_margin_ms), i.e.
+  // this long before etcd can expire the lease and let the backup take over. At most half the
+  // TTL.
+  int fence_margin_ms = 1000;
+  // Deadline of one etcd request on one endpoint. At most lease_ttl_ms / 3.
+  int request_timeout_ms = 1000;
+  // The witness is used when endpoints are configured.
+  bool enabled() const { return !etcd_endpoints.empty(); }
   bool operator==(const WitnessSection&) const = default;
 };
 
@@ -165,10 +185,10 @@ struct ReplicationSection {
   int failure_phi_threshold = 8;
   // Upper bound on bytes of one epoch kept in memory before the pair degrades.
   uint64_t max_epoch_bytes = 512ull * 1024 * 1024;
-  // Where backup replicas live; default "<state_path>/replicas". For failover it must be on the
-  // file system of libvirt's guest-RAM directory (e.g. /var/lib/libvirt/qemu/ram/nova-dt): the
-  // libvirt hook hard-links the replica RAM there (deploy/libvirt-hooks/qemu).
-  std::string replica_path;
+  // Where backup replicas live. For failover it must be on the file system of libvirt's
+  // guest-RAM directory, and the libvirt hook (deploy/libvirt-hooks/qemu) reads its arm files
+  // from <ram dir>/nova-dt: hence the default (docs/compute-host.md).
+  std::string replica_path = "/var/lib/libvirt/qemu/ram/nova-dt";
   // Without a nova-dt-controller: protect every new DT server (flavor dt:enabled=true) created
   // on this host towards this backup host. Empty: wait for the controller's `protect`.
   std::string default_backup_host;

@@ -811,7 +811,11 @@ Status LoadPeer(Options& opts, PeerSection* p) {
     }
     p->peers.push_back(std::move(peer));
   }
-  return ReadInt(opts, kSection, "hello_interval_ms", 50, 60000, &p->hello_interval_ms);
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "hello_interval_ms", 50, 60000, &p->hello_interval_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "link_stats_interval_s", 0, 3600, &p->link_stats_interval_s));
+  return ReadInt(opts, kSection, "link_capacity_mbit", 1, 10000000, &p->link_capacity_mbit);
 }
 
 Status LoadWitness(Options& opts, WitnessSection* w) {
@@ -823,11 +827,15 @@ Status LoadWitness(Options& opts, WitnessSection* w) {
     return opts.Invalid(file, kSection, "etcd_endpoints", *bad, endpoints);
   }
   std::set<std::string> seen;
+  std::string_view first_scheme;
   for (const std::string& item : items) {
     std::string_view rest = item;
+    std::string_view scheme;
     if (rest.substr(0, 7) == "http://") {
+      scheme = "http";
       rest.remove_prefix(7);
     } else if (rest.substr(0, 8) == "https://") {
+      scheme = "https";
       rest.remove_prefix(8);
     } else {
       return opts.Invalid(file, kSection, "etcd_endpoints",
@@ -838,6 +846,12 @@ Status LoadWitness(Options& opts, WitnessSection* w) {
     }
     if (!seen.insert(item).second) {
       return opts.Invalid(file, kSection, "etcd_endpoints", "duplicate endpoint", item);
+    }
+    // One set of TLS options serves every endpoint.
+    if (first_scheme.empty()) first_scheme = scheme;
+    if (scheme != first_scheme) {
+      return opts.Invalid(file, kSection, "etcd_endpoints",
+                          "mixes http:// and https:// endpoints: use one scheme for all", item);
     }
   }
   w->etcd_endpoints = std::move(items);
@@ -853,7 +867,83 @@ Status LoadWitness(Options& opts, WitnessSection* w) {
                         "tls_cert_file and tls_key_file go together: set both or neither",
                         *missing.value);
   }
-  return ReadInt(opts, kSection, "lease_ttl_s", 1, 3600, &w->lease_ttl_s);
+  if (first_scheme == "http") {
+    for (const FileOption& f : tls) {
+      if (!f.value->empty()) {
+        return opts.Invalid(f.file, kSection, f.key,
+                            "TLS files need https:// etcd_endpoints (they are http://)", *f.value);
+      }
+    }
+  }
+
+  file.clear();
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "key_prefix", &w->key_prefix, &file));
+  const std::string& prefix = w->key_prefix;
+  if (prefix.size() < 2 || prefix[0] != '/' || prefix.back() == '/' ||
+      std::any_of(prefix.begin(), prefix.end(),
+                  [](unsigned char c) { return c <= ' ' || c == 0x7f; })) {
+    return opts.Invalid(file, kSection, "key_prefix",
+                        "expected an etcd key prefix such as '/nova-dt': starting with '/', not "
+                        "ending with '/', without spaces or control characters",
+                        prefix);
+  }
+
+  // lease_ttl_s was replaced by lease_ttl_ms; refuse it rather than ignore a safety setting.
+  StatusOr<std::optional<Setting>> old_ttl = opts.Get(kSection, "lease_ttl_s");
+  if (!old_ttl.ok()) return old_ttl.status();
+  if (*old_ttl) {
+    return opts.Invalid((*old_ttl)->file, kSection, "lease_ttl_s",
+                        "replaced by lease_ttl_ms (milliseconds, whole seconds)",
+                        (*old_ttl)->value);
+  }
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "lease_ttl_ms", 1000, 600000, &w->lease_ttl_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "fence_margin_ms", 100, 300000, &w->fence_margin_ms));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "request_timeout_ms", 50, 60000, &w->request_timeout_ms));
+  // A cross-check blames the option the files set: the smaller one when both are set.
+  auto file_of = [&](std::string_view key) -> std::optional<std::string> {
+    StatusOr<std::optional<Setting>> s = opts.Get(kSection, key);
+    if (s.ok() && *s) return (*s)->file;
+    return std::nullopt;
+  };
+  const std::optional<std::string> ttl_file = file_of("lease_ttl_ms");
+  if (w->lease_ttl_ms % 1000 != 0) {
+    return opts.Invalid(ttl_file.value_or(""), kSection, "lease_ttl_ms",
+                        "must be whole seconds (etcd lease TTLs count seconds)",
+                        std::to_string(w->lease_ttl_ms));
+  }
+  constexpr std::string_view kWhyMargin =
+      ": the owner renews every lease_ttl_ms/3 and its fence deadline (last renewal + TTL - "
+      "margin) must stay ahead of the next renewal";
+  if (2 * w->fence_margin_ms > w->lease_ttl_ms) {
+    if (const std::optional<std::string> f = file_of("fence_margin_ms"); f || !ttl_file) {
+      return opts.Invalid(f.value_or(""), kSection, "fence_margin_ms",
+                          "must be at most half of lease_ttl_ms (" +
+                              std::to_string(w->lease_ttl_ms) + ")" + std::string(kWhyMargin),
+                          std::to_string(w->fence_margin_ms));
+    }
+    return opts.Invalid(*ttl_file, kSection, "lease_ttl_ms",
+                        "must be at least twice fence_margin_ms (" +
+                            std::to_string(w->fence_margin_ms) + ")" + std::string(kWhyMargin),
+                        std::to_string(w->lease_ttl_ms));
+  }
+  constexpr std::string_view kWhyTimeout =
+      ": a keep-alive must time out before the next one is due";
+  if (3 * w->request_timeout_ms > w->lease_ttl_ms) {
+    if (const std::optional<std::string> f = file_of("request_timeout_ms"); f || !ttl_file) {
+      return opts.Invalid(f.value_or(""), kSection, "request_timeout_ms",
+                          "must be at most lease_ttl_ms/3 (" +
+                              std::to_string(w->lease_ttl_ms / 3) + ")" + std::string(kWhyTimeout),
+                          std::to_string(w->request_timeout_ms));
+    }
+    return opts.Invalid(*ttl_file, kSection, "lease_ttl_ms",
+                        "must be at least 3 times request_timeout_ms (" +
+                            std::to_string(w->request_timeout_ms) + ")" +
+                            std::string(kWhyTimeout),
+                        std::to_string(w->lease_ttl_ms));
+  }
+  return absl::OkStatus();
 }
 
 Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSection* r) {
@@ -869,7 +959,6 @@ Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSectio
       ReadInt(opts, kSection, "failure_phi_threshold", 1, 50, &r->failure_phi_threshold));
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_epoch_bytes", int64_t{1} << 20,
                                   int64_t{64} << 30, &r->max_epoch_bytes));
-  r->replica_path = d.state_path + "/replicas";
   NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path));
   std::string file;
   NOVA_DT_RETURN_IF_ERROR(

@@ -107,14 +107,20 @@ TEST_F(ConfigLoaderTest, DefaultsFromAMinimalFile) {
   EXPECT_TRUE(c->peer.peers.empty());
   EXPECT_EQ(c->peer.hello_interval_ms, 1000);
   EXPECT_TRUE(c->witness.etcd_endpoints.empty());
-  EXPECT_EQ(c->witness.lease_ttl_s, 5);
+  EXPECT_FALSE(c->witness.enabled());
+  EXPECT_EQ(c->witness.key_prefix, "/nova-dt");
+  EXPECT_EQ(c->witness.lease_ttl_ms, 3000);
+  EXPECT_EQ(c->witness.fence_margin_ms, 1000);
+  EXPECT_EQ(c->witness.request_timeout_ms, 1000);
   EXPECT_EQ(c->replication.epoch_ms, 100);
   EXPECT_EQ(c->replication.degrade_after_ms, 2000);
   EXPECT_EQ(c->replication.heartbeat_timeout_ms, 500);
   EXPECT_EQ(c->replication.heartbeat_interval_ms, 100);
   EXPECT_EQ(c->replication.failure_phi_threshold, 8);
   EXPECT_EQ(c->replication.max_epoch_bytes, 512ull * 1024 * 1024);
-  EXPECT_EQ(c->replication.replica_path, "/var/lib/nova-dt/replicas");
+  EXPECT_EQ(c->replication.replica_path, "/var/lib/libvirt/qemu/ram/nova-dt");
+  EXPECT_EQ(c->peer.link_stats_interval_s, 10);
+  EXPECT_EQ(c->peer.link_capacity_mbit, 10000);
 }
 
 TEST_F(ConfigLoaderTest, HostDefaultsToHostnameAndNoFileIsAllowed) {
@@ -156,12 +162,23 @@ TEST_F(ConfigLoaderTest, ReadsEveryOption) {
       "\n"
       "peers = compute-2=10.0.0.2:7070, compute-3=[fd00::3]:7070,compute-4=unix:/run/p4.sock\n"
       "hello_interval_ms = 250\n"
+      "link_stats_interval_s = 0\n"
+      "link_capacity_mbit = 25000\n"
       "[witness]\n"
-      "etcd_endpoints = http://10.0.0.9:2379,https://etcd.example.org:2379\n"
+      "etcd_endpoints = https://10.0.0.9:2379,https://etcd.example.org:2379\n"
       "tls_ca_file = " +
       ca +
       "\n"
-      "lease_ttl_s = 7\n"
+      "tls_cert_file = " +
+      cert +
+      "\n"
+      "tls_key_file = " +
+      key +
+      "\n"
+      "key_prefix = /dt/region-1\n"
+      "lease_ttl_ms = 7000\n"
+      "fence_margin_ms = 1500\n"
+      "request_timeout_ms = 500\n"
       "[replication]\n"
       "epoch_ms = 50\n"
       "degrade_after_ms = 3000\n"
@@ -190,15 +207,24 @@ TEST_F(ConfigLoaderTest, ReadsEveryOption) {
                                          PeerEndpoint{"compute-3", "[fd00::3]:7070"},
                                          PeerEndpoint{"compute-4", "unix:/run/p4.sock"}));
   EXPECT_EQ(c->peer.hello_interval_ms, 250);
+  EXPECT_EQ(c->peer.link_stats_interval_s, 0);
+  EXPECT_EQ(c->peer.link_capacity_mbit, 25000);
   EXPECT_THAT(c->witness.etcd_endpoints,
-              ElementsAre("http://10.0.0.9:2379", "https://etcd.example.org:2379"));
+              ElementsAre("https://10.0.0.9:2379", "https://etcd.example.org:2379"));
+  EXPECT_TRUE(c->witness.enabled());
   EXPECT_EQ(c->witness.tls_ca_file, ca);
-  EXPECT_EQ(c->witness.lease_ttl_s, 7);
+  EXPECT_EQ(c->witness.tls_cert_file, cert);
+  EXPECT_EQ(c->witness.tls_key_file, key);
+  EXPECT_EQ(c->witness.key_prefix, "/dt/region-1");
+  EXPECT_EQ(c->witness.lease_ttl_ms, 7000);
+  EXPECT_EQ(c->witness.fence_margin_ms, 1500);
+  EXPECT_EQ(c->witness.request_timeout_ms, 500);
   EXPECT_EQ(c->replication.epoch_ms, 50);
   EXPECT_EQ(c->replication.degrade_after_ms, 3000);
   EXPECT_EQ(c->replication.heartbeat_timeout_ms, 400);
   EXPECT_EQ(c->replication.max_epoch_bytes, 1073741824u);
-  EXPECT_EQ(c->replication.replica_path, "/srv/nova-dt/replicas");
+  EXPECT_EQ(c->replication.replica_path, "/var/lib/libvirt/qemu/ram/nova-dt")
+      << "not derived from state_path: the libvirt hook looks in <ram dir>/nova-dt";
 }
 
 TEST_F(ConfigLoaderTest, NotificationTransportOverridesDefault) {
@@ -229,7 +255,7 @@ TEST_F(ConfigLoaderTest, LaterFilesOverrideEarlierOnes) {
   EXPECT_EQ(c->defaults.state_path, "/srv/dt");
   EXPECT_EQ(c->replication.epoch_ms, 200);  // group names are lower-cased
   EXPECT_EQ(c->replication.degrade_after_ms, 4000);
-  EXPECT_EQ(c->replication.replica_path, "/srv/dt/replicas");
+
 
   // Within one file the last assignment wins.
   c = LoadAgentConfig({first});
@@ -447,7 +473,8 @@ TEST_F(ConfigLoaderTest, EveryIntegerIsRangeChecked) {
       {"libvirt", "keepalive_count", "1", "100"},
       {"libvirt", "reconnect_max_backoff_ms", "100", "600000"},
       {"peer", "hello_interval_ms", "50", "60000"},
-      {"witness", "lease_ttl_s", "1", "3600"},
+      {"peer", "link_stats_interval_s", "0", "3600"},
+      {"peer", "link_capacity_mbit", "1", "10000000"},
       {"replication", "epoch_ms", "10", "10000"},
       {"replication", "degrade_after_ms", "100", "600000"},
       {"replication", "heartbeat_timeout_ms", "50", "60000"},
@@ -614,6 +641,100 @@ TEST_F(ConfigLoaderTest, BadEtcdEndpoints) {
                 "got 'http://unix:/run/etcd.sock'");
   EXPECT_EQ(endpoints("http://a:2379,http://a:2379"),
             f + ": [witness] etcd_endpoints: duplicate endpoint, got 'http://a:2379'");
+  EXPECT_EQ(endpoints("http://a:2379,https://b:2379"),
+            f + ": [witness] etcd_endpoints: mixes http:// and https:// endpoints: use one "
+                "scheme for all, got 'https://b:2379'");
+  EXPECT_EQ(endpoints("https://a:2379,"),
+            f + ": [witness] etcd_endpoints: empty item in the comma-separated list, "
+                "got 'https://a:2379,'");
+}
+
+TEST_F(ConfigLoaderTest, WitnessTlsFilesNeedHttps) {
+  const std::string f = dir_ + "/agent.conf";
+  const std::string ca = Write("ca.pem", "x");
+  EXPECT_EQ(Error("[witness]\netcd_endpoints = http://a:2379\ntls_ca_file = " + ca + "\n"),
+            f + ": [witness] tls_ca_file: TLS files need https:// etcd_endpoints (they are "
+                "http://), got '" + ca + "'");
+  // Without endpoints (no witness) or with https they are fine.
+  EXPECT_TRUE(LoadOne("[witness]\ntls_ca_file = " + ca + "\n").ok());
+  StatusOr<AgentConfig> c =
+      LoadOne("[witness]\netcd_endpoints = https://a:2379\ntls_ca_file = " + ca + "\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->witness.tls_ca_file, ca);
+}
+
+TEST_F(ConfigLoaderTest, WitnessKeyPrefix) {
+  const std::string f = dir_ + "/agent.conf";
+  for (const std::string bad : {"nova-dt", "/", "/nova-dt/", "/nova dt", ""}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(Error("[witness]\nkey_prefix = " + bad + "\n"),
+              f + ": [witness] key_prefix: expected an etcd key prefix such as '/nova-dt': "
+                  "starting with '/', not ending with '/', without spaces or control "
+                  "characters, got '" + bad + "'");
+  }
+  StatusOr<AgentConfig> c = LoadOne("[witness]\nkey_prefix = /a/b.c_d-e\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->witness.key_prefix, "/a/b.c_d-e");
+}
+
+TEST_F(ConfigLoaderTest, WitnessIntegersAreRangeChecked) {
+  struct IntOption {
+    std::string key, min, max, others;  // `others` keeps the cross-checks satisfied
+  };
+  const std::vector<IntOption> options = {
+      {"lease_ttl_ms", "1000", "600000", "fence_margin_ms = 100\nrequest_timeout_ms = 50\n"},
+      {"fence_margin_ms", "100", "300000", "lease_ttl_ms = 600000\n"},
+      {"request_timeout_ms", "50", "60000", "lease_ttl_ms = 600000\n"},
+  };
+  for (const IntOption& o : options) {
+    const std::string below = std::to_string(std::stoll(o.min) - 1);
+    const std::string above = std::to_string(std::stoll(o.max) + 1);
+    for (const std::string& bad : {below, above, std::string("ten"), std::string("")}) {
+      SCOPED_TRACE(o.key + " = " + bad);
+      EXPECT_EQ(Error("[witness]\n" + o.others + o.key + " = " + bad + "\n"),
+                dir_ + "/agent.conf: [witness] " + o.key + ": expected an integer in " + o.min +
+                    ".." + o.max + ", got '" + bad + "'");
+    }
+    for (const std::string& good : {o.min, o.max}) {
+      SCOPED_TRACE(o.key + " = " + good);
+      StatusOr<AgentConfig> c = LoadOne("[witness]\n" + o.others + o.key + " = " + good + "\n");
+      EXPECT_TRUE(c.ok()) << c.status();
+    }
+  }
+}
+
+TEST_F(ConfigLoaderTest, WitnessTimingsMustFitTheLease) {
+  const std::string f = dir_ + "/agent.conf";
+  EXPECT_EQ(Error("[witness]\nlease_ttl_ms = 2500\n"),
+            f + ": [witness] lease_ttl_ms: must be whole seconds (etcd lease TTLs count "
+                "seconds), got '2500'");
+  // TTL too short for the default margin: the TTL is blamed, as it is the one set.
+  EXPECT_EQ(Error("[witness]\nlease_ttl_ms = 1000\n"),
+            f + ": [witness] lease_ttl_ms: must be at least twice fence_margin_ms (1000): the "
+                "owner renews every lease_ttl_ms/3 and its fence deadline (last renewal + TTL - "
+                "margin) must stay ahead of the next renewal, got '1000'");
+  EXPECT_EQ(Error("[witness]\nfence_margin_ms = 1600\n"),
+            f + ": [witness] fence_margin_ms: must be at most half of lease_ttl_ms (3000): the "
+                "owner renews every lease_ttl_ms/3 and its fence deadline (last renewal + TTL - "
+                "margin) must stay ahead of the next renewal, got '1600'");
+  EXPECT_EQ(Error("[witness]\nlease_ttl_ms = 4000\nfence_margin_ms = 2001\n"),
+            f + ": [witness] fence_margin_ms: must be at most half of lease_ttl_ms (4000): the "
+                "owner renews every lease_ttl_ms/3 and its fence deadline (last renewal + TTL - "
+                "margin) must stay ahead of the next renewal, got '2001'");
+  EXPECT_EQ(Error("[witness]\nrequest_timeout_ms = 1001\n"),
+            f + ": [witness] request_timeout_ms: must be at most lease_ttl_ms/3 (1000): a "
+                "keep-alive must time out before the next one is due, got '1001'");
+  EXPECT_EQ(Error("[witness]\nlease_ttl_ms = 2000\nfence_margin_ms = 500\n"),
+            f + ": [witness] lease_ttl_ms: must be at least 3 times request_timeout_ms (1000): "
+                "a keep-alive must time out before the next one is due, got '2000'");
+  StatusOr<AgentConfig> c = LoadOne(
+      "[witness]\nlease_ttl_ms = 2000\nfence_margin_ms = 1000\nrequest_timeout_ms = 666\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->witness.lease_ttl_ms, 2000);
+  // The option it replaced is refused rather than silently ignored.
+  EXPECT_EQ(Error("[witness]\nlease_ttl_s = 5\n"),
+            f + ": [witness] lease_ttl_s: replaced by lease_ttl_ms (milliseconds, whole "
+                "seconds), got '5'");
 }
 
 TEST_F(ConfigLoaderTest, BadTransportUrlsNeverShowThePassword) {
@@ -678,7 +799,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 54);
+  EXPECT_EQ(options, 59);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});
