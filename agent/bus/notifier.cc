@@ -23,6 +23,21 @@ Json PairPayload(const core::PairEvent& e) {
           {"nova_object.data", std::move(data)}};
 }
 
+Json LinkStatsPayload(const std::string& host, const std::vector<core::LinkFigures>& links) {
+  Json list = Json::array();
+  for (const auto& l : links) {
+    list.push_back({{"source", l.source},
+                    {"target", l.target},
+                    {"rtt_us", l.rtt_us},
+                    {"rate_bytes_per_s", l.rate_bytes_per_s},
+                    {"capacity_bytes_per_s", l.capacity_bytes_per_s}});
+  }
+  return {{"nova_object.name", "DTLinkStatsPayload"},
+          {"nova_object.namespace", "nova_dt"},
+          {"nova_object.version", "1.0"},
+          {"nova_object.data", {{"host", host}, {"links", std::move(list)}}}};
+}
+
 Notifier::Notifier(NotifierOptions options) : options_(std::move(options)) {
   ConnectionLoopHooks hooks;
   hooks.setup = [this](AmqpConnection& c) { return Setup(c); };

@@ -13,6 +13,7 @@
 
 #include "agent/bus/connection_loop.h"
 #include "agent/bus/oslo_wire.h"
+#include "agent/core/link_stats.h"
 #include "agent/core/pair_events.h"
 
 namespace novadt::bus {
@@ -36,6 +37,11 @@ struct NotifierCounters {
 // The payload of a pair event, Nova style: {"nova_object.name": "DTPairPayload",
 // "nova_object.namespace": "nova_dt", "nova_object.version": "1.0", "nova_object.data": {...}}.
 Json PairPayload(const core::PairEvent& event);
+
+// The payload of `dt.link.stats`, same style ("DTLinkStatsPayload"): {"host": host, "links":
+// [{"source", "target", "rtt_us", "rate_bytes_per_s", "capacity_bytes_per_s"}...]}, read by
+// nova-dt-controller (nova_dt/controller/link_stats_writer.py).
+Json LinkStatsPayload(const std::string& host, const std::vector<core::LinkFigures>& links);
 
 class Notifier final : public core::PairEventSink {
  public:

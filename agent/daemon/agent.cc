@@ -35,7 +35,9 @@ Agent::Agent(config::AgentConfig cfg, const Clock& clock)
       clock_(clock),
       started_(clock.Now()),
       loop_(clock),
-      peers_(clock, cfg_.peer.peers, 3 * std::chrono::milliseconds(cfg_.peer.hello_interval_ms)) {}
+      peers_(clock, cfg_.peer.peers, 3 * std::chrono::milliseconds(cfg_.peer.hello_interval_ms)),
+      link_meter_(cfg_.defaults.host,
+                  static_cast<uint64_t>(cfg_.peer.link_capacity_mbit) * 1'000'000 / 8) {}
 
 Agent::~Agent() = default;
 

@@ -22,6 +22,7 @@
 #include "agent/core/hypervisor.h"
 #include "agent/core/pair_events.h"
 #include "agent/core/peer_link.h"
+#include "agent/core/link_stats.h"
 #include "agent/core/peer_tracker.h"
 #include "agent/core/replication_link.h"
 #include "agent/engine/failover_restorer.h"
@@ -87,6 +88,9 @@ class Agent {
   void Emit(core::PairEvent event);
   // Loop thread, every 100 ms: publishes the pair state changes of the primary sessions.
   void ReportPairStates();
+  // Loop thread, every [peer] link_stats_interval_s: publishes dt.link.stats (RTT, replication
+  // rate and capacity of each link this host replicates on) for the scheduler's weigher.
+  void ReportLinkStats();
   // Backup side, on the loop thread: replica bookkeeping (fed by the registry's events), the
   // failure detector (stage VII) and the failover it starts.
   void OnReplicaOpened(const core::StreamOpen& open);
@@ -102,6 +106,7 @@ class Agent {
   const Clock::TimePoint started_;
   core::EventLoop loop_;
   core::PeerTracker peers_;
+  core::LinkRateMeter link_meter_;
   // A server this host keeps a replica of.
   struct Backup {
     enum class Phase { kReplicating, kFailingOver, kFailedOver, kFailoverFailed };

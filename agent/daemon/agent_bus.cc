@@ -102,6 +102,11 @@ void Agent::StartBus() {
     o.max_queued = static_cast<size_t>(cfg_.notifications.max_queued);
     notifier_ = std::make_unique<bus::Notifier>(std::move(o));
     notifier_->Start();
+    if (cfg_.peer.link_stats_interval_s > 0) {
+      loop_.Post([this] { ReportLinkStats(); });  // starts the first interval
+      loop_.RunEvery(std::chrono::seconds(cfg_.peer.link_stats_interval_s),
+                     [this] { ReportLinkStats(); });
+    }
   }
   if (!cfg_.defaults.transport.hosts.empty()) {
     bus::RpcServerOptions o;
@@ -243,6 +248,17 @@ void Agent::ReportPairStates() {
     p.reported_state = state;
     Emit(std::move(e));
   }
+}
+
+void Agent::ReportLinkStats() {
+  if (!notifier_) return;
+  std::vector<core::StreamedBytes> servers;
+  servers.reserve(sessions_.size());
+  for (const auto& [uuid, p] : sessions_) {
+    servers.push_back({uuid, p.backup_host, p.session->status().steady_bytes});
+  }
+  const auto links = link_meter_.Sample(clock_.Now(), peers_.Snapshot(), servers);
+  notifier_->Notify("dt.link.stats", "INFO", bus::LinkStatsPayload(cfg_.defaults.host, links));
 }
 
 Status Agent::Failover(const std::string& instance_uuid) {

@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "nova_dt/v1/control.grpc.pb.h"
@@ -63,7 +64,9 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
                                   "oslo_messaging_notifications.driver=messagingv2",
                                   "peer.tls_cert_file=" + tls.tls_cert_file,
                                   "peer.tls_key_file=" + tls.tls_key_file,
-                                  "peer.tls_ca_file=" + tls.tls_ca_file};
+                                  "peer.tls_ca_file=" + tls.tls_ca_file,
+                                  "peer.link_stats_interval_s=1",
+                                  "peer.link_capacity_mbit=1000"};
     if (host == "a") o.push_back("replication.default_backup_host=rig-b");
     return o;
   };
@@ -239,6 +242,28 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
             (std::vector<std::string>{"dt.pair.failover.end"}));
   EXPECT_EQ(from("rig-b", "notifications.error"),
             (std::vector<std::string>{"dt.pair.failover.start"}));
+
+  // Link reports for the scheduler's weigher: a measured the hello RTT to b, and at least one
+  // interval carried the pair's replication traffic.
+  int reports = 0;
+  uint64_t max_rate = 0;
+  for (const auto& e : events) {
+    if (e["event_type"] != "dt.link.stats" || e["publisher_id"] != "nova-dt-agent:rig-a") continue;
+    ++reports;
+    EXPECT_EQ(e["payload"]["nova_object.name"], "DTLinkStatsPayload");
+    const auto& data = e["payload"]["nova_object.data"];
+    EXPECT_EQ(data["host"], "rig-a");
+    for (const auto& link : data["links"]) {
+      EXPECT_EQ(link["source"], "rig-a");
+      EXPECT_EQ(link["target"], "rig-b");
+      EXPECT_EQ(link["capacity_bytes_per_s"], 125'000'000);
+      if (link["rtt_us"].get<int64_t>() > 0) {
+        max_rate = std::max(max_rate, link["rate_bytes_per_s"].get<uint64_t>());
+      }
+    }
+  }
+  EXPECT_GE(reports, 10) << "one per second while the test ran";
+  EXPECT_GT(max_rate, 100'000u) << "an idle protected guest streams ~9 MB/s of epochs";
 
   for (const char* host : {"a", "b"}) {
     EXPECT_NE(novadt::testing::ReadFile(rig.dir() + "/" + host + "/agent/agent.log")

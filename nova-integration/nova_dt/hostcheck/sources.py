@@ -353,14 +353,11 @@ class AgentConf:
     found: bool = False
     error: str = ''
     state_path: str = '/var/lib/nova-dt'
-    replica_path: str = ''
+    # The agent's default (agent/config/config.h), where the libvirt hook looks.
+    replica_path: str = '/var/lib/libvirt/qemu/ram/nova-dt'
     nova_notifications_enabled: bool = True
     nova_notification_topics: tuple = ('versioned_notifications',)
     notification_transport_url: str = ''
-
-    def __post_init__(self):
-        if not self.replica_path:
-            self.replica_path = self.state_path.rstrip('/') + '/replicas'
 
 
 def load_agent_conf(host, path=AGENT_CONF):
@@ -387,7 +384,7 @@ def load_agent_conf(host, path=AGENT_CONF):
     state_path = get('DEFAULT', 'state_path', '/var/lib/nova-dt')
     return AgentConf(
         path, found=True, state_path=state_path,
-        replica_path=get('replication', 'replica_path', state_path.rstrip('/') + '/replicas'),
+        replica_path=get('replication', 'replica_path', AgentConf.replica_path),
         nova_notifications_enabled=enabled, nova_notification_topics=topics,
         notification_transport_url=(get('oslo_messaging_notifications', 'transport_url') or
                                     get('DEFAULT', 'transport_url')))

@@ -235,14 +235,15 @@ class TestReplicaPath(HostCheckTestCase):
     def test_pass(self):
         self.assertResult(checks.PASS, 'replica_path', RAM_DIR + '/nova-dt')
 
-    def test_fail_on_the_agents_default(self):
-        self.tree.write('/etc/nova-dt/nova-dt-agent.conf', '[DEFAULT]\nhost = c1\n')
-        r = self.assertResult(checks.FAIL, 'replica_path', '/var/lib/nova-dt/replicas')
-        self.assertIn('replica_path = %s/nova-dt' % RAM_DIR, r.fix)
-
-    def test_fail_on_a_state_path_based_default(self):
+    def test_pass_on_the_agents_default(self):
         self.tree.write('/etc/nova-dt/nova-dt-agent.conf', '[DEFAULT]\nstate_path = /srv/dt\n')
-        self.assertResult(checks.FAIL, 'replica_path', '/srv/dt/replicas')
+        self.assertResult(checks.PASS, 'replica_path', RAM_DIR + '/nova-dt')
+
+    def test_fail_on_another_path(self):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf',
+                        '[replication]\nreplica_path = /srv/dt/replicas\n')
+        r = self.assertResult(checks.FAIL, 'replica_path', '/srv/dt/replicas')
+        self.assertIn('replica_path = %s/nova-dt' % RAM_DIR, r.fix)
 
     def test_fail_on_another_file_system(self):
         class TwoFileSystems(sources.Host):
@@ -555,12 +556,13 @@ class TestReaders(test.NoDBTestCase):
         tree = self.useFixture(HostTree())
         tree.write('/a.conf', '[DEFAULT]\nstate_path = /srv/dt/\n')
         a = sources.load_agent_conf(tree.host, '/a.conf')
-        self.assertEqual(('/srv/dt/replicas', True, ('versioned_notifications',), ''),
+        self.assertEqual(('/var/lib/libvirt/qemu/ram/nova-dt', True, ('versioned_notifications',),
+                          ''),
                          (a.replica_path, a.nova_notifications_enabled,
                           a.nova_notification_topics, a.notification_transport_url))
         missing = sources.load_agent_conf(tree.host, '/none.conf')
         self.assertFalse(missing.found)
-        self.assertEqual('/var/lib/nova-dt/replicas', missing.replica_path)
+        self.assertEqual('/var/lib/libvirt/qemu/ram/nova-dt', missing.replica_path)
         tree.write('/b.conf', '[nova_notifications]\nenabled = maybe\n')
         self.assertIn('not a boolean', sources.load_agent_conf(tree.host, '/b.conf').error)
 
