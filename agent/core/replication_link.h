@@ -33,6 +33,7 @@ struct StreamOpen {
   uint64_t ram_size_bytes = 0;
   std::vector<DiskGeometry> disks;
   std::string domain_xml;
+  int64_t witness_generation = 0;  // 0: no witness (docs/witness.md)
 };
 
 struct EpochBegin {

@@ -122,6 +122,7 @@ Status Agent::Run() {
   }
 
   loop_.RunEvery(std::chrono::milliseconds(100), [this] { ReportPairStates(); });
+  NOVA_DT_RETURN_IF_ERROR(StartWitness());
   StartBus();
 
   spdlog::info("nova-dt-agent {} running as host '{}'", kVersion, cfg_.defaults.host);
@@ -131,10 +132,12 @@ Status Agent::Run() {
   StopBus();
   // Protection ends with the agent: held output is released, captures stop (the backup keeps
   // its replica). The session threads are joined here, before the parts they use go away.
+  stopping_ = true;
   for (auto& [uuid, protection] : sessions_) protection.session->Stop();
   sessions_.clear();
   for (auto& t : failovers_) t.join();  // a restore in progress finishes (bounded by its steps)
   server_->Shutdown(std::chrono::seconds(2));
+  witness_.reset();
   hypervisor_.reset();
   peer_link_.reset();
   spdlog::info("stopped");
@@ -165,6 +168,14 @@ void Agent::OnDomainEvent(const core::DomainEvent& ev) {
 
 void Agent::OnReplicaOpened(const core::StreamOpen& open) {
   Backup& b = backups_[open.instance_uuid];
+  if (b.phase == Backup::Phase::kFailingOver || b.phase == Backup::Phase::kFailoverFailed) {
+    // The primary streams again (it never lost its claim): a failover still waiting for the
+    // witness is called off. (One past the witness has fenced the replica: no new stream.)
+    if (b.cancel_failover) *b.cancel_failover = true;
+    b.phase = Backup::Phase::kReplicating;
+    InstanceLog(open.instance_uuid).Info("primary {} streams again: failover called off",
+                                         open.primary_host);
+  }
   b.open = open;
   b.last_heard = clock_.Now();
   core::FailureDetectorOptions fd;
@@ -201,7 +212,8 @@ void Agent::OnReplicaClosed(const std::string& uuid, const Status& why) {
 // replication stream (silent for at least [replication] heartbeat_timeout_ms and improbably long
 // for the arrival pattern seen so far, phi ≥ failure_phi_threshold; or silent for ten times the
 // timeout) AND its agent no longer answers hellos (a primary that merely degraded, or re-seeds,
-// still answers). Fencing through a witness comes with pair safety.
+// still answers). With a witness, the failover also waits until the primary's claim lapsed
+// (AwaitTakeOver): a primary cut off from the pair but not from the witness is never replaced.
 void Agent::CheckPrimaries() {
   const auto now = clock_.Now();
   const auto timeout = std::chrono::milliseconds(cfg_.replication.heartbeat_timeout_ms);
@@ -259,9 +271,15 @@ void Agent::StartFailover(const std::string& uuid, const std::string& why) {
         .committed_epoch = b.view.last_committed_epoch});
   const auto detected = clock_.Now();
   const std::string domain_xml = b.open.domain_xml;
-  // The restore blocks for a few hundred ms: off the loop, result posted back.
-  failovers_.emplace_back([this, uuid, domain_xml, detected] {
+  const std::string primary = b.open.primary_host;
+  const int64_t generation = b.open.witness_generation;
+  b.cancel_failover = std::make_shared<std::atomic<bool>>(false);
+  // The restore blocks for a few hundred ms (and the witness for as long as the primary's claim
+  // lives): off the loop, result posted back.
+  failovers_.emplace_back([this, uuid, domain_xml, detected, primary, generation,
+                           cancel = b.cancel_failover] {
     StatusOr<engine::RestoreResult> result = [&]() -> StatusOr<engine::RestoreResult> {
+      if (witness_) NOVA_DT_RETURN_IF_ERROR(AwaitTakeOver(uuid, primary, generation, *cancel));
       auto replica = registry_->Fence(uuid);
       if (!replica.ok()) return replica.status();
       engine::RestoreRequest req;
@@ -281,6 +299,11 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
                            Clock::TimePoint detected) {
   Backup& b = backups_[uuid];
   const InstanceLog log(uuid);
+  if (b.phase != Backup::Phase::kFailingOver) {  // called off: the primary streams again
+    log.Info("failover ended after it was called off: {}",
+             result.ok() ? std::string("restored") : result.status().ToString());
+    return;
+  }
   if (!result.ok()) {
     b.phase = Backup::Phase::kFailoverFailed;
     b.view.state = "degraded";
@@ -350,7 +373,9 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
     v.role = "primary";
     v.peer_host = protection.backup_host;
     v.state = std::string(engine::PairStateName(st.state));
-    v.reason = st.reason;
+    v.reason = st.fenced ? "guest fenced (paused: this host cannot prove its witness claim); " +
+                               st.reason
+                         : st.reason;
     v.last_committed_epoch = st.last_committed;
     v.last_checkpoint_epoch = st.last_checkpoint;
     v.dirty_tracking = st.dirty_tracking;
@@ -465,6 +490,7 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   parts.gate = *std::move(gate);
   parts.capture = engine::MakeNbdDiskCapture(hv, uuid, open.disks,
                                              cfg_.defaults.state_path + "/nbd/" + uuid);
+  parts.witness = witness_.get();
   engine::SessionOptions options;
   options.epoch = std::chrono::milliseconds(cfg_.replication.epoch_ms);
   options.degrade_after = std::chrono::milliseconds(cfg_.replication.degrade_after_ms);

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <atomic>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,6 +30,7 @@
 #include "agent/engine/failover_restorer.h"
 #include "agent/engine/primary_session.h"
 #include "agent/replica/store_sink.h"
+#include "agent/witness/witness.h"
 
 namespace novadt::rpc {
 class AgentServer;
@@ -101,6 +104,19 @@ class Agent {
   void OnFailoverDone(const std::string& uuid, const StatusOr<engine::RestoreResult>& result,
                       Clock::TimePoint detected);
 
+  // The fencing witness (agent_witness.cc, docs/witness.md). StartWitness: from [witness], when
+  // configured. Loop thread: CheckFence every 50 ms pauses the guests this host owns once the
+  // lease's fence deadline passed; OnWitnessEvent resumes them on renewal / re-claim, and
+  // destroys a copy whose server another host took over.
+  Status StartWitness();
+  void CheckFence();
+  void OnWitnessEvent(const witness::WitnessEvent& event);
+  // Failover worker: wins ownership at the witness before restoring (only once the primary's
+  // claim lapsed, and only with the replica's generation). Cancelled when `cancel` is set or
+  // the agent stops.
+  Status AwaitTakeOver(const std::string& uuid, const std::string& primary_host,
+                       int64_t generation, const std::atomic<bool>& cancel);
+
   const config::AgentConfig cfg_;
   const Clock& clock_;
   const Clock::TimePoint started_;
@@ -117,6 +133,8 @@ class Agent {
     bool suspected = false;     // the detector's verdict at the last check
     bool long_silence = false;  // silent longer than heartbeat_timeout_ms at the last check
     Phase phase = Phase::kReplicating;
+    // Set to stop a failover still waiting for the witness (a new stream opened meanwhile).
+    std::shared_ptr<std::atomic<bool>> cancel_failover;
   };
   std::map<std::string, Backup> backups_;  // by instance UUID; loop thread
   std::unique_ptr<replica::ReplicaRegistry> registry_;
@@ -148,6 +166,10 @@ class Agent {
   std::unique_ptr<rpc::AgentServer> server_;
   std::unique_ptr<core::PeerLink> peer_link_;
   std::unique_ptr<core::Hypervisor> hypervisor_;
+  std::unique_ptr<witness::Witness> witness_;  // null without [witness]
+  // Servers whose claim lapsed with the lease: stay fenced until re-claimed. Loop thread.
+  std::set<std::string> awaiting_reclaim_;
+  std::atomic<bool> stopping_{false};  // set when Run() shuts down: failover workers give up
 };
 
 template <typename T>

@@ -136,10 +136,6 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  if (!cfg->witness.etcd_endpoints.empty()) {
-    spdlog::warn("[witness] etcd_endpoints is set, but this version does not use a witness yet");
-  }
-
   novadt::SystemClock clock;
   novadt::daemon::Agent agent(*std::move(cfg), clock);
 

@@ -42,18 +42,55 @@ bool PrimarySession::Stopping() const {
   return stopping_;
 }
 
+void PrimarySession::Abandon(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abandoned_ = true;
+  }
+  Stop();
+  std::lock_guard<std::mutex> lock(mu_);
+  reason_ = why;
+}
+
 void PrimarySession::Stop() {
   std::shared_ptr<core::EpochStream> stream;
+  bool abandoned;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
     stream = stream_;
+    abandoned = abandoned_;
   }
   cv_.notify_all();
   if (stream) stream->Cancel();  // unblocks a send stuck on a stalled backup
   if (epoch_thread_.joinable()) epoch_thread_.join();
   if (watchdog_thread_.joinable()) watchdog_thread_.join();
+  if (abandoned) {
+    parts_.capture->Stop();
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = PairState::kUnprotected;
+    stream_.reset();
+    return;
+  }
+  bool held;
+  {
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    held = !parts_.gate->held_epochs().empty();
+  }
+  if (parts_.witness && witness_generation_ > 0 && held) {
+    // Unprotecting releases output the replica lacks: make the replica useless first. Stop()
+    // must stay bounded, so one attempt; on failure the output still leaves (the operator asked
+    // for an unprotected guest), loudly.
+    auto advanced =
+        parts_.witness->AdvanceGeneration(parts_.open.instance_uuid, parts_.open.primary_host);
+    if (!advanced.ok()) {
+      InstanceLog(parts_.open.instance_uuid)
+          .Error("unprotecting without advancing the witness generation ({}): the backup's "
+                 "replica could still be resumed",
+                 advanced.status().ToString());
+    }
+  }
   {
     std::lock_guard<std::mutex> gate_lock(gate_mu_);
     if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
@@ -80,6 +117,9 @@ SessionStatus PrimarySession::status() const {
   s.steady_epochs = steady_epochs_;
   s.steady_pages = steady_pages_;
   s.steady_bytes = steady_bytes_;
+  s.witness_generation = witness_generation_;
+  s.fenced = fenced_;
+  s.output_held_for_witness = release_pending_;
   if (!pauses_.empty()) {
     std::vector<Clock::Duration> sorted(pauses_.begin(), pauses_.end());
     std::sort(sorted.begin(), sorted.end());
@@ -106,10 +146,24 @@ void PrimarySession::Degrade(const std::string& reason) {
       reason_ = reason;
       unacked_.clear();
       stream = stream_;
+      if (parts_.witness && witness_generation_ > 0 && !parts_.gate->held_epochs().empty()) {
+        // The backup's replica may still be resumed: the output it lacks waits for the witness
+        // (the watchdog advances the generation, then releases).
+        release_pending_ = true;
+        next_advance_attempt_ = clock_.Now();
+        reason_ += "; output held until the witness advances the generation";
+      }
     }
     // Availability first: whatever the backup has not confirmed leaves now.
-    if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
-      InstanceLog(parts_.open.instance_uuid).Error("cannot release held output: {}", st.ToString());
+    bool release_now;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      release_now = !release_pending_;
+    }
+    if (release_now) {
+      if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
+        InstanceLog(parts_.open.instance_uuid).Error("cannot release held output: {}", st.ToString());
+      }
     }
   }
   InstanceLog(parts_.open.instance_uuid).Warn("protection degraded: {}", reason);
@@ -153,6 +207,9 @@ void PrimarySession::WatchdogThread() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, tick);
+    if (!stopping_ && release_pending_ && clock_.Now() >= next_advance_attempt_) {
+      ReleaseHeldForWitness(lock);
+    }
     if (stopping_ || unacked_.empty()) continue;
     if (state_ != PairState::kSeeding && state_ != PairState::kProtected) continue;
     const auto& [epoch, taken] = *unacked_.begin();
@@ -165,9 +222,95 @@ void PrimarySession::WatchdogThread() {
   }
 }
 
+void PrimarySession::ReleaseHeldForWitness(std::unique_lock<std::mutex>& lock) {
+  const std::string& uuid = parts_.open.instance_uuid;
+  lock.unlock();
+  auto advanced = parts_.witness->AdvanceGeneration(uuid, parts_.open.primary_host);
+  Status released;
+  if (advanced.ok()) {
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    released = parts_.gate->ReleaseAll();
+  }
+  lock.lock();
+  if (!advanced.ok()) {
+    // Unreachable witness: retry; a claim that lapsed or moved means this copy is fenced and
+    // its output must never leave (the agent stops the guest).
+    next_advance_attempt_ = clock_.Now() + std::chrono::milliseconds(200);
+    const std::string why = "output held: the witness did not advance the generation: " +
+                            std::string(advanced.status().message());
+    if (reason_.find(why) == std::string::npos) {
+      InstanceLog(uuid).Warn("{}", why);
+      const size_t cut = reason_.find("; output held");
+      reason_ = reason_.substr(0, cut) + "; " + why;
+    }
+    return;
+  }
+  witness_generation_ = advanced->generation;
+  if (!released.ok()) {
+    InstanceLog(uuid).Error("cannot release held output: {}", released.ToString());
+  }
+  release_pending_ = false;
+  const size_t cut = reason_.find("; output held");
+  reason_ = reason_.substr(0, cut) + "; output released (witness generation " +
+            std::to_string(witness_generation_) + ")";
+  InstanceLog(uuid).Info("witness generation advanced to {}: held output released",
+                         witness_generation_);
+  cv_.notify_all();
+}
+
+StatusOr<int64_t> PrimarySession::ClaimOwnership() {
+  const std::string& uuid = parts_.open.instance_uuid;
+  for (;;) {
+    auto claimed = parts_.witness->Claim(uuid, parts_.open.primary_host);
+    if (claimed.ok()) return claimed->generation;
+    if (!absl::IsUnavailable(claimed.status()) && !absl::IsDeadlineExceeded(claimed.status())) {
+      return absl::FailedPreconditionError("the witness refuses this host's claim: " +
+                                           std::string(claimed.status().message()));
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    reason_ = "waiting for the witness: " + std::string(claimed.status().message());
+    if (cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; })) {
+      return absl::CancelledError("stopped while waiting for the witness");
+    }
+  }
+}
+
+Status PrimarySession::Fence(const std::string& why) {
+  std::lock_guard<std::mutex> gate_lock(gate_mu_);  // never inside a checkpoint's pause
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fenced_) return absl::OkStatus();
+  }
+  NOVA_DT_RETURN_IF_ERROR(
+      QmpCall(*parts_.hypervisor, parts_.open.instance_uuid, {{"execute", "stop"}}).status());
+  std::lock_guard<std::mutex> lock(mu_);
+  fenced_ = true;
+  InstanceLog(parts_.open.instance_uuid).Warn("guest fenced (paused): {}", why);
+  return absl::OkStatus();
+}
+
+Status PrimarySession::Unfence() {
+  std::lock_guard<std::mutex> gate_lock(gate_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fenced_) return absl::OkStatus();
+  }
+  NOVA_DT_RETURN_IF_ERROR(
+      QmpCall(*parts_.hypervisor, parts_.open.instance_uuid, {{"execute", "cont"}}).status());
+  std::lock_guard<std::mutex> lock(mu_);
+  fenced_ = false;
+  InstanceLog(parts_.open.instance_uuid).Info("guest unfenced (running)");
+  return absl::OkStatus();
+}
+
 Status PrimarySession::PauseAndArm() {
   auto& hv = *parts_.hypervisor;
   const std::string& uuid = parts_.open.instance_uuid;
+  std::lock_guard<std::mutex> gate_lock(gate_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fenced_) return absl::AbortedError("guest fenced");
+  }
   NOVA_DT_RETURN_IF_ERROR(QmpCall(hv, uuid, {{"execute", "stop"}}).status());
   Status armed = parts_.tracker->Reset();
   Status resumed = QmpCall(hv, uuid, {{"execute", "cont"}}).status();
@@ -214,6 +357,7 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (state_ != PairState::kSeeding) return absl::AbortedError(reason_);
+      if (fenced_) return absl::AbortedError("guest fenced while seeding");
     }
     auto t = checkpointer_.Take(1, staged, resend_what_the_copy_missed);
     if (!t.ok()) return t.status();
@@ -239,6 +383,14 @@ Status PrimarySession::Protect() {
     steady_epochs_ = steady_pages_ = steady_bytes_ = 0;
     seed_started_ = clock_.Now();
   }
+  if (parts_.witness) {
+    auto claimed = ClaimOwnership();
+    if (!claimed.ok()) return claimed.status();
+    std::lock_guard<std::mutex> lock(mu_);
+    witness_generation_ = *claimed;
+    parts_.open.witness_generation = *claimed;
+    reason_ = "seeding the replica on " + parts_.backup_address;
+  }
   core::EpochStreamCallbacks callbacks;
   callbacks.on_ack = [this, generation](const core::StreamAck& ack) {
     if (ack.kind != core::StreamAck::Kind::kCommitted) return;
@@ -263,7 +415,7 @@ Status PrimarySession::Protect() {
   NOVA_DT_RETURN_IF_ERROR(Seed(*stream, staged));
 
   auto next_tick = clock_.Now() + options_.epoch;
-  for (uint64_t epoch = 2;; ++epoch) {
+  for (uint64_t epoch = 2;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       // The epoch clock is injected: wait in small real-time steps and re-check it.
@@ -280,6 +432,10 @@ Status PrimarySession::Protect() {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (state_ == PairState::kDegraded) return absl::AbortedError(reason_);
+        // A fenced guest stays paused: no checkpoint (its `cont` would resume it); the same
+        // epoch is tried at the next tick. Unacknowledged epochs age, and the pair degrades if
+        // the fence lasts.
+        if (fenced_) continue;
       }
       auto t = checkpointer_.Take(epoch, staged);
       if (!t.ok()) return absl::InternalError("checkpoint " + std::to_string(epoch) + " failed: " +
@@ -287,7 +443,7 @@ Status PrimarySession::Protect() {
       RecordPause(t->total);
       std::lock_guard<std::mutex> lock(mu_);
       unacked_[epoch] = clock_.Now();
-      last_checkpoint_ = epoch;
+      last_checkpoint_ = epoch++;
     }
     {
       Status sent = core::SendEpoch(staged, *stream);
@@ -318,6 +474,9 @@ void PrimarySession::EpochThread() {
     parts_.capture->Stop();
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, options_.reseed_after, [this] { return stopping_; });
+    // Output held for the witness must leave (or the guest be fenced for good) before a new
+    // attempt opens egress epochs again.
+    cv_.wait(lock, [this] { return stopping_ || !release_pending_; });
     if (stopping_) break;
     ++reseeds_;
     log.Info("re-seeding to {} (attempt {})", parts_.backup_address, reseeds_);

@@ -13,6 +13,16 @@
 //              again (a new stream re-creates the replica).
 //   unprotected  Stop() was called.
 //
+// With a witness (SessionParts::witness, docs/witness.md) the session also keeps invariant 3
+// (never two running copies, never a failover to a replica older than released output):
+//   - before seeding it claims the server at the witness and sends the claim's generation in
+//     the stream's open message; the backup's take-over must name it;
+//   - a degraded pair releases its held output only after the witness advanced the generation
+//     (the backup's replica can then never be resumed); until then output stays held and the
+//     reason says so;
+//   - Fence() pauses the guest and keeps it paused (no checkpoint resumes it) until Unfence():
+//     the agent calls them as its witness lease's fence deadline passes and renews.
+//
 // Threads: an epoch thread (seeding, checkpoints, sending), a watchdog thread (the degrade
 // bound, which must fire even while a send is blocked by a stalled backup), and the link's ack
 // thread. The egress gate is touched under one mutex so a degrade can never strand frames in a
@@ -37,6 +47,7 @@
 #include "agent/engine/disk_capture.h"
 #include "agent/engine/egress_gate.h"
 #include "agent/engine/ram_stager.h"
+#include "agent/witness/witness.h"
 
 namespace novadt::engine {
 
@@ -61,6 +72,8 @@ struct SessionParts {
   std::unique_ptr<RamStager> stager;
   std::unique_ptr<EgressGate> gate;
   std::unique_ptr<DiskCapture> capture;
+  // Optional: the fencing witness (claims are made for open.primary_host).
+  witness::Witness* witness = nullptr;
 };
 
 struct SessionStatus {
@@ -77,6 +90,12 @@ struct SessionStatus {
   uint64_t steady_epochs = 0;
   uint64_t steady_pages = 0;
   uint64_t steady_bytes = 0;  // page, disk-write and device-state payload
+  // With a witness: the generation claimed for the current stream (0: none yet), whether the
+  // guest is fenced (paused by Fence()), and whether a degraded pair's output is still held
+  // because the witness has not confirmed the advanced generation.
+  int64_t witness_generation = 0;
+  bool fenced = false;
+  bool output_held_for_witness = false;
 };
 
 class PrimarySession {
@@ -94,6 +113,17 @@ class PrimarySession {
 
   SessionStatus status() const;
 
+  // Self-fencing: pauses the guest (QMP stop, serialised with checkpoints) and keeps it paused:
+  // no checkpoint or seeding step resumes a fenced guest. OK when already fenced. `why` is
+  // reported in status and logs.
+  Status Fence(const std::string& why);
+  // Resumes a fenced guest (QMP cont). OK when not fenced.
+  Status Unfence();
+  // Another host owns the server now (the witness moved it): ends the session like Stop() but
+  // releases nothing and advances nothing — the held output belongs to a copy that must never
+  // be heard from (the caller destroys it). `why` becomes the reason.
+  void Abandon(const std::string& why);
+
  private:
   void EpochThread();
   void WatchdogThread();
@@ -102,6 +132,12 @@ class PrimarySession {
   Status Protect();
   Status Seed(core::EpochStream& stream, core::StagedEpoch& staged);
   Status PauseAndArm();
+  // With a witness: claims the server, waiting (bounded by Stop()) while the witness is
+  // unreachable. Refusals (another host owns it) are returned.
+  StatusOr<int64_t> ClaimOwnership();
+  // With a witness, on the watchdog thread: a degraded pair's output leaves only once the
+  // witness advanced the generation. REQUIRES: `lock` holds mu_ (released while calling out).
+  void ReleaseHeldForWitness(std::unique_lock<std::mutex>& lock);
   void OnAck(uint64_t epoch);
   void OnStreamDone(const Status& st, uint64_t generation);
   void Degrade(const std::string& reason);
@@ -131,6 +167,11 @@ class PrimarySession {
   Clock::Duration seed_time_{0};
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
   uint64_t steady_epochs_ = 0, steady_pages_ = 0, steady_bytes_ = 0;
+  int64_t witness_generation_ = 0;
+  bool release_pending_ = false;  // degraded with a witness: output held until advanced
+  Clock::TimePoint next_advance_attempt_{};
+  bool fenced_ = false;           // guarded by mu_; changed only under gate_mu_ too
+  bool abandoned_ = false;        // guarded by mu_: Stop() releases nothing
 
   std::thread epoch_thread_;
   std::thread watchdog_thread_;

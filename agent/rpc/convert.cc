@@ -78,6 +78,7 @@ void ToProto(const core::StreamOpen& in, nova_dt::v1::StreamOpen* out) {
     o->set_size_bytes(d.size_bytes);
   }
   out->set_domain_xml(in.domain_xml);
+  out->set_witness_generation(in.witness_generation);
 }
 
 core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
@@ -88,6 +89,7 @@ core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
   out.ram_size_bytes = in.ram_size_bytes();
   for (const auto& d : in.disks()) out.disks.push_back({d.name(), d.size_bytes()});
   out.domain_xml = in.domain_xml();
+  out.witness_generation = in.witness_generation();
   return out;
 }
 

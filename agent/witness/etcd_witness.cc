@@ -203,6 +203,41 @@ class EtcdWitness final : public Witness {
     return absl::AbortedError("take-over of " + uuid + ": the record kept changing");
   }
 
+  StatusOr<Ownership> AdvanceGeneration(const std::string& uuid,
+                                        const std::string& host) override {
+    if (uuid.empty() || host.empty()) {
+      return absl::InvalidArgumentError("AdvanceGeneration: empty instance uuid or host");
+    }
+    for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+      StatusOr<Record> rec = ReadRecord(uuid);
+      if (!rec.ok()) return rec.status();
+      if (!rec->exists()) return absl::NotFoundError("no witness record for " + uuid);
+      const Ownership now = rec->ToOwnership();
+      if (!rec->live || now.owner != host) {
+        return absl::FailedPreconditionError("advancing the generation of " + uuid + " by '" +
+                                             host + "' refused: the witness holds " +
+                                             Describe(now));
+      }
+      const int64_t generation = now.generation + 1;
+      // Same lease as the live key: the claim stays exactly as alive as it was.
+      StatusOr<bool> committed =
+          Commit(uuid, *rec,
+                 {PutOp(ServersKey(uuid), ServersValue(host, generation), rec->lease),
+                  PutOp(GenerationsKey(uuid), GenerationsValue(host, generation, false), 0)});
+      if (absl::IsNotFound(committed.status())) {
+        return absl::FailedPreconditionError("advancing the generation of " + uuid +
+                                             ": the claim's lease is gone");
+      }
+      if (!committed.ok()) return committed.status();
+      if (*committed) {
+        Hold(uuid, host, generation, rec->lease, HoldMode::kIfStillHeld);
+        InstanceLog(uuid).Info("witness: '{}' advanced to generation {}", host, generation);
+        return Ownership{host, generation, true, false, rec->lease};
+      }
+    }
+    return absl::AbortedError("advancing the generation of " + uuid + ": the record kept changing");
+  }
+
   Status Release(const std::string& uuid, const std::string& host) override {
     Unhold(uuid);  // no re-claim from now on, whatever the outcome
     for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {

@@ -118,6 +118,18 @@ class Witness {
                                        const std::string& expected_owner,
                                        int64_t expected_generation) = 0;
 
+  // Makes every copy taken at an older generation useless for a failover: bumps the generation
+  // of `host`'s live claim by one, atomically, keeping it live and `host`'s. A primary calls it
+  // before it releases output that its backup's replica does not hold (the pair degraded): the
+  // backup's TakeOver() naming the old generation then fails with Aborted, so it can never
+  // resume the guest from before that output. Returns the new record.
+  // FailedPrecondition: `host` holds no live claim on the server (another host owns it, or the
+  //   claim lapsed or was released: Claim() first). NotFound: no record.
+  // Unavailable / DeadlineExceeded / DataLoss: as for Claim(); the bump may or may not have
+  //   happened (Read() tells) — the caller must not release the output yet.
+  virtual StatusOr<Ownership> AdvanceGeneration(const std::string& instance_uuid,
+                                                const std::string& host) = 0;
+
   // Gives up `host`'s ownership (planned failback, unprotect): the claim ends at once and the
   // record is marked released, keeping its generation, so any host may Claim() it (generation
   // + 1) or TakeOver(.., host, generation) it. OK also when already released by `host`. The

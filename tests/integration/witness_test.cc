@@ -351,6 +351,33 @@ TEST_F(WitnessTest, TakeOverWithAStaleGenerationFails) {
 // Invariant 3's timing: while renewals succeed the deadline stays ahead; when they stop, the
 // owner's deadline passes at least fence_margin before etcd deletes the key (which is what lets
 // a backup take over).
+// A primary whose pair degraded advances the generation before releasing output: the backup's
+// take-over at the replica's generation is refused for good, even after the owner's claim lapses.
+TEST_F(WitnessTest, AdvancedGenerationMakesOlderReplicasUselessForATakeOver) {
+  const std::string u = Uuid("advance");
+  std::unique_ptr<Witness> primary = Host();
+  std::unique_ptr<Witness> backup = Host();
+  EXPECT_TRUE(absl::IsNotFound(primary->AdvanceGeneration(u, "compute-1").status()));
+  ASSERT_TRUE(primary->Claim(u, "compute-1").ok());
+  StatusOr<Ownership> o = primary->AdvanceGeneration(u, "compute-1");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->generation, 2);
+  EXPECT_TRUE(o->live);
+  EXPECT_TRUE(absl::IsFailedPrecondition(backup->AdvanceGeneration(u, "compute-2").status()))
+      << "only the live owner advances";
+  StatusOr<Ownership> read = backup->Read(u);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(*read, *o) << "same lease, still live";
+
+  primary.reset();  // stops renewing: the claim lapses
+  ASSERT_TRUE(WaitUntilLapsed(*backup, u).has_value());
+  EXPECT_TRUE(absl::IsAborted(backup->TakeOver(u, "compute-2", "compute-1", 1).status()))
+      << "the replica taken at generation 1 predates released output";
+  StatusOr<Ownership> won = backup->TakeOver(u, "compute-2", "compute-1", 2);
+  ASSERT_TRUE(won.ok()) << won.status();
+  EXPECT_EQ(won->generation, 3);
+}
+
 TEST_F(WitnessTest, SelfFenceDeadlinePassesBeforeEtcdDeletesTheKey) {
   const std::string u = Uuid("fence");
   Events events;

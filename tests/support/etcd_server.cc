@@ -69,7 +69,8 @@ EtcdServer::~EtcdServer() {
 }
 
 std::string EtcdServer::address() const {
-  return std::string(options_.tls ? "localhost:" : "127.0.0.1:") + std::to_string(client_port_);
+  return (options_.tls ? std::string("localhost") : options_.listen_ip) + ":" +
+         std::to_string(client_port_);
 }
 
 std::string EtcdServer::endpoint() const {
@@ -105,10 +106,12 @@ absl::Status EtcdServer::Start() {
     return absl::InternalError("no free TCP port on 127.0.0.1 for etcd");
   }
   const std::string scheme = options_.tls ? "https://" : "http://";
-  const std::string client_listen = scheme + "127.0.0.1:" + std::to_string(client_port_);
+  const std::string client_listen =
+      scheme + options_.listen_ip + ":" + std::to_string(client_port_);
   const std::string client_advertise = endpoint();
-  const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-  std::vector<std::string> argv = {
+  const std::string peer = "http://" + options_.listen_ip + ":" + std::to_string(peer_port_);
+  std::vector<std::string> argv = options_.exec_prefix;
+  argv.insert(argv.end(), {
       kSetpriv,
       "--pdeathsig",
       "KILL",
@@ -140,7 +143,7 @@ absl::Status EtcdServer::Start() {
       "zap",
       "--log-outputs",
       "stderr",
-  };
+  });
   if (options_.tls) {
     argv.insert(argv.end(), {"--cert-file", pki_->Path("localhost.pem"), "--key-file",
                              pki_->Path("localhost.key"), "--trusted-ca-file", ca_file()});
@@ -160,7 +163,7 @@ absl::Status EtcdServer::Start() {
     const std::string log = ReadFile(log_path());
     if (log.size() > log_start &&
         log.find("serving client traffic", log_start) != std::string::npos &&
-        Accepts(client_port_)) {
+        (!options_.exec_prefix.empty() || Accepts(client_port_))) {
       return absl::OkStatus();
     }
     if (std::chrono::steady_clock::now() >= deadline) {

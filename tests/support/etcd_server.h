@@ -14,6 +14,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "tests/support/test_pki.h"
@@ -34,6 +35,11 @@ class EtcdServer {
     int election_timeout_ms = 1000;
     // How long Start() waits for etcd to serve clients.
     std::chrono::seconds start_timeout{30};
+    // Runs etcd under this command prefix (e.g. Rig::ExecPrefix("net"): the rig's switch
+    // namespace, reachable from both hosts) and listens on `listen_ip` there. Readiness is then
+    // taken from etcd's log alone (the port is not reachable from here). Not with tls.
+    std::vector<std::string> exec_prefix;
+    std::string listen_ip = "127.0.0.1";
   };
 
   // Picks the ports (and makes the certificates); starts nothing.

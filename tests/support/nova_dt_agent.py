@@ -41,8 +41,11 @@ class AgentProcess:
             f.write(config_text)
         self.local_conf = os.path.join(workdir, "local.conf")
         with open(self.local_conf, "w") as f:
+            # Replicas in the scratch directory, not the agent's system default.
             f.write("[DEFAULT]\ncontrol_address = unix:%s/agent.sock\nstate_path = %s/state\n"
-                    "[peer]\nlisten_address = 127.0.0.1:0\n" % (workdir, workdir))
+                    "[peer]\nlisten_address = 127.0.0.1:0\n"
+                    "[replication]\nreplica_path = %s/state/replicas\n"
+                    % (workdir, workdir, workdir))
         self.log_path = os.path.join(workdir, "agent.log")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

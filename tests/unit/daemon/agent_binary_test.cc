@@ -29,6 +29,9 @@ std::string AgentConfig(const ScratchDir& dir, const std::string& host, int port
   return "[DEFAULT]\nhost = " + host + "\nstate_path = " + dir.path() + "/" + host +
          "\ncontrol_address = unix:" + dir.path() + "/" + host + ".sock\n"
          "[libvirt]\nconnection_uri = test:///default\n"
+         // In the scratch directory, not the agent's system default.
+         "[replication]\nreplica_path = " + dir.path() + "/" + host + "/replicas\n"
+         // [peer] last: tests append options of that section.
          "[peer]\nlisten_address = 127.0.0.1:" + std::to_string(port) + "\n"
          "hello_interval_ms = 100\n" + (peers.empty() ? "" : "peers = " + peers + "\n");
 }

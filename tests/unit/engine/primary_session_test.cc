@@ -13,6 +13,7 @@
 #include "agent/core/replication_receiver.h"
 #include "tests/support/fake_hypervisor.h"
 #include "tests/support/fake_replica_sink.h"
+#include "tests/support/fake_witness.h"
 #include "tests/support/guest_ram.h"
 #include "tests/support/test_util.h"
 
@@ -85,6 +86,7 @@ class LoopbackLink final : public core::ReplicationLink {
       cb.on_done(absl::UnavailableError("backup unreachable"));
       return absl::UnavailableError("backup unreachable");
     }
+    last_witness_generation = open.witness_generation;
     auto r = core::ReplicationReceiver::Start(open, novadt::testing::FakeSinkFactory(state));
     if (!r.ok()) return r.status();
     ++opens;
@@ -120,6 +122,7 @@ class LoopbackLink final : public core::ReplicationLink {
   std::shared_ptr<FakeReplicaState> state = std::make_shared<FakeReplicaState>();
   std::atomic<int> opens{0};
   std::atomic<int> refuse_opens_{0};
+  std::atomic<int64_t> last_witness_generation{-1};
 
  private:
   std::mutex mu_;
@@ -170,8 +173,9 @@ class PrimarySessionTest : public ::testing::Test {
   }
   void TearDown() override { session_.reset(); }  // before the RAM it reads goes away
 
-  void StartSession(SessionOptions o) {
+  void StartSession(SessionOptions o, witness::Witness* witness = nullptr) {
     SessionParts p;
+    p.witness = witness;
     p.hypervisor = &hv_;
     p.link = &link_;
     p.backup_address = "backup:7070";
@@ -213,6 +217,7 @@ class PrimarySessionTest : public ::testing::Test {
   EgressGate* gate_ = nullptr;
   FakeCapture* capture_ = nullptr;
   std::function<void()> on_capture_start_;
+  novadt::testing::FakeWitness w;  // outlives the session (TearDown resets it first)
   std::unique_ptr<PrimarySession> session_;
 };
 
@@ -320,6 +325,81 @@ TEST_F(PrimarySessionTest, FailedCheckpointDegradesWithTheReasonAndLeavesTheGues
   ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(2)));
   EXPECT_THAT(session_->status().reason, HasSubstr("migration blocked by a device"));
   EXPECT_TRUE(gate_->held_epochs().empty());
+  session_->Stop();
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+// --- with a fencing witness (docs/witness.md) ---------------------------------------------------
+
+TEST_F(PrimarySessionTest, ClaimsTheServerAtTheWitnessAndSendsTheGenerationWithTheStream) {
+  w.FailNext("Claim", absl::UnavailableError("etcd down"));
+  StartSession(Fast(), &w);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  EXPECT_EQ(w.calls("Claim"), 2) << "retried while the witness was unreachable";
+  EXPECT_EQ(session_->status().witness_generation, 1);
+  EXPECT_EQ(link_.last_witness_generation.load(), 1);
+  auto owner = w.Read(novadt::testing::TestOpen().instance_uuid);
+  ASSERT_TRUE(owner.ok());
+  EXPECT_EQ(owner->owner, novadt::testing::TestOpen().primary_host);
+}
+
+TEST_F(PrimarySessionTest, ServerOwnedByAnotherHostIsNeverProtectedFromHere) {
+  ASSERT_TRUE(w.Claim(novadt::testing::TestOpen().instance_uuid, "other-host").ok());
+  StartSession(Fast(), &w);
+  ASSERT_TRUE(WaitState(PairState::kDegraded)) << session_->status().reason;
+  EXPECT_THAT(session_->status().reason, HasSubstr("owned by 'other-host'"));
+  EXPECT_EQ(link_.opens.load(), 0) << "no replica of a copy this host does not own";
+}
+
+TEST_F(PrimarySessionTest, DegradedPairReleasesOutputOnlyAfterTheWitnessAdvancedTheGeneration) {
+  StartSession(Fast(), &w);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  for (int i = 0; i < 3; ++i) w.FailNext("AdvanceGeneration", absl::UnavailableError("etcd down"));
+  link_.Stall(true);
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(3)));
+  // The witness could not confirm: the backup's replica might still be resumed, so the output it
+  // lacks stays held.
+  ASSERT_TRUE(WaitFor([&] { return w.calls("AdvanceGeneration") >= 2; }, seconds(2)));
+  const int deleted_while_held = Count("object-del");
+  EXPECT_FALSE(gate_->held_epochs().empty());
+  EXPECT_TRUE(session_->status().output_held_for_witness);
+  EXPECT_THAT(session_->status().reason, HasSubstr("etcd down"));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(Count("object-del"), deleted_while_held) << "output left before the witness said so";
+  // Third failure, then success: generation 2, and only then is the output released (the
+  // session then re-seeds at once and holds output of the new attempt).
+  ASSERT_TRUE(WaitFor([&] { return !session_->status().output_held_for_witness; }, seconds(3)));
+  EXPECT_EQ(w.calls("AdvanceGeneration"), 4);
+  EXPECT_GT(Count("object-del"), deleted_while_held);
+  EXPECT_EQ(session_->status().witness_generation, 2);
+  EXPECT_EQ(w.Read(novadt::testing::TestOpen().instance_uuid)->generation, 2);
+  // The backup returns: the new replica carries the new generation.
+  link_.Stall(false);
+  ASSERT_TRUE(WaitFor([&] { return session_->status().state == PairState::kProtected &&
+                                   session_->status().reseeds >= 1; }, seconds(5)))
+      << session_->status().reason;
+  EXPECT_EQ(link_.last_witness_generation.load(), 2);
+}
+
+TEST_F(PrimarySessionTest, FencedGuestStaysPausedThroughCheckpointsUntilUnfenced) {
+  StartSession(Fast(), &w);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  ASSERT_TRUE(session_->Fence("lease not renewed").ok());
+  EXPECT_TRUE(session_->status().fenced);
+  const size_t after_fence = hv_.Commands().size();
+  EXPECT_NE(hv_.Commands().back().find("\"stop\""), std::string::npos);
+  std::this_thread::sleep_for(milliseconds(150));  // several epoch ticks
+  auto cmds = hv_.Commands();
+  for (size_t i = after_fence; i < cmds.size(); ++i) {
+    EXPECT_EQ(cmds[i].find("\"cont\""), std::string::npos) << "a fenced guest was resumed";
+  }
+  const uint64_t checkpoint = session_->status().last_checkpoint;
+  ASSERT_TRUE(session_->Fence("again").ok());  // idempotent: no second stop
+  EXPECT_EQ(hv_.Commands().size(), cmds.size());
+  ASSERT_TRUE(session_->Unfence().ok());
+  EXPECT_FALSE(session_->status().fenced);
+  ASSERT_TRUE(WaitFor([&] { return session_->status().last_committed > checkpoint + 2; }, seconds(3)))
+      << "checkpoints resume after the fence";
   session_->Stop();
   EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
 }
