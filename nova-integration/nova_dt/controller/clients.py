@@ -83,6 +83,32 @@ class ComputeAPI(metaclass=abc.ABCMeta):
     def set_instance_host(self, instance_uuid, host, node, availability_zone):
         """Record that the server runs on ``host``/``node`` (in ``availability_zone``)."""
 
+    @abc.abstractmethod
+    def evacuations(self, instance_uuid):
+        """The server's evacuation records (Nova migrations of type ``evacuation``).
+
+        :returns: list of dicts with ``uuid``, ``instance_uuid``, ``migration_type``,
+            ``status``, ``source_compute``, ``source_node``, ``dest_compute``, ``dest_node``.
+        :raises ServerGone: Nova has no such server (any more).
+        """
+
+    @abc.abstractmethod
+    def create_evacuation(self, instance_uuid, migration_uuid, source_host, source_node,
+                          dest_host, dest_node):
+        """Write the record Nova's evacuate leaves once the server runs on ``dest_host``: a
+        migration ``migration_uuid`` of type ``evacuation``, status ``done``, from
+        ``source_host``/``source_node``. It tells the source's nova-compute, when it starts,
+        to destroy its guest of the server (then it sets the status to ``completed``).
+
+        REQUIRES: no record ``migration_uuid`` exists (Nova refuses a duplicate UUID).
+        :raises ServerGone: Nova has no such server (any more).
+        """
+
+    @abc.abstractmethod
+    def complete_evacuation(self, instance_uuid, migration_uuid):
+        """Set the status of the server's evacuation record to ``completed``: its source's
+        nova-compute no longer acts on it."""
+
 
 class NetworkAPI(metaclass=abc.ABCMeta):
     """The Neutron port calls of the controller."""

@@ -20,6 +20,7 @@ from oslo_utils import uuidutils
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
+from nova.objects import fields as nova_fields
 from nova import servicegroup
 
 from nova_dt.controller import clients
@@ -30,6 +31,9 @@ LOG = logging.getLogger(__name__)
 
 PLACEMENT_VERSION = '1.36'
 CONCURRENT_UPDATE = 'placement.concurrent_update'
+# What evacuations() reads of a Migration (clients.ComputeAPI).
+EVACUATION_FIELDS = ('uuid', 'instance_uuid', 'migration_type', 'status', 'source_compute',
+                     'source_node', 'dest_compute', 'dest_node')
 
 
 class PlacementError(Exception):
@@ -199,6 +203,55 @@ class NovaObjectsCompute(clients.ComputeAPI):
             if availability_zone:
                 instance.availability_zone = availability_zone
             instance.save()
+
+    def evacuations(self, instance_uuid):
+        try:
+            with self._instance_cell(instance_uuid) as (cctxt, _):
+                migrations = objects.MigrationList.get_by_filters(cctxt, {
+                    'instance_uuid': instance_uuid,
+                    'migration_type': nova_fields.MigrationType.EVACUATION})
+                return [{f: getattr(m, f) for f in EVACUATION_FIELDS} for m in migrations]
+        except nova_exception.InstanceMappingNotFound as e:
+            raise clients.ServerGone(str(e))
+
+    def create_evacuation(self, instance_uuid, migration_uuid, source_host, source_node,
+                          dest_host, dest_node):
+        try:
+            with self._instance_cell(instance_uuid) as (cctxt, _):
+                instance = objects.Instance.get_by_uuid(cctxt, instance_uuid,
+                                                        expected_attrs=['flavor'])
+                dest = objects.ComputeNode.get_by_host_and_nodename(cctxt, dest_host,
+                                                                   dest_node)
+                # The fields nova-api's evacuate and the destination's resource tracker set
+                # (compute/api.py evacuate, resource_tracker._create_migration), with the
+                # status finish_evacuation leaves once the server runs on the destination.
+                migration = objects.Migration(
+                    cctxt, uuid=migration_uuid, instance_uuid=instance_uuid,
+                    migration_type=nova_fields.MigrationType.EVACUATION, status='done',
+                    source_compute=source_host, source_node=source_node,
+                    dest_compute=dest_host, dest_node=dest_node,
+                    dest_host=str(dest.host_ip) if dest.host_ip else None,
+                    old_instance_type_id=instance.flavor.id,
+                    new_instance_type_id=instance.flavor.id)
+                migration.create()
+                LOG.info("Server %(uuid)s: evacuation record %(mig)s from %(src)s/%(src_node)s "
+                         "to %(dest)s/%(dest_node)s", {
+                             'uuid': instance_uuid, 'mig': migration_uuid, 'src': source_host,
+                             'src_node': source_node, 'dest': dest_host,
+                             'dest_node': dest_node})
+        except (nova_exception.InstanceMappingNotFound,
+                nova_exception.InstanceNotFound) as e:
+            raise clients.ServerGone(str(e))
+
+    def complete_evacuation(self, instance_uuid, migration_uuid):
+        with self._instance_cell(instance_uuid) as (cctxt, _):
+            migration = objects.Migration.get_by_uuid(cctxt, migration_uuid)
+            LOG.info("Server %(uuid)s: evacuation record %(mig)s from %(src)s %(status)s -> "
+                     "completed", {'uuid': instance_uuid, 'mig': migration_uuid,
+                                   'src': migration.source_compute,
+                                   'status': migration.status})
+            migration.status = 'completed'
+            migration.save()
 
 
 class NovaNeutronNetwork(clients.NetworkAPI):

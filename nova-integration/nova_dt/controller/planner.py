@@ -25,6 +25,7 @@ FORGET = 'forget'                       # drop the record
 SET_INSTANCE_HOST = 'set_instance_host'  # instance.host/node/AZ to the new primary
 BIND_PORTS = 'bind_ports'               # Neutron ports' binding:host_id to the new primary
 MOVE_ALLOCATIONS = 'move_allocations'   # the server's allocation to the new primary's provider
+RECORD_EVACUATION = 'record_evacuation'  # Nova's evacuation record, for the lost primary's compute
 
 PROTECT = 'protect'
 FAILOVER = 'failover'
@@ -35,9 +36,26 @@ JOB_STEPS = {
     RELEASE: (RELEASE_CLAIM, CAST_UNPROTECT, FORGET),
     # The claim is released by MOVE_ALLOCATIONS, atomically with the move: the server now runs
     # on the resources the claim held.
-    FAILOVER: (SET_INSTANCE_HOST, BIND_PORTS, MOVE_ALLOCATIONS,
+    # RECORD_EVACUATION leaves the Migration record Nova's evacuate leaves, so that the lost
+    # primary's nova-compute, when it starts again, destroys its stale guest and cleans up
+    # (ComputeManager._destroy_evacuated_instances, from init_host). Its place:
+    # - after SET_INSTANCE_HOST: while Nova still has the server on the lost primary, that
+    #   host's nova-compute would destroy the guest Nova thinks the server runs on;
+    # - after MOVE_ALLOCATIONS: nova-compute also takes its own provider out of the server's
+    #   allocation. After the move nothing of it is there and that changes nothing; before
+    #   it, the server's allocation would be emptied under the move, which then finds
+    #   nothing to move;
+    # - before CHOOSE_BACKUP, which ends the job when no host has room for a backup.
+    # The step also completes the server's pending records whose source is the new primary:
+    # that host's nova-compute must keep the server now.
+    FAILOVER: (SET_INSTANCE_HOST, BIND_PORTS, MOVE_ALLOCATIONS, RECORD_EVACUATION,
                CHOOSE_BACKUP, CLAIM_BACKUP, CAST_PROTECT),
 }
+
+# Statuses of an evacuation record that its source's nova-compute acts on when it starts: it
+# destroys its guest of the server and takes its provider out of the server's allocation
+# (ComputeManager._destroy_evacuated_instances); it then sets 'completed'.
+EVACUATION_PENDING = ('accepted', 'pre-migrating', 'done')
 
 # Pair status, as recorded and reported.
 PROTECTING = 'protecting'      # a protect job runs
@@ -66,7 +84,7 @@ class Job(object):
     """A plan: steps of one kind, the index of the next one, and the facts the steps need."""
 
     def __init__(self, kind, next_step=0, exclude=(), new_host=None, old_host=None,
-                 failures=0, last_error=None, rechoices=0):
+                 failures=0, last_error=None, rechoices=0, migration_uuid=None):
         if kind not in JOB_STEPS:
             raise ValueError('unknown job kind %r' % kind)
         self.kind = kind
@@ -77,6 +95,9 @@ class Job(object):
         self.failures = failures          # passes that ended on a failed step
         self.last_error = last_error
         self.rechoices = rechoices        # backups given up because their claim was refused
+        # failover: UUID of the evacuation record in Nova, fixed (and recorded) before the
+        # record is written, so that a step redone after a crash finds the one it wrote.
+        self.migration_uuid = migration_uuid
 
     @property
     def steps(self):
@@ -101,7 +122,7 @@ class Job(object):
         return {'kind': self.kind, 'next_step': self.next_step, 'exclude': self.exclude,
                 'new_host': self.new_host, 'old_host': self.old_host,
                 'failures': self.failures, 'last_error': self.last_error,
-                'rechoices': self.rechoices}
+                'rechoices': self.rechoices, 'migration_uuid': self.migration_uuid}
 
     @classmethod
     def from_dict(cls, d):
@@ -316,6 +337,15 @@ def eligible_hosts(primary_host, peer_az, hosts, exclude=()):
     return [h for _, h in sorted(hosts.items())
             if h.host != primary_host and h.host not in exclude and h.capable and h.enabled
             and h.rp_uuid and backup_zone_ok(primary_az, h.az, peer_az)]
+
+
+def pending_evacuation_sources(records):
+    """Hosts whose nova-compute, when it next starts, destroys its guest of the server.
+
+    :param records: the server's evacuation records (dicts with ``source_compute``, ``status``).
+    """
+    return sorted({r['source_compute'] for r in records
+                   if r['status'] in EVACUATION_PENDING and r['source_compute']})
 
 
 def backup_aggregates(eligible):

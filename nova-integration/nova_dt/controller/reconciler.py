@@ -8,6 +8,8 @@ wanted, so a step interrupted by a crash (done but not recorded) is harmless to 
 - the failover's allocation move is one ``POST /allocations`` that moves the server's allocation
   to the new primary's provider and empties the reservation consumer together, all or nothing;
 - instance host/node and port bindings are compared before they are written;
+- the failover's evacuation record in Nova: its UUID is recorded in the job before the record
+  is written, and the server's records are read first;
 - RPC casts are repeated at most once per interruption, and the agents accept a repeated
   protect/unprotect (the second one fails on the agent and is dropped, casts have no reply).
 
@@ -20,6 +22,7 @@ import threading
 import time
 
 from oslo_log import log as logging
+from oslo_utils import uuidutils
 
 from nova_dt import exception as dt_exception
 from nova_dt.controller import clients
@@ -73,6 +76,7 @@ class Reconciler(object):
             planner.SET_INSTANCE_HOST: self._set_instance_host,
             planner.BIND_PORTS: self._bind_ports,
             planner.MOVE_ALLOCATIONS: self._move_allocations,
+            planner.RECORD_EVACUATION: self._record_evacuation,
         }
 
     # -- events ----------------------------------------------------------------------------
@@ -217,17 +221,25 @@ class Reconciler(object):
         if pair.backup_host and pair.backup_rp:
             return NEXT
         self.compute.get_instance_host(pair.instance_uuid)  # ServerGone if deleted meanwhile
+        # A lost primary whose nova-compute has not started since would destroy the backup's
+        # guest (same UUID) when it does, or the server itself after a failover to it.
+        stale = planner.pending_evacuation_sources(
+            self.compute.evacuations(pair.instance_uuid))
+        exclude = sorted(set(pair.job.exclude) | set(stale))
         hosts = self.compute.hosts()
         resources = self._server_resources(pair, hosts)
-        eligible = planner.eligible_hosts(pair.primary_host, pair.peer_az, hosts,
-                                          pair.job.exclude)
+        eligible = planner.eligible_hosts(pair.primary_host, pair.peer_az, hosts, exclude)
         candidates = {}
         if eligible:
             candidates = self.placement.allocation_candidates(
                 resources, member_of=planner.backup_aggregates(eligible),
                 forbidden_traits=[DISABLED_TRAIT])
         choice = planner.choose_backup(pair.primary_host, pair.peer_az, hosts, candidates,
-                                       self._links(), pair.job.exclude, self._link_delay)
+                                       self._links(), exclude, self._link_delay)
+        if choice.host is None and stale:
+            choice = choice._replace(reason='%s; left out until their nova-compute has '
+                                     'started and removed the server\'s stale guest: %s'
+                                     % (choice.reason, ', '.join(stale)))
         if choice.host is None:
             LOG.warning("Server %(uuid)s on %(host)s stays unprotected for now: %(reason)s",
                         {'uuid': pair.instance_uuid, 'host': pair.primary_host,
@@ -326,6 +338,41 @@ class Reconciler(object):
                 'project_id': claim['project_id'], 'user_id': claim['user_id']}
         if body:
             self.placement.post_allocations(body)
+        return NEXT
+
+    def _record_evacuation(self, pair):
+        # Nova's evacuate record (see planner.JOB_STEPS for why here): the lost primary's
+        # nova-compute, when it starts, destroys its guest of the server and takes its own
+        # provider out of the server's allocation, which the move already did.
+        job = pair.job
+        records = self.compute.evacuations(pair.instance_uuid)
+        for record in records:
+            if (record['source_compute'] == job.new_host and
+                    record['status'] in planner.EVACUATION_PENDING):
+                # The server runs on that host again: its nova-compute must not destroy it, nor
+                # take its provider out of the server's allocation.
+                self.compute.complete_evacuation(pair.instance_uuid, record['uuid'])
+        if not job.old_host or job.old_host == job.new_host:
+            LOG.warning("Server %(uuid)s: no lost primary known, no evacuation record; Nova "
+                        "does not remove a stale guest there", {'uuid': pair.instance_uuid})
+            return NEXT
+        hosts = self.compute.hosts()
+        new = hosts.get(job.new_host)
+        if new is None or not new.node:
+            raise StepError('new primary %s has no compute node in Nova' % job.new_host)
+        old = hosts.get(job.old_host)
+        if old is None or not old.node:
+            LOG.warning("Server %(uuid)s: lost primary %(old)s has no compute node in Nova, no "
+                        "evacuation record", {'uuid': pair.instance_uuid, 'old': job.old_host})
+            return NEXT
+        if job.migration_uuid is None:
+            # Durable before the record is written: a redone step looks for this one.
+            job.migration_uuid = uuidutils.generate_uuid()
+            self.store.put(pair)
+        elif any(r['uuid'] == job.migration_uuid for r in records):
+            return NEXT  # written before a crash; perhaps completed by the old host since
+        self.compute.create_evacuation(pair.instance_uuid, job.migration_uuid, old.host,
+                                       old.node, new.host, new.node)
         return NEXT
 
 

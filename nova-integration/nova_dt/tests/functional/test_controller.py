@@ -1,5 +1,7 @@
 """nova-dt in Nova's functional harness: DT flavors, pair placement, backup claims, failover."""
 
+from nova import context as nova_context
+from nova import objects
 from nova.tests.functional.api import client as api_client
 
 from nova_dt.controller import planner
@@ -121,16 +123,24 @@ class TestDTPairs(base.DTFunctionalTestCase):
         self.assertEqual({}, self.allocations(self.reservation(server)))
         self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages('host2'))
 
-    def failover(self, server, primary):
+    def failover(self, server, primary, new='host2', force_down=True):
         """What happens when ``primary`` dies: the backup's agent restores the server on
-        host2 and says so; Nova's view of the dead host is that its nova-compute is down
+        ``new`` and says so; Nova's view of the dead host is that its nova-compute is down
         (forced down here, as an operator or a host monitor does)."""
-        service = self.admin_api.get_services(binary='nova-compute', host=primary)[0]
-        self.admin_api.put_service_force_down(service['id'], True)
+        if force_down:
+            service = self.admin_api.get_services(binary='nova-compute', host=primary)[0]
+            self.admin_api.put_service_force_down(service['id'], True)
         self.feed_agent_notification('dt.pair.failover.end', {
-            'instance_uuid': server['id'], 'host': 'host2', 'role': 'primary',
+            'instance_uuid': server['id'], 'host': new, 'role': 'primary',
             'state': 'running', 'reason': '', 'peer_host': primary, 'committed_epoch': 7,
-            'duration_ms': 640, 'new_host': 'host2'})
+            'duration_ms': 640, 'new_host': new})
+
+    def migrations(self, server):
+        """(source, dest, status) of the server's migration records, oldest first."""
+        return [(m['source_compute'], m['dest_compute'], m['status'])
+                for m in sorted(self.admin_api.api_get('/os-migrations').body['migrations'],
+                                key=lambda m: m['id'])
+                if m['instance_uuid'] == server['id']]
 
     def test_failover_reconciles_nova_neutron_placement_and_reprotects(self):
         server = self.boot_protected()
@@ -172,6 +182,122 @@ class TestDTPairs(base.DTFunctionalTestCase):
         for host in self.HOSTS:
             self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages(host))
         self.assertEqual(('unprotect', 'host2', server['id']), self.agents.casts[-1])
+
+    def test_lost_primary_coming_back_destroys_its_stale_guest(self):
+        """As Nova's own evacuate tests do (test_servers.ServerMovingTests._test_evacuate):
+        the source compute stopped and forced down, the server moved, the source compute
+        restarted with its hypervisor's guests kept, then forced up."""
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        other = 'host3' if primary == 'host1' else 'host1'
+        service_id = self.admin_api.get_services(binary='nova-compute', host=primary)[0]['id']
+        lost = self.computes[primary]
+        self.assertIn(server['id'], lost.manager.driver.list_instance_uuids())
+        lost.stop()   # the host is lost; its guest stays defined in its hypervisor
+        self.failover(server, primary)
+
+        # The record Nova's evacuate leaves once the server runs on the destination.
+        migration = self._wait_for_migration_status(server, ['done'])
+        # dest_host: the destination's my_ip (what libvirt's get_host_ip_addr returns; the fake
+        # driver's is a constant), as its compute node reports it.
+        dest_ip = [h['host_ip'] for h in self.admin_api.api_get(
+            '/os-hypervisors/detail').body['hypervisors'] if h['service']['host'] == 'host2']
+        flavor_db_id = objects.Flavor.get_by_flavor_id(
+            nova_context.get_admin_context(), self.flavor_id).id
+        self.assertEqual(
+            ('evacuation', primary, primary, 'host2', 'host2', dest_ip[0],
+             flavor_db_id, flavor_db_id),
+            (migration['migration_type'], migration['source_compute'],
+             migration['source_node'], migration['dest_compute'], migration['dest_node'],
+             migration['dest_host'], migration['old_instance_type_id'],
+             migration['new_instance_type_id']))
+        self.assertEqual(1, len(self.admin_api.api_get('/os-migrations').body['migrations']))
+        # Nova itself reads it: the host cannot be forced up before its nova-compute has
+        # started and cleaned up.
+        exc = self.assertRaises(api_client.OpenStackApiException,
+                                self.admin_api.put_service_force_down, service_id, False)
+        self.assertEqual(400, exc.response.status_code)
+        self.assertIn('`done` evacuation migration records remain', exc.response.text)
+
+        # The lost primary comes back.
+        self.computes[primary] = self.restart_compute_service(lost)
+        self.admin_api.put_service_force_down(service_id, False)
+
+        self.assertNotIn(server['id'],
+                         self.computes[primary].manager.driver.list_instance_uuids())
+        self.assertIn('Destroying instance as it has been evacuated from this host but still '
+                      'exists in the hypervisor', self.stdlog.logger.output)
+        self._wait_for_migration_status(server, ['completed'])
+        # Its clean-up of the server's allocation on its provider found nothing: the controller
+        # had moved it. The server holds host2, the new backup claim the other az1 host.
+        self.assertIn('Expected to find allocations referencing resource provider tree rooted '
+                      'at %s' % self.rp(primary), self.stdlog.logger.output)
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+        self.assertEqual({self.rp(other): self.resources},
+                         self.allocations(self.reservation(server)))
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages(primary))
+        self.assertEqual(self.resources, self.usages('host2'))
+        self.assertEqual(self.resources, self.usages(other))
+        shown = self.admin_api.get_server(server['id'])
+        self.assertEqual(('ACTIVE', 'host2'), (shown['status'], shown['OS-EXT-SRV-ATTR:host']))
+        pair = self.pair(server)
+        self.assertEqual(('host2', other, planner.PROTECTED, None),
+                         (pair.primary_host, pair.backup_host, pair.status, pair.job))
+
+        # A later restart finds nothing more to do.
+        self.computes[primary] = self.restart_compute_service(self.computes[primary])
+        self._wait_for_migration_status(server, ['completed'])
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+
+    def test_lost_primary_is_no_backup_until_its_compute_has_restarted(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        other = 'host3' if primary == 'host1' else 'host1'
+        other_id = self.admin_api.get_services(binary='nova-compute', host=other)[0]['id']
+        self.admin_api.put_service(other_id, {'status': 'disabled'})
+        # The agents lost each other, not the primary its nova-compute: it keeps reporting,
+        # enabled, and keeps its guest, which it would destroy (it has the server's UUID) the
+        # next time it starts.
+        self.failover(server, primary, force_down=False)
+        self.assertEqual([(primary, 'host2', 'done')], self.migrations(server))
+        self.controller.resume()
+        pair = self.pair(server)
+        self.assertEqual((planner.NO_BACKUP, None), (pair.status, pair.backup_host))
+        self.assertIn('removed the server\'s stale guest: %s' % primary, pair.reason)
+        self.assertEqual({}, self.allocations(self.reservation(server)))
+
+        self.computes[primary] = self.restart_compute_service(self.computes[primary])
+        self.assertEqual([(primary, 'host2', 'completed')], self.migrations(server))
+        self.assertNotIn(server['id'],
+                         self.computes[primary].manager.driver.list_instance_uuids())
+        self.controller.resume()
+        pair = self.pair(server)
+        self.assertEqual((planner.PROTECTED, primary), (pair.status, pair.backup_host))
+        self.assertEqual({self.rp(primary): self.resources},
+                         self.allocations(self.reservation(server)))
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+
+    def test_failover_back_to_a_lost_primary_closes_its_record(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        self.failover(server, primary)
+        # The agents bring the server back to the lost primary (e.g. protected by hand there)
+        # before its nova-compute restarted: the guest there is the server again.
+        self.failover(server, 'host2', new=primary, force_down=False)
+        self.assertEqual(primary, self.host_of(server))
+        self.assertEqual([(primary, 'host2', 'completed'), ('host2', primary, 'done')],
+                         self.migrations(server))
+        self.assertEqual({self.rp(primary): self.resources}, self.allocations(server['id']))
+        # Its nova-compute starting neither destroys the server nor takes its allocation.
+        self.computes[primary] = self.restart_compute_service(self.computes[primary])
+        self.assertIn(server['id'], self.computes[primary].manager.driver.list_instance_uuids())
+        self.assertEqual({self.rp(primary): self.resources}, self.allocations(server['id']))
+        self.assertEqual('ACTIVE', self.admin_api.get_server(server['id'])['status'])
+        # host2's does its part of the second record.
+        self.computes['host2'] = self.restart_compute_service(self.computes['host2'])
+        self.assertEqual([(primary, 'host2', 'completed'), ('host2', primary, 'completed')],
+                         self.migrations(server))
+        self.assertEqual({self.rp(primary): self.resources}, self.allocations(server['id']))
 
     def test_failover_without_a_new_backup(self):
         server = self.boot_protected()

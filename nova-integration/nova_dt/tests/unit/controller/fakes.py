@@ -149,6 +149,7 @@ class FakeCompute(Injector, clients.ComputeAPI):
         super().__init__()
         self.host_views = {h.host: h for h in hosts}
         self.instances = {}   # uuid -> {'host', 'node', 'az'}
+        self.migrations = {}  # uuid -> an evacuation record, as evacuations() returns them
 
     def hosts(self):
         self._enter('hosts')
@@ -165,6 +166,36 @@ class FakeCompute(Injector, clients.ComputeAPI):
         self._enter('set_instance_host')
         self.instances[instance_uuid] = {'host': host, 'node': node, 'az': availability_zone}
         self._leave('set_instance_host')
+
+    def evacuations(self, instance_uuid):
+        self._enter('evacuations')
+        if instance_uuid not in self.instances:
+            raise clients.ServerGone('no server %s' % instance_uuid)
+        return [dict(m) for m in self.migrations.values() if m['instance_uuid'] == instance_uuid]
+
+    def create_evacuation(self, instance_uuid, migration_uuid, source_host, source_node,
+                          dest_host, dest_node):
+        self._enter('create_evacuation')
+        if instance_uuid not in self.instances:
+            raise clients.ServerGone('no server %s' % instance_uuid)
+        if migration_uuid in self.migrations:
+            raise RuntimeError('duplicate migration uuid %s' % migration_uuid)  # unique index
+        self.migrations[migration_uuid] = {
+            'uuid': migration_uuid, 'instance_uuid': instance_uuid,
+            'migration_type': 'evacuation', 'status': 'done',
+            'source_compute': source_host, 'source_node': source_node,
+            'dest_compute': dest_host, 'dest_node': dest_node}
+        self._leave('create_evacuation')
+
+    def complete_evacuation(self, instance_uuid, migration_uuid):
+        self._enter('complete_evacuation')
+        self.migrations[migration_uuid]['status'] = 'completed'
+        self._leave('complete_evacuation')
+
+    def records(self, instance_uuid):
+        """Test helper: the server's evacuation records, without their UUIDs."""
+        return [{k: v for k, v in m.items() if k != 'uuid'} for m in self.migrations.values()
+                if m['instance_uuid'] == instance_uuid]
 
 
 class FakeNetwork(Injector, clients.NetworkAPI):

@@ -123,6 +123,23 @@ class TestPlans(test.NoDBTestCase):
         self.assertEqual(planner.JOB_STEPS[planner.FAILOVER], pair.job.steps)
         self.assertEqual(('h2', 'h1', ['h1', 'h2']),
                          (pair.job.new_host, pair.job.old_host, pair.job.exclude))
+        self.assertIsNone(pair.job.migration_uuid)
+
+    def test_pending_evacuation_sources(self):
+        def record(source, status):
+            return {'source_compute': source, 'status': status}
+        self.assertEqual(['h1', 'h3', 'h4'], planner.pending_evacuation_sources([
+            record('h1', 'done'), record('h1', 'completed'), record('h2', 'completed'),
+            record('h3', 'accepted'), record('h4', 'pre-migrating'), record('h5', 'failed'),
+            record(None, 'done')]))
+        self.assertEqual([], planner.pending_evacuation_sources([]))
+
+    def test_failover_records_the_evacuation_after_the_move_before_the_backup(self):
+        steps = planner.JOB_STEPS[planner.FAILOVER]
+        self.assertEqual(
+            (planner.SET_INSTANCE_HOST, planner.BIND_PORTS, planner.MOVE_ALLOCATIONS,
+             planner.RECORD_EVACUATION, planner.CHOOSE_BACKUP),
+            steps[:5])
 
     def test_failover_repeated_or_done_changes_nothing(self):
         pair = planner.plan_failover(failover(), None)
@@ -158,9 +175,15 @@ class TestPlans(test.NoDBTestCase):
         pair = planner.plan_failover(failover(), None)
         pair.job.advance()
         pair.job.failures = 2
+        pair.job.migration_uuid = 'm1'
         again = planner.Pair.from_dict(pair.to_dict())
         self.assertEqual(pair.to_dict(), again.to_dict())
         self.assertEqual(planner.BIND_PORTS, again.job.step)
+        self.assertEqual('m1', again.job.migration_uuid)
+        # A record written before jobs had a migration UUID.
+        d = pair.to_dict()
+        del d['job']['migration_uuid']
+        self.assertIsNone(planner.Pair.from_dict(d).job.migration_uuid)
 
 
 class TestChooseBackup(test.NoDBTestCase):

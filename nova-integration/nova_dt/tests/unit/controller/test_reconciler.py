@@ -3,6 +3,7 @@
 import os
 
 import fixtures
+from oslo_utils import uuidutils
 
 from nova import test
 
@@ -239,6 +240,10 @@ class TestRelease(ReconcilerTestCase):
 
 class TestFailover(ReconcilerTestCase):
 
+    EVACUATION = {'instance_uuid': U, 'migration_type': 'evacuation', 'status': 'done',
+                  'source_compute': 'a1', 'source_node': 'a1-node',
+                  'dest_compute': 'b1', 'dest_node': 'b1-node'}
+
     def setUp(self):
         super().setUp()
         self.boot()
@@ -251,6 +256,8 @@ class TestFailover(ReconcilerTestCase):
         self.assertEqual({'rp-b1': fakes.FLAVOR}, self.placement.usages(U))
         self.assertEqual(fakes.FLAVOR, self.placement.used('rp-b1'))
         self.assertEqual({}, dict(+self.placement.used('rp-a1')))
+        # The record Nova's evacuate leaves, for a1's nova-compute when it comes back.
+        self.assertEqual([self.EVACUATION], self.compute.records(U))
         pair = self.record()
         self.assertEqual(('b1', new_backup, None),
                          (pair.primary_host, pair.backup_host, pair.job))
@@ -271,6 +278,8 @@ class TestFailover(ReconcilerTestCase):
         self.failover()
         self.assertEqual(calls, dict(self.placement.calls))
         self.assertEqual(1, self.compute.calls['set_instance_host'])
+        self.assertEqual(1, self.compute.calls['create_evacuation'])
+        self.assertEqual(1, len(self.compute.migrations))
 
     def test_no_new_backup(self):
         self.compute.host_views['a2'] = fakes.host('a2', 'az1', enabled=False)
@@ -286,12 +295,14 @@ class TestFailover(ReconcilerTestCase):
         for target, method in ((self.compute, 'set_instance_host'),
                                (self.network, 'bind_port'),
                                (self.placement, 'post_allocations'),
+                               (self.compute, 'create_evacuation'),
                                (self.placement, 'allocation_candidates'),
                                (self.agents, 'protect')):
             target.fail(method, times=2)
         self.failover()
         self.assert_reconciled('a2')
-        self.assertEqual(10, len(self.sleeps))
+        self.assertEqual(12, len(self.sleeps))
+        self.assertEqual(3, self.compute.calls['create_evacuation'])
 
     def test_move_conflict_is_retried_until_resume(self):
         self.placement.fail('post_allocations', times=3,
@@ -301,6 +312,88 @@ class TestFailover(ReconcilerTestCase):
                          (pair.status, pair.job.step))
         self.rec.resume()
         self.assert_reconciled('a2')
+
+    def test_evacuation_record_follows_the_allocation_move(self):
+        # No record while the server's allocation is still on the lost primary: a1's
+        # nova-compute would remove it from under the move.
+        self.placement.fail('post_allocations', times=3)
+        pair = self.failover()
+        self.assertEqual(planner.MOVE_ALLOCATIONS, pair.job.step)
+        self.assertEqual({'rp-a1': fakes.FLAVOR}, self.placement.usages(U))
+        self.assertEqual({}, self.compute.migrations)
+        # The record is written once the allocation is on b1, where a1's clean-up finds
+        # nothing of it; its failures keep the job there.
+        self.compute.fail('create_evacuation', times=3)
+        self.rec.resume()
+        pair = self.record()
+        self.assertEqual((planner.FAILING_OVER, planner.RECORD_EVACUATION),
+                         (pair.status, pair.job.step))
+        self.assertIn('injected create_evacuation failure', pair.reason)
+        self.assertEqual({'rp-b1': fakes.FLAVOR}, self.placement.usages(U))
+        self.assertEqual({}, self.compute.migrations)
+        migration_uuid = pair.job.migration_uuid
+        self.assertTrue(uuidutils.is_uuid_like(migration_uuid))
+        self.rec.resume()
+        self.assert_reconciled('a2')
+        self.assertEqual([migration_uuid], list(self.compute.migrations))
+
+    def test_lost_primary_is_no_backup_until_its_compute_cleaned_up(self):
+        self.compute.host_views['a2'] = fakes.host('a2', 'az1', enabled=False)
+        self.failover()
+        self.assertEqual(planner.NO_BACKUP, self.record().status)
+        # a1's nova-compute reports again (it never stopped: the agents lost each other), but
+        # it has not started since, so it would destroy a backup guest of the server there.
+        self.rec.resume()
+        pair = self.record()
+        self.assertEqual((planner.NO_BACKUP, None), (pair.status, pair.backup_host))
+        self.assertIn("left out until their nova-compute has started and removed the "
+                      "server's stale guest: a1", pair.reason)
+        # It restarts: _destroy_evacuated_instances completes the record.
+        (migration,) = self.compute.migrations.values()
+        migration['status'] = 'completed'
+        self.rec.resume()
+        pair = self.record()
+        self.assertEqual((planner.PROTECTED, 'a1'), (pair.status, pair.backup_host))
+        self.assertEqual({'rp-a1': fakes.FLAVOR}, self.claim_of())
+
+    def test_failover_back_to_the_lost_primary_closes_its_record(self):
+        self.failover()
+        # The agents fail the server over to a1 while a1's record is still pending (a1 was
+        # never its backup since; e.g. protected by hand).
+        self.failover(new='a1', old='b1')
+        self.assertEqual({'host': 'a1', 'node': 'a1-node', 'az': 'az1'},
+                         self.compute.instances[U])
+        self.assertEqual({'rp-a1': fakes.FLAVOR}, self.placement.usages(U))
+        first, second = self.compute.records(U)
+        # a1's nova-compute must neither destroy the server nor take rp-a1 out of its
+        # allocation when it starts; b1's must remove its guest.
+        self.assertEqual(dict(self.EVACUATION, status='completed'), first)
+        self.assertEqual(dict(self.EVACUATION, source_compute='b1', source_node='b1-node',
+                              dest_compute='a1', dest_node='a1-node'), second)
+        # b1, with its record pending, is no backup: b2 is.
+        pair = self.record()
+        self.assertEqual((planner.PROTECTED, 'a1', 'b2'),
+                         (pair.status, pair.primary_host, pair.backup_host))
+
+    def test_server_deleted_before_its_evacuation_record_is_released(self):
+        self.compute.fail('create_evacuation', exc=clients.ServerGone('deleted'))
+        self.assertIsNone(self.failover())
+        self.assertIsNone(self.record())
+        self.assertEqual({}, self.compute.migrations)
+        self.assertEqual({}, self.claim_of())
+        self.assertEqual(('unprotect', 'b1', U), self.agents.casts[-1])
+
+    def test_no_evacuation_record_without_a_lost_primary_in_nova(self):
+        # A server protected by hand whose allocation is already on b2, failed over from a
+        # host Nova does not know: nothing to tell, the failover goes on.
+        self.boot(V, host='b2')
+        self.compute.instances[V] = {'host': 'gone', 'node': 'gone-node', 'az': None}
+        self.failover(new='b2', old='gone', uuid=V)
+        self.assertEqual({'host': 'b2', 'node': 'b2-node', 'az': 'az2'},
+                         self.compute.instances[V])
+        self.assertEqual([], self.compute.records(V))
+        self.assertEqual(0, self.compute.calls['create_evacuation'])
+        self.assertEqual(planner.PROTECTED, self.record(V).status)
 
 
 class TestResume(ReconcilerTestCase):
@@ -338,6 +431,7 @@ class TestResume(ReconcilerTestCase):
         for target, method in ((self.compute, 'set_instance_host'),
                                (self.network, 'bind_port'),
                                (self.placement, 'post_allocations'),
+                               (self.compute, 'create_evacuation'),
                                (self.placement, 'put_allocations'),
                                (self.agents, 'protect')):
             target.crash_after(method)
@@ -349,15 +443,31 @@ class TestResume(ReconcilerTestCase):
                 break
             except fakes.Crash:
                 pass
-        self.assertEqual(5, restarts)
+        self.assertEqual(6, restarts)
         pair = self.record()
         self.assertEqual((planner.PROTECTED, 'b1', 'a2', None),
                          (pair.status, pair.primary_host, pair.backup_host, pair.job))
         self.assertEqual(1, self.compute.calls['set_instance_host'])
         self.assertEqual(1, self.network.calls['bind_port'])
         self.assertEqual(1, self.placement.calls['post_allocations'])
+        self.assertEqual(1, self.compute.calls['create_evacuation'])
+        self.assertEqual(1, len(self.compute.migrations))
         self.assertEqual({'rp-b1': fakes.FLAVOR}, self.placement.usages(U))
         self.assertEqual({'rp-a2': fakes.FLAVOR}, self.claim_of())
+
+    def test_evacuation_record_completed_before_the_restart_is_kept(self):
+        self.boot()
+        self.create()
+        self.compute.crash_after('create_evacuation')
+        self.assertRaises(fakes.Crash, self.failover)
+        self.assertEqual(planner.RECORD_EVACUATION, self.record().job.step)
+        # a1 came back meanwhile: its nova-compute destroyed the guest and completed the record.
+        (migration,) = self.compute.migrations.values()
+        migration['status'] = 'completed'
+        self.restart()
+        self.assertEqual(planner.PROTECTED, self.record().status)
+        self.assertEqual(1, self.compute.calls['create_evacuation'])
+        self.assertEqual([migration], list(self.compute.migrations.values()))
 
     def test_state_survives_in_the_state_dir(self):
         self.boot()
