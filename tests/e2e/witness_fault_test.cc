@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 #include <thread>
 
 #include "nova_dt/v1/control.grpc.pb.h"
@@ -54,8 +53,9 @@ void FaultRow(const std::string& what, const std::string& expected, const std::s
 class WitnessFaultTest : public ::testing::Test {
  protected:
   // Rig up with etcd in its switch namespace, the guest counting on a, both agents on the
-  // witness (2 s lease, fence 500 ms before it can lapse), a protecting the guest to b.
-  void BringUp(const std::string& rig_name) {
+  // witness (by default a 2 s lease, fenced 500 ms before it can lapse), a protecting the guest
+  // to b.
+  void BringUp(const std::string& rig_name, int lease_ttl_ms = 2000) {
     rig_ = std::make_unique<Rig>(rig_name);
     ASSERT_TRUE(rig_->Up().ok());
     EtcdServer::Options eo;
@@ -64,12 +64,12 @@ class WitnessFaultTest : public ::testing::Test {
     etcd_ = std::make_unique<EtcdServer>(eo);
     ASSERT_TRUE(etcd_->Start().ok()) << etcd_->LogTail();
     ASSERT_TRUE(rig_->BootGuest("a", "dtguest", kGuestUuid).ok());
-    const std::vector<std::string> witness = {"witness.etcd_endpoints=" + etcd_->endpoint(),
-                                              "witness.lease_ttl_ms=2000",
-                                              "witness.fence_margin_ms=500",
-                                              "witness.request_timeout_ms=500"};
+    witness_ = {"witness.etcd_endpoints=" + etcd_->endpoint(),
+                "witness.lease_ttl_ms=" + std::to_string(lease_ttl_ms),
+                "witness.fence_margin_ms=" + std::to_string(lease_ttl_ms / 4),
+                "witness.request_timeout_ms=" + std::to_string(lease_ttl_ms / 4)};
     for (const char* host : {"a", "b"}) {
-      Status started = rig_->StartAgent(host, witness);
+      Status started = rig_->StartAgent(host, witness_);
       ASSERT_TRUE(started.ok()) << started << "\n" << Log(host);
     }
     ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().size() > 20; }, seconds(60)));
@@ -120,8 +120,25 @@ class WitnessFaultTest : public ::testing::Test {
     }
   }
 
+  // iptables rules in `host`'s namespace dropping its traffic to and from `peer_ip` (its own
+  // address's traffic only: the guest's bridged frames are not filtered). `add` false removes.
+  void Block(const std::string& host, const std::string& peer_ip, bool add) {
+    std::string out;
+    for (const auto& [chain, dir] : {std::pair{"OUTPUT", "-d"}, std::pair{"INPUT", "-s"}}) {
+      ASSERT_EQ(rig_->Exec(host, {"iptables", add ? "-I" : "-D", chain, dir, peer_ip, "-j", "DROP"},
+                           &out),
+                0)
+          << out;
+    }
+  }
+  bool EverFenced(const std::string& host) const {
+    return novadt::testing::ReadFile(rig_->dir() + "/" + host + "/agent/agent.log")
+               .find("guest fenced") != std::string::npos;
+  }
+
   std::unique_ptr<Rig> rig_;
   std::unique_ptr<EtcdServer> etcd_;
+  std::vector<std::string> witness_;  // the agents' [witness] overrides
 };
 
 TEST_F(WitnessFaultTest, PrimaryKilledFailsOverOnceItsClaimLapsedAndLosesNothingReleased) {
@@ -215,13 +232,7 @@ TEST_F(WitnessFaultTest, PairLinkCutWhileBothReachTheWitnessNeverFailsOver) {
   ASSERT_NO_FATAL_FAILURE(BringUp("wf3"));
   std::string out;
   const size_t seen_at_cut = rig_->ObserverValues().size();
-  for (const char* chain_rule : {"OUTPUT -d 198.18.0.2", "INPUT -s 198.18.0.2"}) {
-    std::vector<std::string> argv = {"iptables", "-I"};
-    std::istringstream words(chain_rule);
-    for (std::string w; words >> w;) argv.push_back(w);
-    argv.insert(argv.end(), {"-j", "DROP"});
-    ASSERT_EQ(rig_->Exec("a", argv, &out), 0) << out;
-  }
+  ASSERT_NO_FATAL_FAILURE(Block("a", "198.18.0.2", true));
   // a degrades (the backup stops acknowledging), advances the generation, releases output.
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -246,13 +257,7 @@ TEST_F(WitnessFaultTest, PairLinkCutWhileBothReachTheWitnessNeverFailsOver) {
                (refused ? "b's take-over refused by the witness" : "b never tried a take-over"));
 
   // The link heals: a re-seeds b at the new generation.
-  for (const char* chain_rule : {"OUTPUT -d 198.18.0.2", "INPUT -s 198.18.0.2"}) {
-    std::vector<std::string> argv = {"iptables", "-D"};
-    std::istringstream words(chain_rule);
-    for (std::string w; words >> w;) argv.push_back(w);
-    argv.insert(argv.end(), {"-j", "DROP"});
-    ASSERT_EQ(rig_->Exec("a", argv, &out), 0) << out;
-  }
+  ASSERT_NO_FATAL_FAILURE(Block("a", "198.18.0.2", false));
   ASSERT_TRUE(WaitFor(
       [&] {
         auto a = Server(*rig_, "a");
@@ -263,6 +268,136 @@ TEST_F(WitnessFaultTest, PairLinkCutWhileBothReachTheWitnessNeverFailsOver) {
       seconds(60)))
       << Log("a") << Log("b");
   ExpectOneCountingGuest(seen_at_cut, "through the cut");
+}
+
+TEST_F(WitnessFaultTest, BackupAgentKilledPrimaryDegradesKeepsServingAndReprotects) {
+  ASSERT_NO_FATAL_FAILURE(BringUp("wf4"));
+  const size_t seen_at_kill = rig_->ObserverValues().size();
+  const auto killed = SteadyClock::now();
+  ASSERT_TRUE(rig_->StopAgent("b", /*kill=*/true).ok());
+  double degraded_ms = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto a = Server(*rig_, "a");
+        if (a && a->state() == "degraded" &&
+            a->reason().find("output released") != std::string::npos) {
+          degraded_ms = MsSince(killed);
+          return true;
+        }
+        return false;
+      },
+      seconds(15)))
+      << Log("a");
+  // a keeps serving while b is away.
+  const size_t before = rig_->ObserverValues().size();
+  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().size() > before + 20; }, seconds(10)));
+  Status started = rig_->StartAgent("b", witness_);
+  ASSERT_TRUE(started.ok()) << started;
+  double reprotected_ms = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto a = Server(*rig_, "a");
+        auto b = Server(*rig_, "b");
+        if (a && a->state() == "protected" && b && b->state() == "protected") {
+          reprotected_ms = MsSince(killed);
+          return true;
+        }
+        return false;
+      },
+      seconds(60)))
+      << Log("a") << Log("b");
+  FaultRow("SIGKILL backup agent",
+           "primary degraded within the bound, keeps serving; re-protects when backup returns",
+           "degraded and released " + std::to_string(static_cast<int>(degraded_ms)) +
+               " ms after the kill (bound 2000 ms); protected again " +
+               std::to_string(static_cast<int>(reprotected_ms)) + " ms after the kill");
+  EXPECT_FALSE(EverFenced("a"));
+  ExpectOneCountingGuest(seen_at_kill, "through the backup's restart");
+}
+
+TEST_F(WitnessFaultTest, BackupCutFromTheWitnessOnlyChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(BringUp("wf5"));
+  const size_t seen_at_cut = rig_->ObserverValues().size();
+  const uint64_t committed = Server(*rig_, "b")->last_committed_epoch();
+  ASSERT_NO_FATAL_FAILURE(Block("b", Rig::kNetAddress, true));
+  // Longer than a lease: b's own witness session lapses; b owns nothing, so nothing happens.
+  bool stayed = true;
+  const auto until = SteadyClock::now() + seconds(6);
+  while (SteadyClock::now() < until) {
+    auto a = Server(*rig_, "a");
+    auto b = Server(*rig_, "b");
+    stayed = stayed && a && a->state() == "protected" && b && b->role() == "backup";
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  ASSERT_NO_FATAL_FAILURE(Block("b", Rig::kNetAddress, false));
+  auto b = Server(*rig_, "b");
+  ASSERT_TRUE(b);
+  EXPECT_TRUE(stayed) << Log("a") << Log("b");
+  EXPECT_GT(b->last_committed_epoch(), committed + 30) << "epochs kept committing";
+  FaultRow("backup cut from etcd only", "no failover; pair stays protected or degrades cleanly",
+           std::string(stayed ? "stayed protected" : "NOT protected throughout") + " for 6 s; " +
+               std::to_string(b->last_committed_epoch() - committed) + " epochs committed");
+  ExpectOneCountingGuest(seen_at_cut, "during the cut");
+}
+
+TEST_F(WitnessFaultTest, EtcdRestartLeavesThePairAlone) {
+  // A 4 s lease (fence 1 s before it can lapse) rides out etcd's ~1.5-2.5 s restart.
+  ASSERT_NO_FATAL_FAILURE(BringUp("wf6", 4000));
+  const size_t seen_at_restart = rig_->ObserverValues().size();
+  const auto restarted = SteadyClock::now();
+  ASSERT_TRUE(etcd_->Restart().ok()) << etcd_->LogTail();
+  const double restart_ms = MsSince(restarted);
+  // Renewals resume (the same lease: etcd keeps it across a restart); the pair never noticed.
+  std::this_thread::sleep_for(seconds(5));
+  auto a = Server(*rig_, "a");
+  auto b = Server(*rig_, "b");
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->state(), "protected") << a->reason();
+  EXPECT_EQ(b->role(), "backup");
+  const bool fenced = EverFenced("a");
+  EXPECT_FALSE(fenced) << Log("a");
+  FaultRow("etcd restarted", "pairs unaffected; leases re-established",
+           "etcd down " + std::to_string(static_cast<int>(restart_ms)) + " ms; pair " + a->state() +
+               (fenced ? ", guest fenced meanwhile" : ", never fenced") + " (lease 4 s)");
+  ExpectOneCountingGuest(seen_at_restart, "across the etcd restart");
+}
+
+// Issue 6 asks the pair to stay protected here. It does not yet: an idle epoch carries ~0.9 MB
+// (mostly the device state's ROM/ACPI blocks), ~9 MB/s at 100 ms epochs, more than one TCP
+// stream gets through 5 % loss at ~100 ms RTT; the backup falls behind, the primary degrades
+// (releasing output only after advancing the witness generation) and re-seeds. The test holds
+// what must hold regardless — no failover, one guest serving throughout — and the fault row
+// reports the protection state as measured.
+TEST_F(WitnessFaultTest, LossyDelayedLinkNeverFailsOver) {
+  ASSERT_NO_FATAL_FAILURE(BringUp("wf7"));
+  const size_t seen_at_start = rig_->ObserverValues().size();
+  ASSERT_TRUE(rig_->Netem("b", "delay 50ms 20ms loss 5%").ok());
+  bool failed_over = false;
+  int protected_samples = 0, samples = 0;
+  const auto until = SteadyClock::now() + seconds(60);
+  while (SteadyClock::now() < until && !failed_over) {
+    auto a = Server(*rig_, "a");
+    auto b = Server(*rig_, "b");
+    failed_over = !b || b->role() != "backup";
+    ++samples;
+    if (a && a->state() == "protected") ++protected_samples;
+    std::this_thread::sleep_for(milliseconds(500));
+  }
+  ASSERT_TRUE(rig_->Netem("b", "clear").ok());
+  auto a = Server(*rig_, "a");
+  auto b = Server(*rig_, "b");
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(failed_over) << Log("b");
+  EXPECT_FALSE(EverFenced("a")) << Log("a");
+  EXPECT_GT(rig_->ObserverValues().size(), seen_at_start + 60 * 40) << "the guest kept serving";
+  FaultRow("netem 5 % loss + 50 ms ± 20 ms delay (link of b), 60 s",
+           "stays protected, no false failover",
+           std::string(failed_over ? "FAILED OVER" : "no failover") + "; protected in " +
+               std::to_string(protected_samples) + " of " + std::to_string(samples) +
+               " samples, " + std::to_string(a->reseeds()) + " re-seeds (NOT met: ~9 MB/s of "
+               "epochs do not fit the lossy link); " + std::to_string(b->suspicions()) +
+               " suspicions on b");
+  ExpectOneCountingGuest(seen_at_start, "on the lossy link");
 }
 
 }  // namespace
