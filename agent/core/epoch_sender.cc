@@ -46,13 +46,14 @@ Status EpochWriter::DiskWrites(const std::vector<DiskWrite>& writes) {
   return absl::OkStatus();
 }
 
-Status EpochWriter::End(const std::string& device_state) {
+Status EpochWriter::End(const std::string& device_state, DeviceStateEncoding encoding) {
   // Always at least one chunk, so an empty device state is still explicitly complete.
   size_t off = 0;
   do {
     const size_t n = std::min(chunk_, device_state.size() - off);
     NOVA_DT_RETURN_IF_ERROR(
-        stream_.Send(DeviceStateChunk{device_state.substr(off, n), off + n == device_state.size()}));
+        stream_.Send(DeviceStateChunk{device_state.substr(off, n), off + n == device_state.size(),
+                                      encoding}));
     off += n;
   } while (off < device_state.size());
   end_.device_state_bytes = device_state.size();
@@ -71,7 +72,7 @@ Status SendEpoch(const StagedEpoch& epoch, EpochStream& stream, size_t max_chunk
   NOVA_DT_RETURN_IF_ERROR(w.Begin());
   NOVA_DT_RETURN_IF_ERROR(w.Pages(epoch));
   NOVA_DT_RETURN_IF_ERROR(w.DiskWrites(epoch.disk_writes));
-  return w.End(epoch.device_state);
+  return w.End(epoch.device_state, epoch.device_state_encoding);
 }
 
 }  // namespace novadt::core

@@ -19,6 +19,9 @@ struct StagedEpoch {
   std::string page_data;             // page_index.size() * kGuestPageSize bytes, same order
   std::vector<DiskWrite> disk_writes;  // in the order the guest issued them
   std::string device_state;            // CPU + device state blob of the checkpoint
+  // How device_state is encoded (the checkpointer stages it raw; the session may delta-encode
+  // it before sending).
+  DeviceStateEncoding device_state_encoding = DeviceStateEncoding::kRaw;
 };
 
 // Largest payload put into one stream item by default (well under the peer link's 16 MiB).
@@ -37,7 +40,8 @@ class EpochWriter {
   Status Pages(const StagedEpoch& staged);
   Status DiskWrites(const std::vector<DiskWrite>& writes);
   // Device state, then EpochEnd: the epoch is complete.
-  Status End(const std::string& device_state);
+  Status End(const std::string& device_state,
+             DeviceStateEncoding encoding = DeviceStateEncoding::kRaw);
 
  private:
   EpochStream& stream_;

@@ -12,11 +12,14 @@
 #include <variant>
 #include <vector>
 
+#include "agent/core/device_state_codec.h"
+
 #include "agent/common/status.h"
 
 namespace novadt::core {
 
-inline constexpr uint32_t kReplicationProtocolVersion = 1;
+// 2: device state may be delta-encoded (DeviceStateChunk::encoding).
+inline constexpr uint32_t kReplicationProtocolVersion = 2;
 inline constexpr size_t kGuestPageSize = 4096;
 
 struct DiskGeometry {
@@ -51,10 +54,12 @@ struct DiskWrite {
   bool zeroes = false;  // write `length` zero bytes
   uint64_t length = 0;  // only with `zeroes`
 };
-// A chunk of the epoch's CPU+device state; `last` ends it.
+// A chunk of the epoch's CPU+device state; `last` ends it. Every chunk of an epoch has the same
+// encoding; the receiver decodes the whole state at the last one (device_state_codec.h).
 struct DeviceStateChunk {
   std::string data;
   bool last = false;
+  DeviceStateEncoding encoding = DeviceStateEncoding::kRaw;
 };
 // Ends epoch `epoch`; the counts let the backup check it received the whole epoch.
 struct EpochEnd {

@@ -49,6 +49,7 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
     NOVA_DT_RETURN_IF_ERROR(sink_->BeginEpoch(b->epoch));
     in_epoch_ = true;
     device_state_done_ = false;
+    state_wire_.clear();
     epoch_ = b->epoch;
     pages_ = disk_writes_ = device_state_bytes_ = 0;
     return no_ack;
@@ -95,9 +96,27 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
     if (device_state_done_) {
       return absl::InvalidArgumentError("DeviceState after the last chunk of epoch " + Str(epoch_));
     }
-    NOVA_DT_RETURN_IF_ERROR(sink_->AddDeviceState(*c));
+    if (device_state_bytes_ == 0 && state_wire_.empty()) {
+      state_encoding_ = c->encoding;
+    } else if (c->encoding != state_encoding_) {
+      return absl::InvalidArgumentError("DeviceState chunks of epoch " + Str(epoch_) +
+                                        " with different encodings");
+    }
     device_state_bytes_ += c->data.size();
     device_state_done_ = c->last;
+    // Raw chunks go to the sink as they come; the decoder needs the whole state either way (a
+    // raw one is the base of the next delta), a delta only decodes whole.
+    if (state_encoding_ == DeviceStateEncoding::kRaw) {
+      NOVA_DT_RETURN_IF_ERROR(sink_->AddDeviceState(*c));
+    }
+    state_wire_ += c->data;
+    if (!c->last) return no_ack;
+    auto state = device_states_.Decode(state_encoding_, state_wire_);
+    state_wire_.clear();
+    if (!state.ok()) return state.status();
+    if (state_encoding_ != DeviceStateEncoding::kRaw) {
+      NOVA_DT_RETURN_IF_ERROR(sink_->AddDeviceState(DeviceStateChunk{*std::move(state), true}));
+    }
     return no_ack;
   }
   const auto& e = std::get<EpochEnd>(item);

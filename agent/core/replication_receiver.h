@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 
+#include "agent/core/device_state_codec.h"
 #include "agent/core/replication_link.h"
 
 namespace novadt::core {
@@ -51,7 +52,10 @@ class ReplicationReceiver {
   uint64_t last_committed_ = 0;
   uint64_t pages_ = 0;
   uint64_t disk_writes_ = 0;
-  uint64_t device_state_bytes_ = 0;
+  uint64_t device_state_bytes_ = 0;       // on the wire (encoded), as EpochEnd counts them
+  DeviceStateDecoder device_states_;      // the stream's previous state, for deltas
+  DeviceStateEncoding state_encoding_ = DeviceStateEncoding::kRaw;  // of this epoch's chunks
+  std::string state_wire_;                // this epoch's chunks so far
 };
 
 }  // namespace novadt::core

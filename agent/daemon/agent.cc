@@ -124,6 +124,10 @@ Status Agent::Run() {
   loop_.RunEvery(std::chrono::milliseconds(100), [this] { ReportPairStates(); });
   NOVA_DT_RETURN_IF_ERROR(StartWitness());
   StartBus();
+  LoadProtections();
+  if (!protections_.empty()) {
+    recovery_thread_ = std::thread([this, listed = protections_] { RecoverProtections(listed); });
+  }
 
   spdlog::info("nova-dt-agent {} running as host '{}'", kVersion, cfg_.defaults.host);
   loop_.Run();
@@ -133,6 +137,8 @@ Status Agent::Run() {
   // Protection ends with the agent: held output is released, captures stop (the backup keeps
   // its replica). The session threads are joined here, before the parts they use go away.
   stopping_ = true;
+  if (recovery_thread_.joinable()) recovery_thread_.join();
+  // The protection table stays as it is: the next start protects the same servers again.
   for (auto& [uuid, protection] : sessions_) protection.session->Stop();
   sessions_.clear();
   for (auto& t : failovers_) t.join();  // a restore in progress finishes (bounded by its steps)
@@ -376,6 +382,17 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
     v.reason = st.fenced ? "guest fenced (paused: this host cannot prove its witness claim); " +
                                st.reason
                          : st.reason;
+    if (protection.holds_restart_output) {
+      v.reason += std::string(v.reason.empty() ? "" : "; ") +
+                  "output held since before the agent restart (agent up " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     clock_.Now() - started_)
+                                     .count()) +
+                  " ms)";
+    } else if (!protection.restart_report.empty() &&
+               st.state == engine::PairState::kProtected) {
+      v.reason += std::string(v.reason.empty() ? "" : "; ") + protection.restart_report;
+    }
     v.last_committed_epoch = st.last_committed;
     v.last_checkpoint_epoch = st.last_checkpoint;
     v.dirty_tracking = st.dirty_tracking;
@@ -412,6 +429,7 @@ Status Agent::Unprotect(const std::string& instance_uuid) {
         if (it == sessions_.end()) return nullptr;
         std::shared_ptr<engine::PrimarySession> s = std::move(it->second.session);
         sessions_.erase(it);
+        ForgetProtection(instance_uuid, "unprotected");
         return s;
       },
       std::chrono::seconds(2));
@@ -469,6 +487,11 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   auto disks = hv.ListDisks(uuid);
   if (!disks.ok()) return disks.status();
   for (const auto& d : *disks) open.disks.push_back({d.target, d.capacity_bytes});
+  {
+    std::vector<std::string> targets;
+    for (const auto& d : *disks) targets.push_back(d.target);
+    NOVA_DT_RETURN_IF_ERROR(StopStaleDiskCaptures(uuid, targets));
+  }
 
   engine::SessionParts parts;
   parts.hypervisor = &hv;
@@ -487,6 +510,15 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   parts.stager = *std::move(stager);
   auto gate = engine::EgressGate::Create(hv, uuid);
   if (!gate.ok()) return gate.status();
+  // Output a dead agent left held (agent restart): it stays held until the new stream's first
+  // commit, which covers a checkpoint taken after every one of those frames.
+  auto adopted = (*gate)->AdoptLeftovers();
+  if (!adopted.ok()) return adopted.status();
+  if (*adopted > 0) {
+    log.Warn("adopted {} epoch(s) of output held by a previous agent: released with the new "
+             "stream's first commit",
+             *adopted);
+  }
   parts.gate = *std::move(gate);
   parts.capture = engine::MakeNbdDiskCapture(hv, uuid, open.disks,
                                              cfg_.defaults.state_path + "/nbd/" + uuid);
@@ -499,7 +531,13 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   log.Info("protection towards {} ({}) started; dirty tracking: {}", backup_host, backup_address,
            session->status().dirty_tracking);
   sessions_[uuid] = {backup_host, std::move(session), "seeding"};
+  if (*adopted > 0) sessions_[uuid].holds_restart_output = true;
   dt_servers_.erase(uuid);
+  auto& entry = protections_[uuid];
+  if (entry.backup_host != backup_host) {
+    entry.backup_host = backup_host;
+    PersistProtections();
+  }
   Emit({.event_type = "dt.pair.protect.start",
         .instance_uuid = uuid,
         .role = "primary",

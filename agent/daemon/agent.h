@@ -26,6 +26,7 @@
 #include "agent/core/peer_link.h"
 #include "agent/core/link_stats.h"
 #include "agent/core/peer_tracker.h"
+#include "agent/core/protection_table.h"
 #include "agent/core/replication_link.h"
 #include "agent/engine/failover_restorer.h"
 #include "agent/engine/primary_session.h"
@@ -73,8 +74,29 @@ class Agent {
   // answer within `timeout` (`fn` may still run later: it must capture by value).
   template <typename T>
   StatusOr<T> OnLoop(std::function<T()> fn, std::chrono::milliseconds timeout);
-  // Builds and starts the session of one server (loop thread).
+  // Builds and starts the session of one server (loop thread). Output buffers a dead agent left
+  // on the guest's NICs are adopted (held until the new stream's first commit). Records the
+  // server in the protection table.
   Status StartSession(const std::string& instance_uuid, const std::string& backup_host);
+
+  // Agent restart recovery (issue 6 item 5, ARCHITECTURE.md invariant 4). The protection table
+  // (state_path/protection.table) lists the servers protected from here; PersistProtections
+  // writes `protections_` crash-safely (loop thread; a failure is logged and retried with the
+  // next change). LoadProtections reads it at start: an unreadable file is logged, moved aside
+  // and treated as empty — the agent never fails to start over it.
+  void LoadProtections();
+  void PersistProtections();
+  // On the recovery worker, once at start: for every listed server that runs here, makes sure
+  // this host still owns it (with a witness: Claim; another host owns it → the copy is destroyed,
+  // its held output never released), stops the dead agent's stale disk capture, then protects it
+  // again towards the same backup (re-seed) on the loop. Servers gone from the hypervisor are
+  // dropped (logged). Cancelled when the agent stops.
+  void RecoverProtections(core::ProtectionMap listed);
+  // Loop thread, before a new capture of a server no session here protects: aborts the block
+  // jobs a previous agent left on `disks` (their NBD target died with it).
+  Status StopStaleDiskCaptures(const std::string& uuid, const std::vector<std::string>& disks);
+  // Loop thread: drops `uuid` from the table (logged with `why`).
+  void ForgetProtection(const std::string& uuid, const std::string& why);
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
@@ -147,6 +169,11 @@ class Agent {
     std::string backup_host;
     std::shared_ptr<engine::PrimarySession> session;
     std::string reported_state;  // last state published as a pair event
+    // Recovered after an agent restart with output still held from the dead agent: until the
+    // new stream's first commit releases it (state protected), how long it has been held here.
+    bool holds_restart_output = false;
+    Clock::TimePoint recovery_started{};
+    std::string restart_report;  // shown in status once the held output left
   };
   // DT servers of this host that Nova told about (instance.create.end) and that are not
   // protected right now: waiting for the controller, or suspended during a Nova action.
@@ -162,6 +189,9 @@ class Agent {
   std::unique_ptr<bus::NotificationConsumer> nova_consumer_;
   std::unique_ptr<bus::Notifier> notifier_;
   std::map<std::string, Protection> sessions_;  // servers protected from here; loop thread
+  std::unique_ptr<core::ProtectionTable> table_;
+  core::ProtectionMap protections_;  // what table_ holds (or should); loop thread
+  std::thread recovery_thread_;      // RecoverProtections; joined at shutdown
   std::unique_ptr<core::ReplicationLink> replication_link_;
   std::unique_ptr<rpc::AgentServer> server_;
   std::unique_ptr<core::PeerLink> peer_link_;

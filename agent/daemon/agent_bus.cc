@@ -225,6 +225,18 @@ void Agent::ReportPairStates() {
   for (auto& [uuid, p] : sessions_) {
     const engine::SessionStatus st = p.session->status();
     const std::string state(engine::PairStateName(st.state));
+    if (p.holds_restart_output &&
+        (st.state == engine::PairState::kProtected || st.state == engine::PairState::kDegraded)) {
+      // The output the dead agent left held left with the first commit (or the degrade).
+      p.holds_restart_output = false;
+      p.restart_report =
+          "recovered after an agent restart: output held by the previous agent released " +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - started_)
+                  .count()) +
+          " ms after this agent started (" + state + ")";
+      InstanceLog(uuid).Info("{}", p.restart_report);
+    }
     if (state == p.reported_state) continue;
     core::PairEvent e;
     e.instance_uuid = uuid;

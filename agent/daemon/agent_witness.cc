@@ -92,6 +92,7 @@ void Agent::OnWitnessEvent(const witness::WitnessEvent& e) {
       log.Error("stale copy fenced and destroyed: {}", why);
       const std::string backup = it->second.backup_host;
       sessions_.erase(it);
+      ForgetProtection(e.instance_uuid, why);
       Emit({.event_type = "dt.pair.unprotect.end",
             .instance_uuid = e.instance_uuid,
             .role = "primary",

@@ -1,5 +1,9 @@
 #include "agent/engine/egress_gate.h"
 
+#include <algorithm>
+#include <map>
+#include <utility>
+
 #include <nlohmann/json.hpp>
 
 #include "agent/engine/qmp.h"
@@ -37,8 +41,70 @@ StatusOr<std::unique_ptr<EgressGate>> EgressGate::Create(core::Hypervisor& hv,
       new EgressGate(hv, std::move(instance_uuid), std::move(netdevs)));
 }
 
-std::string EgressGate::BufferId(const std::string& netdev, uint64_t epoch) {
-  return "dt-egress-" + netdev + "-" + std::to_string(epoch);
+std::string EgressGate::BufferId(const std::string& netdev, uint64_t epoch,
+                                 uint64_t incarnation) {
+  return "dt-egress-" + netdev + "-" +
+         (incarnation == 0 ? "" : "r" + std::to_string(incarnation) + "-") +
+         std::to_string(epoch);
+}
+
+StatusOr<size_t> EgressGate::AdoptLeftovers() {
+  if (!held_.empty() || !adopted_.empty()) {
+    return absl::FailedPreconditionError("egress buffers adopted after the gate opened epochs");
+  }
+  auto objects = QmpCall(hv_, uuid_, {{"execute", "qom-list"}, {"arguments", {{"path", "/objects"}}}});
+  if (!objects.ok()) return objects.status();
+  // (incarnation, epoch) -> ids, ordered oldest first.
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<std::string>> found;
+  auto number = [](const std::string& s, uint64_t* out) {
+    if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos) {
+      return false;
+    }
+    *out = std::stoull(s);
+    return true;
+  };
+  for (const auto& netdev : netdevs_) {  // within an epoch, in the gate's NIC order
+    for (const auto& o : *objects) {
+      const std::string name = o.value("name", "");
+      const std::string prefix = "dt-egress-" + netdev + "-";
+      if (name.rfind(prefix, 0) != 0) continue;
+      std::string rest = name.substr(prefix.size());
+      uint64_t inc = 0, epoch = 0;
+      if (!rest.empty() && rest[0] == 'r') {
+        const auto dash = rest.find('-');
+        if (dash == std::string::npos || !number(rest.substr(1, dash - 1), &inc)) continue;
+        rest = rest.substr(dash + 1);
+      }
+      if (!number(rest, &epoch)) continue;
+      found[{inc, epoch}].push_back(name);
+    }
+  }
+  for (auto& [key, ids] : found) {
+    adopted_.push_back(std::move(ids));
+    incarnation_ = std::max(incarnation_, key.first + 1);
+  }
+  return adopted_.size();
+}
+
+Status EgressGate::DeleteIds(const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    auto deleted = QmpCall(hv_, uuid_, {{"execute", "object-del"}, {"arguments", {{"id", id}}}});
+    // A buffer already gone (a retry after a partial release) has released its frames. QEMU
+    // 7.2 reports an unknown object as GenericError "object '<id>' not found".
+    if (!deleted.ok() && !absl::IsNotFound(deleted.status()) &&
+        deleted.status().message().find("not found") == absl::string_view::npos) {
+      return deleted.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status EgressGate::ReleaseAdopted() {
+  while (!adopted_.empty()) {
+    NOVA_DT_RETURN_IF_ERROR(DeleteIds(adopted_.front()));
+    adopted_.pop_front();
+  }
+  return absl::OkStatus();
 }
 
 Status EgressGate::Open(uint64_t epoch) {
@@ -50,7 +116,7 @@ Status EgressGate::Open(uint64_t epoch) {
     auto added = QmpCall(hv_, uuid_,
                          {{"execute", "object-add"},
                           {"arguments", {{"qom-type", "filter-buffer"},
-                                         {"id", BufferId(netdevs_[i], epoch)},
+                                         {"id", BufferId(netdevs_[i], epoch, incarnation_)},
                                          {"netdev", netdevs_[i]},
                                          {"queue", "rx"},
                                          {"interval", kNeverIntervalUs}}}});
@@ -59,7 +125,7 @@ Status EgressGate::Open(uint64_t epoch) {
       for (size_t j = 0; j < i; ++j) {
         (void)QmpCall(hv_, uuid_,
                       {{"execute", "object-del"},
-                       {"arguments", {{"id", BufferId(netdevs_[j], epoch)}}}});
+                       {"arguments", {{"id", BufferId(netdevs_[j], epoch, incarnation_)}}}});
       }
       return added.status();
     }
@@ -69,21 +135,13 @@ Status EgressGate::Open(uint64_t epoch) {
 }
 
 Status EgressGate::Delete(uint64_t epoch) {
-  for (const auto& netdev : netdevs_) {
-    auto deleted = QmpCall(hv_, uuid_,
-                           {{"execute", "object-del"},
-                            {"arguments", {{"id", BufferId(netdev, epoch)}}}});
-    // A buffer already gone (a retry after a partial release) has released its frames. QEMU
-    // 7.2 reports an unknown object as GenericError "object '<id>' not found".
-    if (!deleted.ok() && !absl::IsNotFound(deleted.status()) &&
-        deleted.status().message().find("not found") == absl::string_view::npos) {
-      return deleted.status();
-    }
-  }
-  return absl::OkStatus();
+  std::vector<std::string> ids;
+  for (const auto& netdev : netdevs_) ids.push_back(BufferId(netdev, epoch, incarnation_));
+  return DeleteIds(ids);
 }
 
 Status EgressGate::Release(uint64_t epoch) {
+  NOVA_DT_RETURN_IF_ERROR(ReleaseAdopted());
   while (!held_.empty() && held_.front() <= epoch) {
     NOVA_DT_RETURN_IF_ERROR(Delete(held_.front()));
     held_.pop_front();
@@ -103,6 +161,7 @@ Status EgressGate::Cancel(uint64_t epoch) {
 }
 
 Status EgressGate::ReleaseAll() {
+  NOVA_DT_RETURN_IF_ERROR(ReleaseAdopted());
   return held_.empty() ? absl::OkStatus() : Release(held_.back());
 }
 

@@ -76,7 +76,7 @@ void PrimarySession::Stop() {
   bool held;
   {
     std::lock_guard<std::mutex> gate_lock(gate_mu_);
-    held = !parts_.gate->held_epochs().empty();
+    held = parts_.gate->holds_output();
   }
   if (parts_.witness && witness_generation_ > 0 && held) {
     // Unprotecting releases output the replica lacks: make the replica useless first. Stop()
@@ -129,6 +129,12 @@ SessionStatus PrimarySession::status() const {
   return s;
 }
 
+void PrimarySession::EncodeDeviceState(core::StagedEpoch& staged) {
+  core::EncodedDeviceState e = device_states_.Encode(staged.device_state);
+  staged.device_state = std::move(e.data);
+  staged.device_state_encoding = e.encoding;
+}
+
 void PrimarySession::RecordPause(Clock::Duration d) {
   std::lock_guard<std::mutex> lock(mu_);
   pauses_.push_back(d);
@@ -146,7 +152,7 @@ void PrimarySession::Degrade(const std::string& reason) {
       reason_ = reason;
       unacked_.clear();
       stream = stream_;
-      if (parts_.witness && witness_generation_ > 0 && !parts_.gate->held_epochs().empty()) {
+      if (parts_.witness && witness_generation_ > 0 && parts_.gate->holds_output()) {
         // The backup's replica may still be resumed: the output it lacks waits for the witness
         // (the watchdog advances the generation, then releases).
         release_pending_ = true;
@@ -368,7 +374,9 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   }
   NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
   NOVA_DT_RETURN_IF_ERROR(epoch1.DiskWrites(staged.disk_writes));
-  return epoch1.End(staged.device_state);
+  device_states_.Reset();  // a new stream: its first state goes whole
+  EncodeDeviceState(staged);
+  return epoch1.End(staged.device_state, staged.device_state_encoding);
 }
 
 Status PrimarySession::Protect() {
@@ -446,6 +454,7 @@ Status PrimarySession::Protect() {
       last_checkpoint_ = epoch++;
     }
     {
+      EncodeDeviceState(staged);  // after `cont`: off the pause
       Status sent = core::SendEpoch(staged, *stream);
       if (!sent.ok()) return sent;
       uint64_t bytes = staged.page_data.size() + staged.device_state.size();

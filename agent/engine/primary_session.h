@@ -143,6 +143,8 @@ class PrimarySession {
   void Degrade(const std::string& reason);
   bool Stopping() const;
   void RecordPause(Clock::Duration d);
+  // Replaces the staged (raw) device state by what goes on the wire (device_state_codec.h).
+  void EncodeDeviceState(core::StagedEpoch& staged);
 
   SessionParts parts_;
   const SessionOptions options_;
@@ -168,6 +170,7 @@ class PrimarySession {
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
   uint64_t steady_epochs_ = 0, steady_pages_ = 0, steady_bytes_ = 0;
   int64_t witness_generation_ = 0;
+  core::DeviceStateEncoder device_states_;  // epoch thread; reset with every new stream
   bool release_pending_ = false;  // degraded with a witness: output held until advanced
   Clock::TimePoint next_advance_attempt_{};
   bool fenced_ = false;           // guarded by mu_; changed only under gate_mu_ too

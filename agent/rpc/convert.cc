@@ -114,6 +114,7 @@ void ToProto(const core::StreamItem& in, nova_dt::v1::ReplicationMessage* out) {
       auto* o = out->mutable_device_state();
       o->set_data(c.data);
       o->set_last(c.last);
+      o->set_encoding(static_cast<uint32_t>(c.encoding));
     }
     void operator()(const core::EpochEnd& e) {
       auto* o = out->mutable_end();

@@ -35,7 +35,8 @@ core::StreamItem ItemFromProto(const ReplicationMessage& m) {
       return core::DiskWrite{w.disk(), w.offset(), w.data(), w.zeroes(), w.length()};
     }
     case ReplicationMessage::kDeviceState:
-      return core::DeviceStateChunk{m.device_state().data(), m.device_state().last()};
+      return core::DeviceStateChunk{m.device_state().data(), m.device_state().last(),
+                                    static_cast<core::DeviceStateEncoding>(m.device_state().encoding())};
     default: {
       const auto& e = m.end();
       return core::EpochEnd{e.epoch(), e.pages(), e.disk_writes(), e.device_state_bytes()};

@@ -108,10 +108,18 @@ class WitnessFaultTest : public ::testing::Test {
     return out;
   }
   // The observer's values from `from` on: each exactly one more than the one before (one guest,
-  // counting on, no second copy interleaving).
-  void ExpectOneCountingGuest(size_t from, const std::string& what) const {
+  // counting on, no second copy interleaving). With `takeover`, one step (the take-over) may
+  // skip values: frames of the last committed epoch that the lost primary had not released yet
+  // were never seen by anyone (a TCP peer would get them retransmitted by the restored guest).
+  // Nothing seen may repeat or go back.
+  void ExpectOneCountingGuest(size_t from, const std::string& what, bool takeover = false) const {
     auto values = rig_->ObserverValues();
+    bool skip_allowed = takeover;
     for (size_t i = std::max<size_t>(from, 1); i < values.size(); ++i) {
+      if (skip_allowed && values[i] > values[i - 1] + 1) {
+        skip_allowed = false;
+        continue;
+      }
       if (values[i] != values[i - 1] + 1) {
         ADD_FAILURE() << what << ": value " << values[i] << " after " << values[i - 1]
                       << " at " << i;
@@ -175,7 +183,7 @@ TEST_F(WitnessFaultTest, PrimaryKilledFailsOverOnceItsClaimLapsedAndLosesNothing
                       seconds(20)));
   auto values = rig_->ObserverValues();
   EXPECT_GT(values[seen_before.size()], last_seen) << "went back before released output";
-  ExpectOneCountingGuest(seen_before.size(), "after the failover");
+  ExpectOneCountingGuest(seen_before.size(), "after the failover", /*takeover=*/true);
 }
 
 TEST_F(WitnessFaultTest, PrimaryCutFromPairAndWitnessFencesItselfBeforeTheBackupTakesOver) {
@@ -225,7 +233,7 @@ TEST_F(WitnessFaultTest, PrimaryCutFromPairAndWitnessFencesItselfBeforeTheBackup
                       seconds(20)))
       << "stale copy on a: " << DomState("a") << "\n" << Log("a");
   std::this_thread::sleep_for(seconds(2));
-  ExpectOneCountingGuest(seen_at_cut, "after the cut");
+  ExpectOneCountingGuest(seen_at_cut, "after the cut", /*takeover=*/true);
 }
 
 TEST_F(WitnessFaultTest, PairLinkCutWhileBothReachTheWitnessNeverFailsOver) {

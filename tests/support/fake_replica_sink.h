@@ -19,6 +19,8 @@ struct FakeReplicaState {
                                    // "commit 1", "close OK" / "close <status>"
   std::vector<uint64_t> committed;
   std::vector<uint64_t> pages;  // every page index received, in order
+  std::string device_state;     // the last complete device state handed to the sink
+  std::string device_state_wip;
   std::atomic<int> heard{0};
   // Fault injection: the first call whose record starts with `fail_on` returns `fail_with`.
   std::string fail_on;
@@ -52,7 +54,13 @@ class FakeReplicaSink final : public core::ReplicaSink {
                   std::to_string(w.zeroes ? w.length : w.data.size()) + (w.zeroes ? " zeroes" : ""));
   }
   Status AddDeviceState(const core::DeviceStateChunk& c) override {
-    return Record("devstate " + std::to_string(c.data.size()) + (c.last ? " last" : ""));
+    Status st = Record("devstate " + std::to_string(c.data.size()) + (c.last ? " last" : ""));
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      s_->device_state_wip += c.data;
+      if (c.last) s_->device_state = std::exchange(s_->device_state_wip, {});
+    }
+    return st;
   }
   Status CommitEpoch(const core::EpochEnd& e) override {
     Status st = Record("commit " + std::to_string(e.epoch));

@@ -52,10 +52,10 @@ TEST_F(ReplicationReceiverTest, CompleteEpochsAreCommittedAndAckedInOrder) {
 
 TEST_F(ReplicationReceiverTest, OpenIsChecked) {
   StreamOpen o = TestOpen();
-  o.protocol = 2;
+  o.protocol = kReplicationProtocolVersion + 1;
   auto r = ReplicationReceiver::Start(o, FakeSinkFactory(state_));
   EXPECT_TRUE(absl::IsFailedPrecondition(r.status()));
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("protocol version 2"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("protocol version " + std::to_string(kReplicationProtocolVersion + 1)));
 
   o = TestOpen();
   o.instance_uuid.clear();

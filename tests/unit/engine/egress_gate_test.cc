@@ -144,5 +144,76 @@ TEST_F(EgressGateTest, DomainWithoutNicsIsRefused) {
   EXPECT_TRUE(absl::IsFailedPrecondition(EgressGate::Create(hv_, kUuid).status()));
 }
 
+// Agent restart recovery: the buffers a dead agent left are held output, older than anything
+// the new gate holds, released only with the new stream's first commit (or ReleaseAll), oldest
+// first; the new gate's buffers never collide with them.
+TEST_F(EgressGateTest, AdoptsADeadAgentsBuffersAndReleasesThemFirstOldestFirst) {
+  hv_.Returns("qom-list", json::array({
+      {{"name", "dt-egress-hostnet0-12"}, {"type", "child<filter-buffer>"}},
+      {{"name", "pc.ram"}, {"type", "child<memory-backend-file>"}},
+      {{"name", "dt-egress-hostnet1-11"}, {"type", "child<filter-buffer>"}},
+      {{"name", "dt-egress-hostnet0-11"}, {"type", "child<filter-buffer>"}},
+      {{"name", "dt-egress-hostnet0-r2-1"}, {"type", "child<filter-buffer>"}},
+      {{"name", "dt-egress-hostnet1-12"}, {"type", "child<filter-buffer>"}},
+      {{"name", "dt-egress-hostnet9-3"}, {"type", "child<filter-buffer>"}},    // not our NIC
+      {{"name", "dt-egress-hostnet0-junk"}, {"type", "child<filter-buffer>"}},  // not ours
+  }));
+  auto gate = Gate();
+  auto adopted = gate->AdoptLeftovers();
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(*adopted, 3u);  // (0,11), (0,12), (2,1)
+  EXPECT_TRUE(gate->holds_output());
+  EXPECT_TRUE(gate->held_epochs().empty());
+  hv_.ClearCommands();
+  // The new gate is incarnation 3: epoch 1 does not collide with the adopted r2-1.
+  ASSERT_TRUE(gate->Open(1).ok());
+  EXPECT_THAT(Ops(), ElementsAre("object-add dt-egress-hostnet0-r3-1",
+                                 "object-add dt-egress-hostnet1-r3-1"));
+  ASSERT_TRUE(gate->Open(2).ok());
+  hv_.ClearCommands();
+  ASSERT_TRUE(gate->Release(1).ok());
+  EXPECT_THAT(Ops(), ElementsAre("object-del dt-egress-hostnet0-11", "object-del dt-egress-hostnet1-11",
+                                 "object-del dt-egress-hostnet0-12", "object-del dt-egress-hostnet1-12",
+                                 "object-del dt-egress-hostnet0-r2-1",
+                                 "object-del dt-egress-hostnet0-r3-1",
+                                 "object-del dt-egress-hostnet1-r3-1"));
+  EXPECT_EQ(gate->adopted_epochs(), 0u);
+  EXPECT_THAT(gate->held_epochs(), ElementsAre(2));
+}
+
+TEST_F(EgressGateTest, AdoptedBuffersStayHeldUntilReleasedAndSurviveAFailedDelete) {
+  hv_.Returns("qom-list", json::array({{{"name", "dt-egress-hostnet0-5"}},
+                                       {{"name", "dt-egress-hostnet1-5"}}}));
+  auto gate = Gate();
+  ASSERT_EQ(*gate->AdoptLeftovers(), 1u);
+  ASSERT_TRUE(gate->Open(1).ok());
+  ASSERT_TRUE(gate->Cancel(1).ok()) << "a failed first checkpoint keeps the adopted output";
+  EXPECT_EQ(gate->adopted_epochs(), 1u);
+  hv_.FailNext("object-del", "GenericError", "busy");
+  EXPECT_FALSE(gate->ReleaseAll().ok());
+  EXPECT_EQ(gate->adopted_epochs(), 1u) << "still held after a failed release";
+  hv_.ClearCommands();
+  ASSERT_TRUE(gate->ReleaseAll().ok());
+  EXPECT_THAT(Ops(), ElementsAre("object-del dt-egress-hostnet0-5", "object-del dt-egress-hostnet1-5"));
+  EXPECT_FALSE(gate->holds_output());
+}
+
+TEST_F(EgressGateTest, NothingLeftOverKeepsTheFirstIncarnationsNames) {
+  hv_.Returns("qom-list", json::array({{{"name", "pc.ram"}}}));
+  auto gate = Gate();
+  ASSERT_EQ(*gate->AdoptLeftovers(), 0u);
+  hv_.ClearCommands();
+  ASSERT_TRUE(gate->Open(1).ok());
+  EXPECT_THAT(Ops(), ElementsAre("object-add dt-egress-hostnet0-1", "object-add dt-egress-hostnet1-1"));
+  EXPECT_TRUE(absl::IsFailedPrecondition(gate->AdoptLeftovers().status()));
+}
+
+TEST_F(EgressGateTest, AdoptionFailsCleanlyWhenQemuCannotListObjects) {
+  auto gate = Gate();
+  hv_.FailNext("qom-list");
+  EXPECT_FALSE(gate->AdoptLeftovers().ok());
+  EXPECT_FALSE(gate->holds_output());
+}
+
 }  // namespace
 }  // namespace novadt::engine

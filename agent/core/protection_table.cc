@@ -1,0 +1,190 @@
+#include "agent/core/protection_table.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+namespace novadt::core {
+namespace {
+
+constexpr char kHeader[] = "nova-dt-protection-table 1";
+
+// FNV-1a 64: enough to tell a torn or edited file from the one Save() wrote.
+uint64_t Checksum(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+Status Errno(const std::string& what, int err) {
+  return absl::InternalError(what + ": " + std::strerror(err));
+}
+
+// A file descriptor closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string DirOf(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+Status MakeDirs(const std::string& dir) {
+  if (dir.empty() || dir == "/" || dir == ".") return absl::OkStatus();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) return absl::OkStatus();
+  NOVA_DT_RETURN_IF_ERROR(MakeDirs(DirOf(dir)));
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + dir, errno);
+  return absl::OkStatus();
+}
+
+bool ValidField(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c == '\t' || c == '\n' || c == '\r' || c == ' ') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ProtectionTable::Encode(const ProtectionMap& entries) {
+  std::string body = std::string(kHeader) + "\n";
+  for (const auto& [uuid, e] : entries) {
+    body += uuid + "\t" + e.backup_host + "\t" + std::to_string(e.incarnation) + "\n";
+  }
+  return body + "end " + std::to_string(entries.size()) + " " + std::to_string(Checksum(body)) +
+         "\n";
+}
+
+StatusOr<ProtectionMap> ProtectionTable::Decode(const std::string& text) {
+  // The trailer line "end <count> <checksum>" covers everything before it.
+  if (text.empty() || text.back() != '\n') {
+    return absl::DataLossError("truncated (no final newline)");
+  }
+  const auto trailer_at = text.rfind('\n', text.size() - 2);
+  const std::string body = trailer_at == std::string::npos ? "" : text.substr(0, trailer_at + 1);
+  std::istringstream trailer(text.substr(body.size()));
+  std::string end;
+  size_t count = 0;
+  uint64_t sum = 0;
+  if (!(trailer >> end >> count >> sum) || end != "end") {
+    return absl::DataLossError("truncated or not a protection table (no trailer)");
+  }
+  if (sum != Checksum(body)) return absl::DataLossError("checksum mismatch (torn or edited)");
+  std::istringstream lines(body);
+  std::string line;
+  if (!std::getline(lines, line) || line != kHeader) {
+    return absl::DataLossError("unknown header '" + line + "'");
+  }
+  ProtectionMap out;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    std::string uuid, backup, inc, extra;
+    if (!std::getline(f, uuid, '\t') || !std::getline(f, backup, '\t') || !std::getline(f, inc) ||
+        !ValidField(uuid) || !ValidField(backup) || inc.empty() ||
+        inc.find_first_not_of("0123456789") != std::string::npos) {
+      return absl::DataLossError("malformed entry '" + line + "'");
+    }
+    out[uuid] = {backup, std::stoull(inc)};
+  }
+  if (out.size() != count) return absl::DataLossError("entry count mismatch");
+  return out;
+}
+
+StatusOr<ProtectionMap> ProtectionTable::Load() const {
+  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) return ProtectionMap{};
+    return Errno("cannot open the protection table " + path_, errno);
+  }
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("cannot read the protection table " + path_, errno);
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > (16u << 20)) {
+      return absl::DataLossError("protection table " + path_ + " is implausibly large");
+    }
+  }
+  auto decoded = Decode(text);
+  if (!decoded.ok()) {
+    return absl::DataLossError("protection table " + path_ + " is unreadable: " +
+                               std::string(decoded.status().message()));
+  }
+  return decoded;
+}
+
+Status ProtectionTable::Save(const ProtectionMap& entries) const {
+  for (const auto& [uuid, e] : entries) {
+    if (!ValidField(uuid) || !ValidField(e.backup_host)) {
+      return absl::InvalidArgumentError("protection table entry '" + uuid + "' -> '" +
+                                        e.backup_host + "' has an empty or blank field");
+    }
+  }
+  auto crash = [&](SaveStep step) { return hook_ && !hook_(step); };
+  auto crashed = [] { return absl::AbortedError("simulated crash"); };
+  const std::string dir = DirOf(path_);
+  NOVA_DT_RETURN_IF_ERROR(MakeDirs(dir));
+  const std::string tmp = path_ + ".tmp";
+  const std::string text = Encode(entries);
+  if (crash(SaveStep::kCreateTemp)) return crashed();
+  {
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (fd.get() < 0) return Errno("cannot create " + tmp, errno);
+    size_t len = text.size();
+    if (crash(SaveStep::kWriteTemp)) len /= 2;
+    for (size_t off = 0; off < len;) {
+      const ssize_t n = ::write(fd.get(), text.data() + off, len - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Errno("cannot write " + tmp, errno);
+      }
+      off += static_cast<size_t>(n);
+    }
+    if (len != text.size()) return crashed();
+    if (crash(SaveStep::kSyncTemp)) return crashed();
+    if (::fsync(fd.get()) != 0) return Errno("cannot fsync " + tmp, errno);
+  }
+  if (crash(SaveStep::kRename)) return crashed();
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+    return Errno("cannot rename " + tmp + " to " + path_, errno);
+  }
+  if (crash(SaveStep::kSyncDir)) return crashed();
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) return Errno("cannot fsync " + dir, errno);
+  return absl::OkStatus();
+}
+
+Status ProtectionTable::QuarantineCorrupt() const {
+  if (::rename(path_.c_str(), (path_ + ".corrupt").c_str()) != 0 && errno != ENOENT) {
+    return Errno("cannot move " + path_ + " aside", errno);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace novadt::core

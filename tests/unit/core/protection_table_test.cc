@@ -1,0 +1,114 @@
+#include "agent/core/protection_table.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace novadt::core {
+namespace {
+
+namespace fs = std::filesystem;
+using Step = ProtectionTable::SaveStep;
+
+class ProtectionTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/protection_table_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/state/protection.table";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void Write(const std::string& text) {
+    fs::create_directories(dir_ + "/state");
+    std::ofstream(path_, std::ios::trunc) << text;
+  }
+
+  std::string dir_, path_;
+  const ProtectionMap old_{{"uuid-1", {"host-b", 0}}, {"uuid-2", {"host-c", 3}}};
+  const ProtectionMap new_{{"uuid-1", {"host-b", 1}}, {"uuid-3", {"host-d", 0}}};
+};
+
+TEST_F(ProtectionTableTest, AbsentFileIsAnEmptyTable) {
+  auto t = ProtectionTable(path_).Load();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE(t->empty());
+}
+
+TEST_F(ProtectionTableTest, SaveThenLoadRoundTripsAndCreatesTheDirectory) {
+  ProtectionTable table(path_);
+  ASSERT_TRUE(table.Save(old_).ok());
+  auto t = table.Load();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->size(), 2u);
+  EXPECT_EQ(t->at("uuid-2").backup_host, "host-c");
+  EXPECT_EQ(t->at("uuid-2").incarnation, 3u);
+  ASSERT_TRUE(table.Save({}).ok());
+  EXPECT_TRUE(table.Load()->empty());
+}
+
+// A crash at each step of Save() leaves the old table or the new one, never garbage; the next
+// Save() works over the stale temporary file.
+TEST_F(ProtectionTableTest, ACrashAtEveryStepLeavesTheOldOrTheNewTable) {
+  for (Step crash_at : {Step::kCreateTemp, Step::kWriteTemp, Step::kSyncTemp, Step::kRename,
+                        Step::kSyncDir}) {
+    SCOPED_TRACE(static_cast<int>(crash_at));
+    ASSERT_TRUE(ProtectionTable(path_).Save(old_).ok());
+    ProtectionTable crashing(path_, [&](Step s) { return s != crash_at; });
+    Status st = crashing.Save(new_);
+    EXPECT_TRUE(absl::IsAborted(st)) << st;
+    auto t = ProtectionTable(path_).Load();
+    ASSERT_TRUE(t.ok()) << t.status();
+    const bool is_old = t->size() == old_.size() && t->count("uuid-2") == 1;
+    const bool is_new = t->size() == new_.size() && t->count("uuid-3") == 1 &&
+                        t->at("uuid-1").incarnation == 1;
+    EXPECT_TRUE(is_old || is_new);
+    // Up to the rename the old table stands; from the rename on, the new one.
+    EXPECT_EQ(is_new, crash_at == Step::kSyncDir);
+    ASSERT_TRUE(ProtectionTable(path_).Save(new_).ok());
+    EXPECT_EQ(ProtectionTable(path_).Load()->count("uuid-3"), 1u);
+  }
+}
+
+TEST_F(ProtectionTableTest, EveryTruncationOfAValidFileIsReportedAsDataLoss) {
+  const std::string text = ProtectionTable::Encode(old_);
+  for (size_t len = 1; len < text.size(); ++len) {
+    Write(text.substr(0, len));
+    auto t = ProtectionTable(path_).Load();
+    ASSERT_FALSE(t.ok()) << "accepted a table cut at " << len;
+    EXPECT_TRUE(absl::IsDataLoss(t.status())) << t.status();
+    EXPECT_NE(t.status().message().find(path_), std::string::npos);
+  }
+}
+
+TEST_F(ProtectionTableTest, GarbageAndEditedFilesAreDataLossNotCrashes) {
+  for (const std::string& bad :
+       {std::string("\0\0\0\0", 4), std::string("hello\n"), std::string("end 0 0\n"),
+        std::string("nova-dt-protection-table 1\nend 5 1\n"), std::string(5000, 'x')}) {
+    Write(bad);
+    auto t = ProtectionTable(path_).Load();
+    EXPECT_TRUE(absl::IsDataLoss(t.status())) << t.status();
+  }
+  std::string text = ProtectionTable::Encode(old_);
+  text[text.find("host-b")] = 'H';  // a flipped byte
+  Write(text);
+  EXPECT_TRUE(absl::IsDataLoss(ProtectionTable(path_).Load().status()));
+  // Moved aside: the path is free for a clean table, the bad file kept for inspection.
+  ASSERT_TRUE(ProtectionTable(path_).QuarantineCorrupt().ok());
+  EXPECT_TRUE(fs::exists(path_ + ".corrupt"));
+  EXPECT_TRUE(ProtectionTable(path_).Load()->empty());
+}
+
+TEST_F(ProtectionTableTest, RefusesEntriesItCouldNotReadBack) {
+  ProtectionTable table(path_);
+  ASSERT_TRUE(table.Save(old_).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(table.Save({{"uuid 1", {"host-b", 0}}})));
+  EXPECT_TRUE(absl::IsInvalidArgument(table.Save({{"uuid-1", {"", 0}}})));
+  EXPECT_EQ(table.Load()->size(), 2u);
+}
+
+}  // namespace
+}  // namespace novadt::core
