@@ -1,5 +1,7 @@
 #include "agent/core/protection_table.h"
 
+#include "agent/common/scoped_fd.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,21 +28,6 @@ uint64_t Checksum(const std::string& s) {
 Status Errno(const std::string& what, int err) {
   return absl::InternalError(what + ": " + std::strerror(err));
 }
-
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string DirOf(const std::string& path) {
   const auto slash = path.rfind('/');
@@ -112,7 +99,7 @@ StatusOr<ProtectionMap> ProtectionTable::Decode(const std::string& text) {
 }
 
 StatusOr<ProtectionMap> ProtectionTable::Load() const {
-  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  ScopedFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     if (errno == ENOENT) return ProtectionMap{};
     return Errno("cannot open the protection table " + path_, errno);
@@ -154,7 +141,7 @@ Status ProtectionTable::Save(const ProtectionMap& entries) const {
   const std::string text = Encode(entries);
   if (crash(SaveStep::kCreateTemp)) return crashed();
   {
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (fd.get() < 0) return Errno("cannot create " + tmp, errno);
     size_t len = text.size();
     if (crash(SaveStep::kWriteTemp)) len /= 2;
@@ -175,7 +162,7 @@ Status ProtectionTable::Save(const ProtectionMap& entries) const {
     return Errno("cannot rename " + tmp + " to " + path_, errno);
   }
   if (crash(SaveStep::kSyncDir)) return crashed();
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ScopedFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) return Errno("cannot fsync " + dir, errno);
   return absl::OkStatus();
 }

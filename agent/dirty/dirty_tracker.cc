@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/dirty/hash_scan_tracker.h"
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 #include "agent/dirty/soft_dirty_tracker.h"
 
 namespace novadt::dirty {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "agent/dirty/dirty_tracker.h"
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 
 namespace novadt::dirty {
 

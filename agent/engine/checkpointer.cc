@@ -9,7 +9,7 @@
 #include <cstring>
 #include <thread>
 
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 #include "agent/engine/qmp.h"
 
 namespace novadt::engine {
@@ -45,7 +45,7 @@ Status Checkpointer::Prepare() {
 
 Status Checkpointer::PassDeviceStateFd() {
   if (!state_file_.valid()) {
-    state_file_ = dirty::ScopedFd(::memfd_create("nova-dt-devstate", MFD_CLOEXEC));
+    state_file_ = ScopedFd(::memfd_create("nova-dt-devstate", MFD_CLOEXEC));
     if (!state_file_.valid()) {
       return absl::InternalError(std::string("memfd_create: ") + std::strerror(errno));
     }

@@ -2,7 +2,7 @@
 //   II  `stop` (QEMU drains block I/O, so every disk write of the epoch has reached the capture
 //       endpoint); start saving CPU and device state without the shared RAM (`migrate` into a
 //       memfd with x-ignore-shared, which also keeps the ROM/BIOS/ACPI blocks that
-//       xen-save-devices-state omits: a restored guest whose BIOS block were empty could not
+//       xen-save-devices-state omits: a restored guest with an empty BIOS block could not
 //       reboot; SPIKE-NOTES.md) and, while QEMU's migration thread writes it, collect the dirty
 //       pages and copy them out of the shared RAM file; wait for the save;
 //   III `cont` — before anything of the epoch crosses the network (the sender streams the
@@ -28,7 +28,7 @@
 #include "agent/core/epoch_sender.h"
 #include "agent/core/hypervisor.h"
 #include "agent/dirty/dirty_tracker.h"
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 #include "agent/engine/egress_gate.h"
 #include "agent/engine/ram_stager.h"
 
@@ -90,7 +90,7 @@ class Checkpointer {
   TakeDiskWrites take_disk_writes_;
   const Clock& clock_;
   std::chrono::milliseconds device_state_timeout_{5000};
-  dirty::ScopedFd state_file_;  // memfd QEMU writes the device state into, reused every epoch
+  ScopedFd state_file_;  // memfd QEMU writes the device state into, reused every epoch
 };
 
 }  // namespace novadt::engine

@@ -1,5 +1,7 @@
 #include "agent/engine/failover_restorer.h"
 
+#include "agent/common/scoped_fd.h"
+
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -26,21 +28,6 @@ Status Errno(const std::string& what, int err) {
 Status At(const std::string& step, const Status& st) {
   return Status(st.code(), step + ": " + std::string(st.message()));
 }
-
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 RestoreTimings::ms Since(const Clock& clock, Clock::TimePoint t0) {
   return std::chrono::duration_cast<RestoreTimings::ms>(clock.Now() - t0);
@@ -72,7 +59,7 @@ Status FailoverRestorer::Arm(const RestoreRequest& req) const {
   const std::string arm = options_.arm_dir + "/" + req.instance_uuid + ".arm";
   const std::string tmp = arm + ".tmp";
   {
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (fd.get() < 0) return Errno("cannot write " + tmp, errno);
     const std::string line = name + "\n";
     if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
@@ -104,7 +91,7 @@ Status FailoverRestorer::LoadDeviceState(const RestoreRequest& req) {
        {"arguments", {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}}}});
   if (!caps.ok()) return caps.status();
 
-  Fd fd(::open(req.device_state_path.c_str(), O_RDONLY | O_CLOEXEC));
+  ScopedFd fd(::open(req.device_state_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Errno("device state " + req.device_state_path, errno);
   const nlohmann::json getfd = {{"execute", "getfd"}, {"arguments", {{"fdname", kLoadFdName}}}};
   auto reply = hv_.QemuMonitorCommandWithFd(uuid, getfd.dump(), fd.get());

@@ -15,7 +15,7 @@ StatusOr<std::unique_ptr<RamStager>> RamStager::Open(const std::string& ram_path
     return absl::InvalidArgumentError("guest RAM size " + std::to_string(ram_size) +
                                       " is not a positive multiple of the page size");
   }
-  dirty::ScopedFd fd(::open(ram_path.c_str(), O_RDONLY | O_CLOEXEC));
+  ScopedFd fd(::open(ram_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     return absl::NotFoundError("cannot open guest RAM file " + ram_path + ": " +
                                std::strerror(errno));
@@ -31,7 +31,7 @@ StatusOr<std::unique_ptr<RamStager>> RamStager::Open(const std::string& ram_path
                                std::strerror(errno));
   }
   return std::unique_ptr<RamStager>(
-      new RamStager(dirty::ScopedMapping(addr, ram_size), ram_size / core::kGuestPageSize));
+      new RamStager(ScopedMapping(addr, ram_size), ram_size / core::kGuestPageSize));
 }
 
 void RamStager::Prefault(core::StagedEpoch& epoch, uint64_t pages) {

@@ -15,7 +15,7 @@
 
 #include "agent/core/epoch_sender.h"
 #include "agent/dirty/dirty_pages.h"
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 
 namespace novadt::engine {
 
@@ -45,9 +45,9 @@ class RamStager {
   }
 
  private:
-  RamStager(dirty::ScopedMapping map, uint64_t page_count)
+  RamStager(ScopedMapping map, uint64_t page_count)
       : map_(std::move(map)), page_count_(page_count) {}
-  dirty::ScopedMapping map_;
+  ScopedMapping map_;
   uint64_t page_count_;
 };
 

@@ -13,13 +13,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "agent/dirty/scoped_fd.h"
+#include "agent/common/scoped_fd.h"
 #include "agent/replica/replica_format.h"
 
 namespace novadt::replica {
 namespace {
-
-using dirty::ScopedFd;
 
 constexpr size_t kReadChunk = 1 << 20;
 

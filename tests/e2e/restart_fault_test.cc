@@ -23,6 +23,7 @@
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/agent_control.h"
 #include "tests/support/etcd_server.h"
+#include "tests/support/fault_report.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -30,6 +31,9 @@ namespace novadt {
 namespace {
 
 using novadt::testing::EtcdServer;
+using novadt::testing::FaultRow;
+using novadt::testing::Ms;
+using novadt::testing::MsSince;
 using novadt::testing::Rig;
 using novadt::testing::WaitFor;
 using std::chrono::milliseconds;
@@ -42,16 +46,7 @@ std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::st
   return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kGuestUuid);
 }
 
-double MsSince(SteadyClock::time_point t) {
-  return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
-}
 
-void FaultRow(const std::string& what, const std::string& expected, const std::string& measured) {
-  std::printf("fault-row: %s | %s | %s\n", what.c_str(), expected.c_str(), measured.c_str());
-  std::fflush(stdout);
-}
-
-std::string Ms(double ms) { return std::to_string(static_cast<long>(ms)) + " ms"; }
 
 class RestartFaultTest : public ::testing::Test {
  protected:

@@ -22,6 +22,7 @@
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/agent_control.h"
 #include "tests/support/etcd_server.h"
+#include "tests/support/fault_report.h"
 #include "tests/support/rig.h"
 #include "tests/support/test_util.h"
 
@@ -29,6 +30,8 @@ namespace novadt {
 namespace {
 
 using novadt::testing::EtcdServer;
+using novadt::testing::FaultRow;
+using novadt::testing::MsSince;
 using novadt::testing::Rig;
 using novadt::testing::WaitFor;
 using std::chrono::milliseconds;
@@ -41,14 +44,6 @@ std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::st
   return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kGuestUuid);
 }
 
-double MsSince(SteadyClock::time_point t) {
-  return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
-}
-
-void FaultRow(const std::string& what, const std::string& expected, const std::string& measured) {
-  std::printf("fault-row: %s | %s | %s\n", what.c_str(), expected.c_str(), measured.c_str());
-  std::fflush(stdout);
-}
 
 class WitnessFaultTest : public ::testing::Test {
  protected:

@@ -1,4 +1,4 @@
-// RAII for the file descriptors and mappings of agent/dirty (STYLE.md rule 4).
+// RAII for file descriptors and mappings (STYLE.md rule 4).
 #pragma once
 
 #include <sys/mman.h>
@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <utility>
 
-namespace novadt::dirty {
+namespace novadt {
 
 // Owns one file descriptor; closes it on destruction. -1 means none.
 class ScopedFd {
@@ -62,4 +62,4 @@ class ScopedMapping {
   size_t len_ = 0;
 };
 
-}  // namespace novadt::dirty
+}  // namespace novadt
