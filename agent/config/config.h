@@ -192,6 +192,12 @@ struct ReplicationSection {
   // Without a nova-dt-controller: protect every new DT server (flavor dt:enabled=true) created
   // on this host towards this backup host. Empty: wait for the controller's `protect`.
   std::string default_backup_host;
+  // Re-protection without a nova-dt-controller (issue 6): once a server failed over or was
+  // switched over to this host, protect it again towards the first of these hosts that answers
+  // hellos and Nova has not disabled — list the old primary to get it back as the backup when
+  // it returns. Each must be one of [peer] peers. Empty (default): leave re-protection to
+  // nova-dt-controller, which chooses a new backup through Nova and Placement.
+  std::vector<std::string> reprotect_hosts;
   bool operator==(const ReplicationSection&) const = default;
 };
 

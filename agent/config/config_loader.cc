@@ -946,7 +946,8 @@ Status LoadWitness(Options& opts, WitnessSection* w) {
   return absl::OkStatus();
 }
 
-Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSection* r) {
+Status LoadReplication(Options& opts, const DefaultSection& d, const PeerSection& peers,
+                       ReplicationSection* r) {
   constexpr std::string_view kSection = "replication";
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "epoch_ms", 10, 10000, &r->epoch_ms));
   NOVA_DT_RETURN_IF_ERROR(
@@ -966,6 +967,19 @@ Status LoadReplication(Options& opts, const DefaultSection& d, ReplicationSectio
   if (r->default_backup_host == d.host) {
     return opts.Invalid(file, kSection, "default_backup_host",
                         "the backup must be another host than this one", r->default_backup_host);
+  }
+  NOVA_DT_RETURN_IF_ERROR(ReadList(opts, kSection, "reprotect_hosts", &r->reprotect_hosts, false));
+  for (const std::string& host : r->reprotect_hosts) {
+    const bool peer = std::any_of(peers.peers.begin(), peers.peers.end(),
+                                  [&](const PeerEndpoint& p) { return p.host == host; });
+    if (host == d.host || !peer) {
+      auto setting = opts.Get(kSection, "reprotect_hosts");
+      const std::string where = setting.ok() && *setting ? (**setting).file : std::string();
+      return opts.Invalid(where, kSection, "reprotect_hosts",
+                          host == d.host ? "'" + host + "' is this host"
+                                         : "'" + host + "' is not one of [peer] peers",
+                          host);
+    }
   }
   return absl::OkStatus();
 }
@@ -991,7 +1005,8 @@ StatusOr<AgentConfig> LoadAgentConfig(const std::vector<std::string>& files) {
   NOVA_DT_RETURN_IF_ERROR(LoadLibvirt(opts, &config.libvirt));
   NOVA_DT_RETURN_IF_ERROR(LoadPeer(opts, &config.peer));
   NOVA_DT_RETURN_IF_ERROR(LoadWitness(opts, &config.witness));
-  NOVA_DT_RETURN_IF_ERROR(LoadReplication(opts, config.defaults, &config.replication));
+  NOVA_DT_RETURN_IF_ERROR(
+      LoadReplication(opts, config.defaults, config.peer, &config.replication));
   opts.WarnUnknown();
   return config;
 }

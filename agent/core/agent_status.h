@@ -11,6 +11,13 @@
 
 namespace novadt::core {
 
+// The outcome of a planned switchover (control API Switchover).
+struct SwitchoverResult {
+  std::string new_host;
+  uint64_t epoch = 0;                  // the final epoch, restored on new_host
+  std::chrono::milliseconds paused{0};  // guest paused here .. running on new_host
+};
+
 struct ProtectedServerView {
   std::string instance_uuid;
   std::string role;   // "primary" | "backup"

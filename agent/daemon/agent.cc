@@ -78,6 +78,9 @@ Status Agent::Run() {
     return Protect(uuid, backup);
   };
   handlers.unprotect = [this](const std::string& uuid) { return Unprotect(uuid); };
+  handlers.switchover = [this](const std::string& uuid) { return Switchover(uuid); };
+  handlers.take_over = [this](const std::string& primary, const std::string& uuid,
+                              uint64_t epoch) { return AcceptTakeOver(primary, uuid, epoch); };
   handlers.replication_heartbeat =
       std::chrono::milliseconds(cfg_.replication.heartbeat_interval_ms);
   auto credentials = rpc::PeerCredentials::Load(cfg_.peer);
@@ -122,6 +125,9 @@ Status Agent::Run() {
   }
 
   loop_.RunEvery(std::chrono::milliseconds(100), [this] { ReportPairStates(); });
+  if (!cfg_.replication.reprotect_hosts.empty()) {
+    loop_.RunEvery(std::chrono::milliseconds(500), [this] { TryReprotect(); });
+  }
   NOVA_DT_RETURN_IF_ERROR(StartWitness());
   StartBus();
   LoadProtections();
@@ -305,6 +311,14 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
                            Clock::TimePoint detected) {
   Backup& b = backups_[uuid];
   const InstanceLog log(uuid);
+  const bool planned = !b.waiters.empty();
+  for (auto& waiter : b.waiters) {
+    waiter->set_value(b.phase == Backup::Phase::kFailingOver
+                          ? result
+                          : StatusOr<engine::RestoreResult>(
+                                absl::AbortedError("failover called off: the primary streams again")));
+  }
+  b.waiters.clear();
   if (b.phase != Backup::Phase::kFailingOver) {  // called off: the primary streams again
     log.Info("failover ended after it was called off: {}",
              result.ok() ? std::string("restored") : result.status().ToString());
@@ -315,6 +329,14 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
     b.view.state = "degraded";
     b.view.reason = "failover failed: " + std::string(result.status().message());
     log.Error("{}", b.view.reason);
+    if (planned && witness_) {
+      // The old primary keeps its paused copy: give the claim back so it may resume it.
+      if (Status released = witness_->Release(uuid, cfg_.defaults.host);
+          !released.ok() && !absl::IsFailedPrecondition(released)) {
+        log.Error("cannot give the witness claim back to {}: {}", b.open.primary_host,
+                  released.ToString());
+      }
+    }
     Emit({.event_type = "dt.pair.failover.error",
           .priority = "ERROR",
           .instance_uuid = uuid,
@@ -337,6 +359,9 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
                   ms(result->timings.to_running) + " ms)" +
                   (result->persistent ? "" : "; NOT persistent: " + result->persist_error.ToString());
   log.Info("{}", b.view.reason);
+  if (!cfg_.replication.reprotect_hosts.empty()) {
+    reprotect_[uuid] = {b.open.primary_host, clock_.Now(), ""};
+  }
   Emit({.event_type = "dt.pair.failover.end",
         .instance_uuid = uuid,
         .role = "primary",

@@ -68,6 +68,17 @@ class Agent {
   // primary still answers (without witness fencing that would run two copies), NotFound when
   // this host keeps no committed replica of it. Safe from any thread but the loop thread.
   Status Failover(const std::string& instance_uuid);
+  // Planned switchover / failback (agent_switchover.cc): moves a server protected from here to
+  // its backup without losing or repeating output; see control.proto Switchover for the codes.
+  // Blocks until it runs there (seconds). Safe from any thread but the loop thread.
+  StatusOr<core::SwitchoverResult> Switchover(const std::string& instance_uuid);
+  // Backup side of a switchover (peer API TakeOver): restores `instance_uuid`, whose primary
+  // `primary_host` paused it for good after epoch `epoch`, and answers once it runs here.
+  // FailedPrecondition when it cannot start (no such replica, or not at `epoch`); Internal
+  // when the restore failed. Safe from any thread but the loop thread.
+  StatusOr<core::TakeOverResult> AcceptTakeOver(const std::string& primary_host,
+                                                const std::string& instance_uuid,
+                                                uint64_t epoch);
 
  private:
   // Runs `fn` on the loop thread and returns its result; Unavailable when the loop does not
@@ -97,6 +108,15 @@ class Agent {
   Status StopStaleDiskCaptures(const std::string& uuid, const std::vector<std::string>& disks);
   // Loop thread: drops `uuid` from the table (logged with `why`).
   void ForgetProtection(const std::string& uuid, const std::string& why);
+  // Switchover helpers (agent_switchover.cc). After a failed hand-over the guest paused here is
+  // resumed only when this host may run it: with a witness it must win the claim back.
+  // `definite`: the backup said it did not (or no longer does) run the server.
+  StatusOr<core::SwitchoverResult> RecoverFailedSwitchover(
+      const std::string& uuid, const std::shared_ptr<engine::PrimarySession>& session,
+      const std::string& backup_host, const Status& why, bool definite);
+  // Loop thread, every 500 ms: re-protects servers that failed or switched over to this host
+  // towards the first [replication] reprotect_hosts entry that answers hellos.
+  void TryReprotect();
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
@@ -157,6 +177,8 @@ class Agent {
     Phase phase = Phase::kReplicating;
     // Set to stop a failover still waiting for the witness (a new stream opened meanwhile).
     std::shared_ptr<std::atomic<bool>> cancel_failover;
+    // Planned switchovers waiting for this failover's outcome (AcceptTakeOver).
+    std::vector<std::shared_ptr<std::promise<StatusOr<engine::RestoreResult>>>> waiters;
   };
   std::map<std::string, Backup> backups_;  // by instance UUID; loop thread
   std::unique_ptr<replica::ReplicaRegistry> registry_;
@@ -174,7 +196,16 @@ class Agent {
     bool holds_restart_output = false;
     Clock::TimePoint recovery_started{};
     std::string restart_report;  // shown in status once the held output left
+    bool switching_over = false;  // a Switchover() owns the session
   };
+  // Servers that failed or switched over to this host and wait to be protected again
+  // ([replication] reprotect_hosts). Loop thread.
+  struct Reprotect {
+    std::string old_primary;
+    Clock::TimePoint next_try{};
+    std::string last_error;
+  };
+  std::map<std::string, Reprotect> reprotect_;  // by instance UUID
   // DT servers of this host that Nova told about (instance.create.end) and that are not
   // protected right now: waiting for the controller, or suspended during a Nova action.
   struct DtServer {

@@ -121,7 +121,7 @@ Status Checkpointer::ReadDeviceState(std::string& out) {
 }
 
 StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out,
-                                          const ExtraDirty& extra_dirty) {
+                                          const ExtraDirty& extra_dirty, After after) {
   PauseTimings t;
   // Before the pause, while the guest runs. Opening the next epoch's egress buffer now rather
   // than during the pause is safe: frames the guest sends until `stop` are then held one epoch
@@ -166,7 +166,8 @@ StatusOr<PauseTimings> Checkpointer::Take(uint64_t epoch, core::StagedEpoch& out
   const auto t4 = clock_.Now();
   // A failed checkpoint opens no epoch: the new buffer's frames fall back into the one before.
   if (!st.ok()) (void)egress_.Cancel(epoch + 1);
-  Status resumed = Qmp("cont");
+  // Availability first: a failed checkpoint resumes the guest even when it was to stay paused.
+  Status resumed = (after == After::kStayPaused && st.ok()) ? absl::OkStatus() : Qmp("cont");
   const auto t5 = clock_.Now();
   if (!resumed.ok()) {
     // The guest is stuck paused: that is worse than any lost epoch; say so loudly.

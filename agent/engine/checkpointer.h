@@ -65,12 +65,20 @@ class Checkpointer {
   // (seeding: pages whose content differs from what the running copy sent).
   using ExtraDirty = std::function<void(dirty::DirtyPages&)>;
 
+  // What Take() does with the guest once the checkpoint is taken.
+  enum class After {
+    kResume,      // stage III: `cont`
+    kStayPaused,  // planned switchover's final epoch: the guest never runs here again
+  };
+
   // Takes the checkpoint of epoch `epoch` into `out` (pages, disk writes, device state), opens
-  // egress epoch `epoch + 1` and resumes the guest. On error the guest is running again (or
-  // never stopped) and `out` must not be sent; the egress gate holds what it held before (or,
-  // if even removing it failed, also epoch `epoch + 1`, released with the rest by ReleaseAll).
+  // egress epoch `epoch + 1` and resumes the guest (kStayPaused: leaves it paused; `stop` on a
+  // guest already paused is harmless). On error the guest is running again (or never stopped)
+  // and `out` must not be sent; the egress gate holds what it held before (or, if even
+  // removing it failed, also epoch `epoch + 1`, released with the rest by ReleaseAll).
   StatusOr<PauseTimings> Take(uint64_t epoch, core::StagedEpoch& out,
-                              const ExtraDirty& extra_dirty = nullptr);
+                              const ExtraDirty& extra_dirty = nullptr,
+                              After after = After::kResume);
 
   // Bound on the device-state save (QEMU normally needs a few ms); then the save is cancelled.
   void set_device_state_timeout(std::chrono::milliseconds t) { device_state_timeout_ = t; }

@@ -300,6 +300,9 @@ Status PrimarySession::Unfence() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!fenced_) return absl::OkStatus();
+    if (handed_over_ || handover_requested_) {
+      return absl::FailedPreconditionError("guest paused for a switchover: not resumed here");
+    }
   }
   NOVA_DT_RETURN_IF_ERROR(
       QmpCall(*parts_.hypervisor, parts_.open.instance_uuid, {{"execute", "cont"}}).status());
@@ -307,6 +310,69 @@ Status PrimarySession::Unfence() {
   fenced_ = false;
   InstanceLog(parts_.open.instance_uuid).Info("guest unfenced (running)");
   return absl::OkStatus();
+}
+
+StatusOr<PrimarySession::HandOverResult> PrimarySession::HandOver() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopping_ || handed_over_) return absl::FailedPreconditionError("protection has ended");
+  if (handover_requested_) return absl::FailedPreconditionError("a switchover is under way");
+  if (state_ != PairState::kProtected) {
+    return absl::FailedPreconditionError("the pair is " + std::string(PairStateName(state_)) +
+                                         (reason_.empty() ? "" : ": " + reason_));
+  }
+  if (fenced_) return absl::FailedPreconditionError("the guest is fenced: " + reason_);
+  handover_requested_ = true;
+  handover_outcome_.reset();
+  cv_.notify_all();
+  // The epoch thread answers within one epoch interval, one checkpoint and the degrade bound.
+  cv_.wait(lock, [this] { return handover_outcome_.has_value() || stopping_; });
+  if (!handover_outcome_) return absl::CancelledError("protection stopped during the switchover");
+  return *handover_outcome_;
+}
+
+Status PrimarySession::FinishHandOver(core::EpochStream& stream, uint64_t epoch) {
+  const InstanceLog log(parts_.open.instance_uuid);
+  Status st;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      return stopping_ || state_ == PairState::kDegraded || last_committed_ >= epoch;
+    });
+    if (last_committed_ < epoch) {
+      st = absl::AbortedError("final epoch " + std::to_string(epoch) + " not committed: " +
+                              (stopping_ ? std::string("protection stopped") : reason_));
+    }
+  }
+  if (st.ok()) {
+    // Epoch `epoch` left with its ack; what remains held (the next epoch's buffer) was sent
+    // before the final pause too, so the backup's copy has sent it as well.
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    st = parts_.gate->ReleaseAll();
+  }
+  if (st.ok()) {
+    if (Status fin = stream.Finish(std::chrono::seconds(2)); !fin.ok()) {
+      log.Warn("final stream close: {}", fin.ToString());  // the replica is committed anyway
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    handed_over_ = true;
+    state_ = PairState::kUnprotected;
+    reason_ = "handed over at epoch " + std::to_string(epoch) + ": guest paused here";
+    handover_requested_ = false;
+    handover_outcome_ = HandOverResult{epoch, handover_paused_at_};
+    cv_.notify_all();
+    log.Info("final epoch {} committed, all output released: ready to hand over", epoch);
+    return absl::OkStatus();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handover_requested_ = false;
+    handover_outcome_ = st;
+    cv_.notify_all();
+  }
+  if (Status resumed = Unfence(); !resumed.ok()) {
+    log.Error("switchover failed and the guest cannot be resumed: {}", resumed.ToString());
+  }
+  return st;
 }
 
 Status PrimarySession::PauseAndArm() {
@@ -427,7 +493,8 @@ Status PrimarySession::Protect() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       // The epoch clock is injected: wait in small real-time steps and re-check it.
-      while (!stopping_ && state_ != PairState::kDegraded && clock_.Now() < next_tick) {
+      while (!stopping_ && state_ != PairState::kDegraded && !handover_requested_ &&
+             clock_.Now() < next_tick) {
         cv_.wait_for(lock, std::min<Clock::Duration>(next_tick - clock_.Now(),
                                                      std::chrono::milliseconds(10)));
       }
@@ -435,6 +502,7 @@ Status PrimarySession::Protect() {
       if (state_ == PairState::kDegraded) return absl::AbortedError(reason_);
     }
     next_tick = clock_.Now() + options_.epoch;
+    bool final = false;  // a switchover's last epoch: the guest stays paused
     {
       std::lock_guard<std::mutex> gate_lock(gate_mu_);
       {
@@ -443,26 +511,62 @@ Status PrimarySession::Protect() {
         // A fenced guest stays paused: no checkpoint (its `cont` would resume it); the same
         // epoch is tried at the next tick. Unacknowledged epochs age, and the pair degrades if
         // the fence lasts.
-        if (fenced_) continue;
+        if (fenced_) {
+          if (handover_requested_) {  // fenced meanwhile: no switchover from a paused guest
+            handover_requested_ = false;
+            handover_outcome_ = absl::FailedPreconditionError("the guest was fenced: " + reason_);
+            cv_.notify_all();
+          }
+          continue;
+        }
+        final = handover_requested_;
       }
-      auto t = checkpointer_.Take(epoch, staged);
-      if (!t.ok()) return absl::InternalError("checkpoint " + std::to_string(epoch) + " failed: " +
-                                              std::string(t.status().message()));
+      auto t = checkpointer_.Take(epoch, staged, nullptr,
+                                  final ? Checkpointer::After::kStayPaused
+                                        : Checkpointer::After::kResume);
+      if (!t.ok()) {
+        Status failed = absl::InternalError("checkpoint " + std::to_string(epoch) +
+                                            " failed: " + std::string(t.status().message()));
+        if (final) {
+          std::lock_guard<std::mutex> lock(mu_);
+          handover_requested_ = false;
+          handover_outcome_ = failed;
+          cv_.notify_all();
+        }
+        return failed;
+      }
       RecordPause(t->total);
       std::lock_guard<std::mutex> lock(mu_);
+      if (final) {
+        handover_paused_at_ = clock_.Now() - t->total;
+        fenced_ = true;  // nothing resumes it here any more
+        reason_ = "switchover: final epoch " + std::to_string(epoch) + " taken, guest paused";
+      }
       unacked_[epoch] = clock_.Now();
       last_checkpoint_ = epoch++;
     }
     {
       EncodeDeviceState(staged);  // after `cont`: off the pause
       Status sent = core::SendEpoch(staged, *stream);
+      if (!sent.ok() && final) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          handover_requested_ = false;
+          handover_outcome_ = sent;
+          cv_.notify_all();
+        }
+        (void)Unfence();
+      }
       if (!sent.ok()) return sent;
       uint64_t bytes = staged.page_data.size() + staged.device_state.size();
       for (const auto& w : staged.disk_writes) bytes += w.data.size();
-      std::lock_guard<std::mutex> lock(mu_);
-      ++steady_epochs_;
-      steady_pages_ += staged.page_index.size();
-      steady_bytes_ += bytes;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++steady_epochs_;
+        steady_pages_ += staged.page_index.size();
+        steady_bytes_ += bytes;
+      }
+      if (final) return FinishHandOver(*stream, epoch - 1);
     }
   }
 }
@@ -471,6 +575,15 @@ void PrimarySession::EpochThread() {
   const InstanceLog log(parts_.open.instance_uuid);
   while (!Stopping()) {
     Status st = Protect();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (handover_requested_) {  // the attempt ended before the final epoch was taken
+        handover_requested_ = false;
+        handover_outcome_ = st.ok() ? absl::AbortedError("protection ended") : st;
+        cv_.notify_all();
+      }
+      if (handed_over_) break;  // the guest is paused for good; the agent hands it over
+    }
     if (Stopping()) break;
     Degrade(st.ok() ? "protection ended" : std::string(st.message()));
     std::shared_ptr<core::EpochStream> stream;

@@ -36,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,6 +120,21 @@ class PrimarySession {
   Status Fence(const std::string& why);
   // Resumes a fenced guest (QMP cont). OK when not fenced.
   Status Unfence();
+  // Planned switchover, this side's half: at the next epoch boundary takes a final checkpoint
+  // with the guest left paused (fenced for good), streams it and waits until the backup
+  // committed it; then releases every held frame (all were sent before the final pause, so the
+  // backup's copy has sent them too), ends the stream cleanly and ends the session's work.
+  // Returns the final epoch; the guest stays paused and the caller hands the server over
+  // (then Abandon(), or Stop() + resume the guest if the backup does not take over).
+  // FailedPrecondition when the pair is not protected (nothing changed); another error when the
+  // final epoch failed: the guest then runs again and the pair degrades as for any failed epoch.
+  // Bounded by the epoch interval, one checkpoint and the degrade bound.
+  struct HandOverResult {
+    uint64_t epoch = 0;             // the final epoch, committed on the backup
+    Clock::TimePoint paused_at{};   // when the final pause began
+  };
+  StatusOr<HandOverResult> HandOver();
+
   // Another host owns the server now (the witness moved it): ends the session like Stop() but
   // releases nothing and advances nothing — the held output belongs to a copy that must never
   // be heard from (the caller destroys it). `why` becomes the reason.
@@ -132,6 +148,9 @@ class PrimarySession {
   Status Protect();
   Status Seed(core::EpochStream& stream, core::StagedEpoch& staged);
   Status PauseAndArm();
+  // The final epoch of a switchover, once streamed: waits for its commit, then releases all
+  // held output. The guest is paused; on failure it is resumed.
+  Status FinishHandOver(core::EpochStream& stream, uint64_t epoch);
   // With a witness: claims the server, waiting (bounded by Stop()) while the witness is
   // unreachable. Refusals (another host owns it) are returned.
   StatusOr<int64_t> ClaimOwnership();
@@ -175,6 +194,12 @@ class PrimarySession {
   Clock::TimePoint next_advance_attempt_{};
   bool fenced_ = false;           // guarded by mu_; changed only under gate_mu_ too
   bool abandoned_ = false;        // guarded by mu_: Stop() releases nothing
+  // Planned switchover (HandOver), guarded by mu_: asked for; its outcome once known (the final
+  // epoch, or why it failed); done — the session's work ended with the guest paused.
+  bool handover_requested_ = false;
+  std::optional<StatusOr<HandOverResult>> handover_outcome_;
+  Clock::TimePoint handover_paused_at_{};
+  bool handed_over_ = false;
 
   std::thread epoch_thread_;
   std::thread watchdog_thread_;

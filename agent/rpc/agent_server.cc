@@ -52,6 +52,22 @@ class ControlService final : public nova_dt::v1::Control::Service {
     return ToGrpc(h_.unprotect(req->instance_uuid()));
   }
 
+  grpc::Status Switchover(grpc::ServerContext*, const nova_dt::v1::SwitchoverRequest* req,
+                          nova_dt::v1::SwitchoverReply* reply) override {
+    if (!h_.switchover) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "switchover not available");
+    }
+    if (req->instance_uuid().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "instance_uuid is required");
+    }
+    auto done = h_.switchover(req->instance_uuid());
+    if (!done.ok()) return ToGrpc(done.status());
+    reply->set_new_host(done->new_host);
+    reply->set_epoch(done->epoch);
+    reply->set_paused_ms(done->paused.count());
+    return grpc::Status::OK;
+  }
+
  private:
   const ServiceHandlers& h_;
 };
@@ -74,6 +90,27 @@ class PeerService final : public nova_dt::v1::Peer::Service {
                       req->version());
     reply->set_host(h_.host);
     reply->set_version(h_.version);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status TakeOver(grpc::ServerContext* ctx, const nova_dt::v1::TakeOverRequest* req,
+                        nova_dt::v1::TakeOverReply* reply) override {
+    if (!h_.take_over) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
+    }
+    if (req->host().empty() || req->instance_uuid().empty() || req->epoch() == 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "TakeOverRequest needs host, instance_uuid and epoch");
+    }
+    if (Status who = h_.peer_credentials->Authorize(*ctx, req->host()); !who.ok()) {
+      spdlog::warn("take-over request from {} refused: {}", ctx->peer(),
+                   std::string(who.message()));
+      return ToGrpc(who);
+    }
+    auto done = h_.take_over(req->host(), req->instance_uuid(), req->epoch());
+    if (!done.ok()) return ToGrpc(done.status());
+    reply->set_epoch(done->epoch);
+    reply->set_restore_ms(done->restore.count());
     return grpc::Status::OK;
   }
 

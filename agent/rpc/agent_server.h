@@ -9,6 +9,7 @@
 
 #include "agent/common/status.h"
 #include "agent/core/agent_status.h"
+#include "agent/core/peer_link.h"
 #include "agent/core/replication_link.h"
 #include "agent/rpc/peer_tls.h"
 
@@ -27,6 +28,14 @@ struct ServiceHandlers {
   // Control API: start / stop protecting a domain (errors go back with their codes).
   std::function<Status(const std::string& instance_uuid, const std::string& backup_host)> protect;
   std::function<Status(const std::string& instance_uuid)> unprotect;
+  // Control API: planned switchover of a server protected from here (blocks until it runs on
+  // the backup or fails).
+  std::function<StatusOr<core::SwitchoverResult>(const std::string& instance_uuid)> switchover;
+  // Peer API: the primary `primary_host` (already authenticated) hands `instance_uuid` over at
+  // its final epoch `epoch`; blocks until the server runs here or the take-over failed.
+  std::function<StatusOr<core::TakeOverResult>(const std::string& primary_host,
+                                               const std::string& instance_uuid, uint64_t epoch)>
+      take_over;
   // Makes the replica sink for an incoming replication stream. Unset: this agent keeps no
   // replicas and answers UNIMPLEMENTED.
   core::ReplicaSinkFactory open_replica;

@@ -55,6 +55,46 @@ class GrpcPeerLink final : public core::PeerLink {
     done(absl::CancelledError("peer link is shutting down"));
   }
 
+  StatusOr<core::TakeOverResult> TakeOver(const std::string& address,
+                                          const std::string& instance_uuid, uint64_t epoch,
+                                          std::chrono::milliseconds timeout) override {
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
+    nova_dt::v1::TakeOverRequest request;
+    request.set_host(self_.host);
+    request.set_instance_uuid(instance_uuid);
+    request.set_epoch(epoch);
+    nova_dt::v1::TakeOverReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    // A channel of its own: the call runs on the caller's thread, off the hello worker.
+    auto stub = nova_dt::v1::Peer::NewStub(
+        credentials_->Channel(address, host == hosts_.end() ? "" : host->second, {}));
+    grpc::Status st = stub->TakeOver(&ctx, request, &reply);
+    if (!st.ok()) {
+      const std::string what = "take-over by " + address + ": " + st.error_message();
+      switch (st.error_code()) {
+        case grpc::StatusCode::FAILED_PRECONDITION:
+        case grpc::StatusCode::NOT_FOUND:
+        case grpc::StatusCode::INVALID_ARGUMENT:
+        case grpc::StatusCode::PERMISSION_DENIED:
+        case grpc::StatusCode::UNAUTHENTICATED:
+        case grpc::StatusCode::UNIMPLEMENTED:
+          return absl::FailedPreconditionError(what);
+        case grpc::StatusCode::INTERNAL:
+          return absl::InternalError(what);
+        case grpc::StatusCode::DEADLINE_EXCEEDED:
+          return absl::DeadlineExceededError(what);
+        default:
+          return absl::UnavailableError(what);
+      }
+    }
+    return core::TakeOverResult{reply.epoch(), std::chrono::milliseconds(reply.restore_ms())};
+  }
+
  private:
   struct Request {
     std::string address;

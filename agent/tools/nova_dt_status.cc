@@ -5,6 +5,10 @@
 //                  [--wait-peer HOST]... [--timeout SECONDS]
 //   nova-dt-status [--address ADDR | --config-file PATH] protect INSTANCE_UUID BACKUP_HOST
 //   nova-dt-status [--address ADDR | --config-file PATH] unprotect INSTANCE_UUID
+//   nova-dt-status [--address ADDR | --config-file PATH] switchover INSTANCE_UUID
+//
+// switchover moves a server protected from this host to its backup (planned switchover, or
+// failback after a failover) and waits until it runs there (--timeout defaults to 90 s for it).
 //
 // ADDR defaults to the agent's control socket (unix:/run/nova-dt/agent.sock) or, with
 // --config-file, to that file's [DEFAULT] control_address. --wait-peer polls until every named
@@ -31,8 +35,8 @@ struct Options {
   bool json = false;
   bool health = false;
   std::vector<std::string> wait_peers;
-  double timeout_s = 10;
-  std::vector<std::string> command;  // "protect UUID HOST" | "unprotect UUID"
+  double timeout_s = 0;  // 0: 10 s, 90 s for a switchover
+  std::vector<std::string> command;  // "protect UUID HOST" | "unprotect UUID" | "switchover UUID"
 };
 
 int Usage(const std::string& why) {
@@ -41,7 +45,8 @@ int Usage(const std::string& why) {
                "usage: nova-dt-status [--address ADDR | --config-file PATH] [--json] [--health]\n"
                "                      [--wait-peer HOST]... [--timeout SECONDS]\n"
                "       nova-dt-status [...] protect INSTANCE_UUID BACKUP_HOST\n"
-               "       nova-dt-status [...] unprotect INSTANCE_UUID\n",
+               "       nova-dt-status [...] unprotect INSTANCE_UUID\n"
+               "       nova-dt-status [...] switchover INSTANCE_UUID\n",
                why.c_str());
   return 2;
 }
@@ -157,7 +162,7 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       Usage("help");
       return 0;
-    } else if (a == "protect" || a == "unprotect") {
+    } else if (a == "protect" || a == "unprotect" || a == "switchover") {
       opt.command.assign(argv + i, argv + argc);
       break;
     } else {
@@ -174,6 +179,8 @@ int main(int argc, char** argv) {
   }
 
   auto channel = grpc::CreateChannel(opt.address, grpc::InsecureChannelCredentials());
+  const bool switchover = !opt.command.empty() && opt.command[0] == "switchover";
+  if (opt.timeout_s <= 0) opt.timeout_s = switchover ? 90 : 10;
   const auto deadline =
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(opt.timeout_s * 1000));
@@ -182,13 +189,25 @@ int main(int argc, char** argv) {
     const bool protect = opt.command[0] == "protect";
     if (opt.command.size() != (protect ? 3u : 2u)) {
       return Usage(protect ? "protect needs INSTANCE_UUID BACKUP_HOST"
-                           : "unprotect needs INSTANCE_UUID");
+                           : opt.command[0] + " needs INSTANCE_UUID");
     }
     auto stub = nova_dt::v1::Control::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline);
     grpc::Status st;
-    if (protect) {
+    if (switchover) {
+      nova_dt::v1::SwitchoverRequest req;
+      req.set_instance_uuid(opt.command[1]);
+      nova_dt::v1::SwitchoverReply reply;
+      st = stub->Switchover(&ctx, req, &reply);
+      if (st.ok()) {
+        std::printf("switchover %s: running on %s from epoch %llu, guest paused %lld ms\n",
+                    opt.command[1].c_str(), reply.new_host().c_str(),
+                    static_cast<unsigned long long>(reply.epoch()),
+                    static_cast<long long>(reply.paused_ms()));
+        return 0;
+      }
+    } else if (protect) {
       nova_dt::v1::ProtectRequest req;
       req.set_instance_uuid(opt.command[1]);
       req.set_backup_host(opt.command[2]);

@@ -404,5 +404,67 @@ TEST_F(PrimarySessionTest, FencedGuestStaysPausedThroughCheckpointsUntilUnfenced
   EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
 }
 
+// --- planned switchover (HandOver) --------------------------------------------------------------
+
+TEST_F(PrimarySessionTest, HandOverCommitsAFinalEpochWithTheGuestLeftPausedAndReleasesAllOutput) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  ASSERT_TRUE(WaitFor([&] { return session_->status().last_committed >= 3; }, seconds(3)));
+  auto handed = session_->HandOver();
+  ASSERT_TRUE(handed.ok()) << handed.status();
+  const auto st = session_->status();
+  EXPECT_EQ(handed->epoch, st.last_committed) << "the final epoch is the last one committed";
+  EXPECT_EQ(handed->epoch, st.last_checkpoint) << "no checkpoint after the final one";
+  EXPECT_EQ(st.state, PairState::kUnprotected);
+  EXPECT_THAT(st.reason, HasSubstr("handed over at epoch " + std::to_string(handed->epoch)));
+  EXPECT_TRUE(st.fenced);
+  EXPECT_LE(handed->paused_at, clock_.Now());
+  // Everything the guest sent before the final pause has left: the backup's copy sent it too.
+  EXPECT_TRUE(gate_->held_epochs().empty());
+  EXPECT_FALSE(gate_->holds_output());
+  // The guest stopped once more than it was resumed, and stays so: no checkpoint, no unfence.
+  const size_t commands = hv_.Commands().size();
+  std::this_thread::sleep_for(milliseconds(150));  // several epoch ticks
+  EXPECT_EQ(hv_.Commands().size(), commands) << "the session still drives QEMU";
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1);
+  EXPECT_FALSE(session_->Unfence().ok());
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1);
+  const auto calls = link_.state->Calls();
+  EXPECT_NE(std::find(calls.begin(), calls.end(), "commit " + std::to_string(handed->epoch)),
+            calls.end());
+  EXPECT_FALSE(session_->HandOver().ok()) << "only once";
+  session_->Abandon("switched over");
+  EXPECT_GE(capture_->stops.load(), 1);
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1) << "abandoning does not resume the guest";
+}
+
+TEST_F(PrimarySessionTest, HandOverIsRefusedUnlessThePairIsProtected) {
+  link_.refuse_opens_ = 1000;
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(2)));
+  auto handed = session_->HandOver();
+  EXPECT_TRUE(absl::IsFailedPrecondition(handed.status())) << handed.status();
+  EXPECT_THAT(handed.status().message(), HasSubstr("the pair is degraded"));
+  session_->Stop();
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+TEST_F(PrimarySessionTest, FinalEpochNotCommittedResumesTheGuestAndTheSessionGoesOn) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  link_.Stall(true);
+  auto handed = session_->HandOver();  // the final epoch's ack never comes: degrade bound
+  ASSERT_FALSE(handed.ok());
+  EXPECT_THAT(handed.status().message(), HasSubstr("not committed"));
+  EXPECT_FALSE(session_->status().fenced);
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"")) << "the guest runs again";
+  EXPECT_TRUE(WaitFor([&] { return gate_->held_epochs().empty(); }, seconds(1)));
+  link_.Stall(false);
+  ASSERT_TRUE(WaitFor([&] { return session_->status().state == PairState::kProtected &&
+                                   session_->status().reseeds >= 1; }, seconds(5)))
+      << session_->status().reason;
+  session_->Stop();
+}
+
 }  // namespace
 }  // namespace novadt::engine
