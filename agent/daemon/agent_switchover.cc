@@ -97,6 +97,10 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   if (Status destroyed = launcher_->Destroy(uuid); !destroyed.ok()) {
     log.Error("switched over, but the paused copy here cannot be destroyed: {}",
               destroyed.ToString());
+  } else if (Status freed = registry_->Discard(uuid); !freed.ok()) {
+    // A copy that once failed over to here ran on its replica: the replica goes with it, and
+    // the new primary may seed a new one here.
+    log.Error("cannot free the replica the copy here ran on: {}", freed.ToString());
   }
   (void)OnLoop<bool>(
       [this, uuid, host = t.host] {

@@ -46,7 +46,11 @@ void Agent::OnWitnessEvent(const witness::WitnessEvent& e) {
   using Type = witness::WitnessEvent::Type;
   const auto now = clock_.Now();
   auto unfence = [&](const std::string& uuid, engine::PrimarySession& s) {
-    if (!s.status().fenced || awaiting_reclaim_.count(uuid) || now >= e.fence_deadline) return;
+    const engine::SessionStatus st = s.status();
+    if (!st.fenced || st.handing_over || awaiting_reclaim_.count(uuid) ||
+        now >= e.fence_deadline) {
+      return;
+    }
     if (Status st = s.Unfence(); !st.ok()) {
       InstanceLog(uuid).Error("cannot resume the fenced guest: {}", st.ToString());
     }

@@ -119,6 +119,7 @@ SessionStatus PrimarySession::status() const {
   s.steady_bytes = steady_bytes_;
   s.witness_generation = witness_generation_;
   s.fenced = fenced_;
+  s.handing_over = handover_requested_ || handed_over_;
   s.output_held_for_witness = release_pending_;
   if (!pauses_.empty()) {
     std::vector<Clock::Duration> sorted(pauses_.begin(), pauses_.end());
@@ -190,6 +191,7 @@ void PrimarySession::OnAck(uint64_t epoch) {
   std::lock_guard<std::mutex> lock(mu_);
   last_committed_ = std::max(last_committed_, epoch);
   unacked_.erase(unacked_.begin(), unacked_.upper_bound(epoch));
+  cv_.notify_all();  // a switchover's final epoch may be waiting for this
   if (state_ == PairState::kSeeding) {
     state_ = PairState::kProtected;
     reason_.clear();
@@ -344,19 +346,38 @@ Status PrimarySession::FinishHandOver(core::EpochStream& stream, uint64_t epoch)
     }
   }
   if (st.ok()) {
-    // Epoch `epoch` left with its ack; what remains held (the next epoch's buffer) was sent
-    // before the final pause too, so the backup's copy has sent it as well.
+    // Epoch `epoch`'s frames left with its ack; the next epoch's buffer (opened just before the
+    // final pause) holds frames sent before it too, so the backup's copy has sent them as well:
+    // they must leave. But frames released while the VM is stopped wait in QEMU's queue until
+    // the VM runs (QEMU sends no packet of a stopped VM). So a last buffer, never released,
+    // takes whatever the guest sends from now on; the held frames are released; the guest runs
+    // for one QMP round trip, during which QEMU sends the queued frames as the VM starts; and
+    // it is stopped again. Nothing it does meanwhile is ever seen (its output stays held and
+    // this copy is destroyed); the backup resumes from `epoch`.
     std::lock_guard<std::mutex> gate_lock(gate_mu_);
-    st = parts_.gate->ReleaseAll();
+    st = parts_.gate->Open(epoch + 2);
+    if (st.ok()) st = parts_.gate->Release(epoch + 1);
+    auto& hv = *parts_.hypervisor;
+    const std::string& uuid = parts_.open.instance_uuid;
+    if (st.ok()) st = QmpCall(hv, uuid, {{"execute", "cont"}}).status();
+    if (st.ok()) {
+      st = QmpCall(hv, uuid, {{"execute", "stop"}}).status();
+      if (!st.ok()) st = absl::InternalError("cannot pause the guest again: " + st.ToString());
+    }
   }
   if (st.ok()) {
+    {
+      // Before the stream ends: its end must not read as a degraded pair (which would release
+      // the last buffer and, with a witness, advance the generation the backup takes over).
+      std::lock_guard<std::mutex> lock(mu_);
+      handed_over_ = true;
+      state_ = PairState::kUnprotected;
+      reason_ = "handed over at epoch " + std::to_string(epoch) + ": guest paused here";
+    }
     if (Status fin = stream.Finish(std::chrono::seconds(2)); !fin.ok()) {
       log.Warn("final stream close: {}", fin.ToString());  // the replica is committed anyway
     }
     std::lock_guard<std::mutex> lock(mu_);
-    handed_over_ = true;
-    state_ = PairState::kUnprotected;
-    reason_ = "handed over at epoch " + std::to_string(epoch) + ": guest paused here";
     handover_requested_ = false;
     handover_outcome_ = HandOverResult{epoch, handover_paused_at_};
     cv_.notify_all();

@@ -97,6 +97,8 @@ struct SessionStatus {
   int64_t witness_generation = 0;
   bool fenced = false;
   bool output_held_for_witness = false;
+  // A switchover's final epoch is under way or done (HandOver): the guest is not resumed here.
+  bool handing_over = false;
 };
 
 class PrimarySession {
