@@ -972,14 +972,12 @@ Status LoadReplication(Options& opts, const DefaultSection& d, const PeerSection
   for (const std::string& host : r->reprotect_hosts) {
     const bool peer = std::any_of(peers.peers.begin(), peers.peers.end(),
                                   [&](const PeerEndpoint& p) { return p.host == host; });
-    if (host == d.host || !peer) {
-      auto setting = opts.Get(kSection, "reprotect_hosts");
-      const std::string where = setting.ok() && *setting ? (**setting).file : std::string();
-      return opts.Invalid(where, kSection, "reprotect_hosts",
-                          host == d.host ? "'" + host + "' is this host"
-                                         : "'" + host + "' is not one of [peer] peers",
-                          host);
-    }
+    if (host != d.host && peer) continue;
+    auto setting = opts.Get(kSection, "reprotect_hosts");
+    const Setting set = setting.ok() && *setting ? **setting : Setting{};
+    return opts.Invalid(set.file, kSection, "reprotect_hosts",
+                        "'" + host + (host == d.host ? "' is this host" : "' is not one of [peer] peers"),
+                        set.value);
   }
   return absl::OkStatus();
 }

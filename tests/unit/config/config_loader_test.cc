@@ -799,7 +799,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 59);
+  EXPECT_EQ(options, 60);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});
@@ -888,6 +888,21 @@ TEST_F(ConfigLoaderTest, BadBusOptions) {
   EXPECT_EQ(Error("[DEFAULT]\nhost = c1\n[replication]\ndefault_backup_host = c1\n"),
             f + "[replication] default_backup_host: the backup must be another host than this "
                 "one, got 'c1'");
+}
+
+TEST_F(ConfigLoaderTest, ReprotectHostsMustBeOtherPeers) {
+  StatusOr<AgentConfig> d = LoadOne("[DEFAULT]\nhost = c1\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->replication.reprotect_hosts.empty());  // the controller's job by default
+  const std::string peers = "[DEFAULT]\nhost = c1\n[peer]\npeers = c2=10.0.0.2:7070, c3=10.0.0.3:7070\n";
+  StatusOr<AgentConfig> c = LoadOne(peers + "[replication]\nreprotect_hosts = c3, c2\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->replication.reprotect_hosts, ElementsAre("c3", "c2"));
+  const std::string f = dir_ + "/agent.conf: ";
+  EXPECT_EQ(Error(peers + "[replication]\nreprotect_hosts = c2, c4\n"),
+            f + "[replication] reprotect_hosts: 'c4' is not one of [peer] peers, got 'c2, c4'");
+  EXPECT_EQ(Error(peers + "[replication]\nreprotect_hosts = c1\n"),
+            f + "[replication] reprotect_hosts: 'c1' is this host, got 'c1'");
 }
 
 TEST_F(ConfigLoaderTest, ErrorsAreOneLine) {
