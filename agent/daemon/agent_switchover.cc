@@ -253,6 +253,10 @@ void Agent::TryReprotect() {
     Status st = StartSession(uuid, target);
     if (!st.ok()) {
       r.next_try = now + std::chrono::seconds(5);
+      if (auto b = backups_.find(uuid); b != backups_.end()) {
+        b->second.view.reason = "re-protection towards " + target + " failed (retried every 5 s): " +
+                                std::string(st.message());
+      }
       if (r.last_error != st.message()) {
         log.Warn("re-protection towards {} failed (retried): {}", target, st.ToString());
         r.last_error = std::string(st.message());

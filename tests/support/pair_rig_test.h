@@ -37,6 +37,8 @@ struct PairRigOptions {
   std::map<std::string, std::vector<std::string>> host_settings;
   // Protected once the backup committed this epoch.
   uint64_t protected_epoch = 10;
+  // false: BringUp stops once the guest counts and both agents run (the test protects).
+  bool protect = true;
 };
 
 class PairRigTest : public ::testing::Test {
@@ -68,6 +70,7 @@ class PairRigTest : public ::testing::Test {
       ASSERT_TRUE(started.ok()) << started << "\n" << Log(host);
     }
     ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().size() > 20; }, std::chrono::seconds(60)));
+    if (!o.protect) return;
     grpc::ClientContext ctx;
     nova_dt::v1::ProtectRequest req;
     req.set_instance_uuid(uuid_);
