@@ -48,6 +48,19 @@ class BackupFaultTest : public novadt::testing::PairRigTest {
     std::this_thread::sleep_for(for_how_long);
     return rig_->ObserverValues().back() >= before + for_how_long.count() / 20 / 2;
   }
+  // Waits until `host`'s agent reports the pair degraded; returns the reason ("" on timeout).
+  std::string WaitForDegraded(const std::string& host) const {
+    std::string reason;
+    WaitFor(
+        [&] {
+          auto s = Server(host);
+          if (!s || s->state() != "degraded") return false;
+          reason = s->reason();
+          return true;
+        },
+        seconds(20));
+    return reason;
+  }
   std::vector<std::string> Tls(const TestPki& pki, const std::string& cert) const {
     const config::PeerSection tls = pki.Peer(cert);
     return {"peer.tls_cert_file=" + tls.tls_cert_file, "peer.tls_key_file=" + tls.tls_key_file,
@@ -69,16 +82,8 @@ TEST_F(BackupFaultTest, BackupDiskFullDegradesWithAClearReasonAndThePrimaryKeeps
                "mount -o remount,size=$((used + 256))k " + kRamDir + " && " +
                "(dd if=/dev/zero of=" + kRamDir + "/fill bs=4k 2>/dev/null; true) && " +
                "df -k " + kRamDir));
-  std::string reason;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto a = Server("a");
-        if (!a || a->state() != "degraded") return false;
-        reason = a->reason();
-        return true;
-      },
-      seconds(20)))
-      << Log("a") << "\n" << Log("b");
+  const std::string reason = WaitForDegraded("a");
+  ASSERT_FALSE(reason.empty()) << Log("a") << "\n" << Log("b");
   const double degraded_ms = MsSince(filled);
   std::printf("backup disk full: a degraded %.0f ms after the fill: %s\n", degraded_ms,
               reason.c_str());
@@ -139,16 +144,8 @@ TEST_F(BackupFaultTest, BackupWithABadCertificateIsRefused) {
     }
     grpc::Status st = protect();
     ASSERT_TRUE(st.ok()) << st.error_message();  // protection starts; the stream is refused
-    std::string reason;
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          auto a = Server("a");
-          if (!a || a->state() != "degraded") return false;
-          reason = a->reason();
-          return true;
-        },
-        seconds(20)))
-        << Log("a");
+    const std::string reason = WaitForDegraded("a");
+    ASSERT_FALSE(reason.empty()) << Log("a");
     EXPECT_TRUE(Counting(seconds(4))) << "the primary must keep serving";
     auto a = Server("a");
     ASSERT_TRUE(a);
