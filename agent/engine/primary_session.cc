@@ -60,7 +60,10 @@ void PrimarySession::Stop() {
     if (stopping_) return;
     stopping_ = true;
     stream = stream_;
-    abandoned = abandoned_;
+    // After a switchover's final epoch the held output (what the guest sent after it) must
+    // never leave from here: the backup may run the server. A guest resumed here after a failed
+    // switchover gets it released by its next session (EgressGate::AdoptLeftovers).
+    abandoned = abandoned_ || handed_over_;
   }
   cv_.notify_all();
   if (stream) stream->Cancel();  // unblocks a send stuck on a stalled backup

@@ -110,8 +110,9 @@ class PrimarySession {
 
   // Starts protecting (seeding first). Returns at once.
   void Start();
-  // Unprotects: stops checkpointing, ends the stream, releases all held output, stops the disk
-  // capture. The guest keeps running. Bounded; idempotent.
+  // Unprotects: stops checkpointing, ends the stream, releases all held output (not after a
+  // successful HandOver: see there), stops the disk capture. The guest keeps running (a guest
+  // paused by HandOver stays paused). Bounded; idempotent.
   void Stop();
 
   SessionStatus status() const;
@@ -127,7 +128,8 @@ class PrimarySession {
   // committed it; then releases every held frame (all were sent before the final pause, so the
   // backup's copy has sent them too), ends the stream cleanly and ends the session's work.
   // Returns the final epoch; the guest stays paused and the caller hands the server over
-  // (then Abandon(), or Stop() + resume the guest if the backup does not take over).
+  // (then Abandon(), or Stop() + resume the guest if the backup does not take over: what the
+  // guest sent after the final epoch stays held — a new session adopts and releases it).
   // FailedPrecondition when the pair is not protected (nothing changed); another error when the
   // final epoch failed: the guest then runs again and the pair degrades as for any failed epoch.
   // Bounded by the epoch interval, one checkpoint and the degrade bound.

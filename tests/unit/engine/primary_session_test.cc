@@ -453,9 +453,14 @@ TEST_F(PrimarySessionTest, HandOverCommitsAFinalEpochWithTheGuestLeftPausedAndRe
   EXPECT_NE(std::find(calls.begin(), calls.end(), "commit " + std::to_string(handed->epoch)),
             calls.end());
   EXPECT_FALSE(session_->HandOver().ok()) << "only once";
-  session_->Abandon("switched over");
+  // Even unprotecting now releases nothing: what the guest sent after the final epoch must never
+  // leave from here (the backup may run the server), and the guest stays paused.
+  const int deleted = Count("object-del");
+  session_->Stop();
   EXPECT_GE(capture_->stops.load(), 1);
-  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1) << "abandoning does not resume the guest";
+  EXPECT_EQ(Count("object-del"), deleted);
+  EXPECT_EQ(gate_->held_epochs(), std::vector<uint64_t>{handed->epoch + 2});
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1) << "stopping does not resume the guest";
 }
 
 TEST_F(PrimarySessionTest, HandOverIsRefusedUnlessThePairIsProtected) {
