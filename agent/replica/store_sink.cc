@@ -16,15 +16,16 @@ constexpr uint64_t kZeroChunk = 1 << 20;
 class ReplicaRegistry::Sink final : public core::ReplicaSink {
  public:
   Sink(const ReplicaRegistry& registry, std::string uuid, std::unique_ptr<ReplicaStore> store,
-       std::shared_ptr<Entry> entry)
+       std::shared_ptr<Entry> entry, uint64_t stream_id)
       : registry_(registry), uuid_(std::move(uuid)), log_(uuid_), store_(std::move(store)),
-        entry_(std::move(entry)) {
+        entry_(std::move(entry)), stream_id_(stream_id) {
     std::lock_guard<std::mutex> lock(entry_->mu);
-    entry_->store = store_.get();
+    if (entry_->stream_id == stream_id_) entry_->store = store_.get();
   }
 
   ~Sink() override {
     std::lock_guard<std::mutex> lock(entry_->mu);
+    if (entry_->stream_id != stream_id_) return;  // superseded: the entry is the new sink's
     entry_->store = nullptr;
     entry_->streaming = false;
   }
@@ -77,6 +78,10 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
       std::lock_guard<std::mutex> lock(entry_->mu);
       store_->Abort();  // an epoch still open is dropped; the replica stays committed
       committed = store_->committed_epoch();
+      if (entry_->stream_id != stream_id_) {
+        log_.Info("superseded replication stream ended: {}", why.ToString());
+        return;  // the replica and its events belong to the newer stream
+      }
     }
     if (why.ok()) {
       log_.Info("replication stream closed at epoch {}", committed);
@@ -94,6 +99,10 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
     if (entry_->fenced) {
       return absl::FailedPreconditionError("server " + uuid_ + " was taken over by this host");
     }
+    if (entry_->stream_id != stream_id_) {
+      return absl::FailedPreconditionError("replication stream of " + uuid_ +
+                                           " superseded by a newer stream from its primary");
+    }
     return op();
   }
 
@@ -102,6 +111,7 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
   const InstanceLog log_;
   std::unique_ptr<ReplicaStore> store_;
   std::shared_ptr<Entry> entry_;
+  const uint64_t stream_id_;
   std::string device_state_;
 };
 
@@ -120,6 +130,7 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
   return [this](const core::StreamOpen& open) -> StatusOr<std::unique_ptr<core::ReplicaSink>> {
     std::shared_ptr<Entry> entry = EntryFor(open.instance_uuid);
     std::unique_ptr<ReplicaStore> store;
+    uint64_t stream_id;
     {
       std::lock_guard<std::mutex> lock(entry->mu);
       if (entry->fenced) {
@@ -127,8 +138,19 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
                                              " was taken over by this host");
       }
       if (entry->streaming) {
-        return absl::FailedPreconditionError("server " + open.instance_uuid +
-                                             " is already being replicated to this host");
+        if (entry->primary_host != open.primary_host) {
+          return absl::FailedPreconditionError("server " + open.instance_uuid +
+                                               " is already being replicated to this host (from " +
+                                               entry->primary_host + ")");
+        }
+        // The same (authenticated) primary started over: its old stream is dead to it, even if
+        // its end has not reached this host yet (a lossy link). The new stream replaces it; the
+        // old sink refuses its next item and its end reports nothing.
+        InstanceLog(open.instance_uuid)
+            .Warn("a new replication stream from {} replaces the one still open",
+                  open.primary_host);
+        if (entry->store) entry->store->Abort();
+        entry->store = nullptr;
       }
       ReplicaGeometry geometry{open.ram_size_bytes, {}};
       for (const auto& d : open.disks) geometry.disks.push_back({d.name, d.size_bytes});
@@ -138,12 +160,14 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
       if (!created.ok()) return created.status();
       store = *std::move(created);
       entry->streaming = true;
+      entry->primary_host = open.primary_host;
+      stream_id = ++entry->stream_id;
       InstanceLog(open.instance_uuid)
           .Info("replica created in {} for a stream from {}", dir, open.primary_host);
     }
     if (events_.opened) events_.opened(open);
     return std::unique_ptr<core::ReplicaSink>(
-        new Sink(*this, open.instance_uuid, std::move(store), entry));
+        new Sink(*this, open.instance_uuid, std::move(store), entry, stream_id));
   };
 }
 

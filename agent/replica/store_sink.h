@@ -61,6 +61,8 @@ class ReplicaRegistry {
     std::mutex mu;               // held while a sink applies an item, and by Fence()
     bool streaming = false;      // a sink is open
     bool fenced = false;
+    std::string primary_host;    // of the open (or last) stream
+    uint64_t stream_id = 0;      // the open sink's; an older sink was superseded
     ReplicaStore* store = nullptr;  // the open sink's store, under mu
   };
   std::shared_ptr<Entry> EntryFor(const std::string& uuid);

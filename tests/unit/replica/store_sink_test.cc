@@ -108,7 +108,10 @@ TEST_F(StoreSinkTest, OneStreamPerServerAtATimeAndANewStreamReseeds) {
   auto factory = Factory();
   auto first = core::ReplicationReceiver::Start(TestOpen(), factory);
   ASSERT_TRUE(first.ok());
-  auto second = core::ReplicationReceiver::Start(TestOpen(), factory);
+  // Another primary is refused while the stream is open.
+  core::StreamOpen other = TestOpen();
+  other.primary_host = "intruder";
+  auto second = core::ReplicationReceiver::Start(other, factory);
   EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("already being replicated"));
 
@@ -120,6 +123,33 @@ TEST_F(StoreSinkTest, OneStreamPerServerAtATimeAndANewStreamReseeds) {
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0'));
   for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*third)->Handle(item).ok());
+}
+
+// The same primary opens a new stream while its old one still looks open here (its end lost on
+// a lossy link): the new stream replaces it; the old one refuses its next item and its end
+// reports nothing (the replica is the new stream's).
+TEST_F(StoreSinkTest, ANewStreamFromTheSamePrimarySupersedesTheOpenOne) {
+  auto factory = Factory();
+  auto old_stream = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(old_stream.ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) {
+    ASSERT_TRUE((*old_stream)->Handle(item).ok());
+  }
+  auto fresh = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0')) << "a fresh replica";
+  auto refused = (*old_stream)->Handle(novadt::testing::SmallEpoch(2).front());
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("superseded"));
+  const size_t closes = closed_.size();
+  (*old_stream)->Close(absl::CancelledError("gone"));
+  old_stream->reset();
+  EXPECT_EQ(closed_.size(), closes) << "the superseded stream's end is not the replica's";
+  // The new stream owns the replica and commits.
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*fresh)->Handle(item).ok());
+  auto store = ReplicaStore::Open(ReplicaDir(dir_.path(), TestOpen().instance_uuid));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->committed_epoch(), 1u);
 }
 
 TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica) {
