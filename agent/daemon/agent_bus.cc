@@ -118,6 +118,7 @@ void Agent::StartBus() {
     o.quorum = cfg_.rabbit.rabbit_quorum_queue;
     o.ha_queues = cfg_.rabbit.rabbit_ha_queues;
     o.transient_queue_ttl = std::chrono::seconds(cfg_.rabbit.rabbit_transient_queues_ttl);
+    o.version_minor = 1;  // 1.1: switchover
     std::map<std::string, bus::RpcMethod> methods;
     methods["protect"] = [this](const Json& args) -> StatusOr<Json> {
       NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {"instance_uuid", "backup_host"}));
@@ -143,6 +144,18 @@ void Agent::StartBus() {
                                      "unprotected");
     methods["failover"] = of_server([this](const std::string& u) { return Failover(u); },
                                     "failing-over");
+    // API 1.1. Blocks the worker for the switchover (a few seconds; keep-alives go on).
+    methods["switchover"] = [this](const Json& args) -> StatusOr<Json> {
+      NOVA_DT_RETURN_IF_ERROR(OnlyArgs(args, {"instance_uuid"}));
+      auto uuid = StringArg(args, "instance_uuid");
+      if (!uuid.ok()) return uuid.status();
+      auto done = Switchover(*uuid);
+      if (!done.ok()) return done.status();
+      return Json{{"instance_uuid", *uuid},
+                  {"new_host", done->new_host},
+                  {"epoch", done->epoch},
+                  {"paused_ms", done->paused.count()}};
+    };
     // A method without arguments answering from the agent's status.
     auto of_status = [this](std::function<Json(const core::AgentStatusSnapshot&)> answer) {
       return [this, answer = std::move(answer)](const Json& args) -> StatusOr<Json> {

@@ -175,6 +175,11 @@ class AgentRpcTest(BusTestBase):
         # No committed replica here: nothing to fail over.
         with self.assertRaises(nova_dt.exception.ServerNotFound):
             client.call({}, "failover", instance_uuid=TEST_DOMAIN_UUID)
+        # Not protected from here: nothing to switch over (API 1.1).
+        with self.assertRaises(nova_dt.exception.ServerNotFound) as ctx:
+            client.prepare(version="1.1").call({}, "switchover",
+                                               instance_uuid=TEST_DOMAIN_UUID)
+        self.assertIn("is not protected from here", str(ctx.exception))
         # Not in allowed_remote_exmods: RemoteError naming the class.
         with self.assertRaises(oslo_messaging.RemoteError) as ctx:
             client.call({}, "no_such_method")
