@@ -287,36 +287,73 @@ TEST_F(WitnessFaultTest, EtcdRestartLeavesThePairAlone) {
 // re-seeds 256 MiB over the same link. The test holds
 // what must hold regardless — no failover, one guest serving throughout — and the fault row
 // reports the protection state as measured.
-TEST_F(WitnessFaultTest, LossyDelayedLinkNeverFailsOver) {
-  ASSERT_NO_FATAL_FAILURE(BringUp({.rig_name = "wf7"}));
-  const size_t seen_at_start = rig_->ObserverValues().size();
-  ASSERT_TRUE(rig_->Netem("b", "delay 50ms 20ms loss 5%").ok());
+// 60 s on an impaired link of b (both directions): no failover and no fence ever; prints the
+// share of samples (every 500 ms) in which a reported the pair protected, and the re-seeds.
+struct LossyRun {
   bool failed_over = false;
   int protected_samples = 0, samples = 0;
-  const auto until = SteadyClock::now() + seconds(60);
-  while (SteadyClock::now() < until && !failed_over) {
+  uint64_t reseeds = 0, suspicions = 0;
+};
+
+class LossyLinkTest : public WitnessFaultTest {
+ protected:
+  LossyRun Run(const std::string& rig_name, const std::string& netem,
+               std::vector<std::string> settings = {}) {
+    LossyRun r;
+    BringUp({.rig_name = rig_name, .agent_settings = std::move(settings)});
+    if (HasFatalFailure()) return r;
+    const size_t seen_at_start = rig_->ObserverValues().size();
+    EXPECT_TRUE(rig_->Netem("b", netem).ok());
+    const auto until = SteadyClock::now() + seconds(60);
+    while (SteadyClock::now() < until && !r.failed_over) {
+      auto a = Server("a");
+      auto b = Server("b");
+      r.failed_over = !b || b->role() != "backup";
+      ++r.samples;
+      if (a && a->state() == "protected") ++r.protected_samples;
+      std::this_thread::sleep_for(milliseconds(500));
+    }
+    EXPECT_TRUE(rig_->Netem("b", "clear").ok());
     auto a = Server("a");
     auto b = Server("b");
-    failed_over = !b || b->role() != "backup";
-    ++samples;
-    if (a && a->state() == "protected") ++protected_samples;
-    std::this_thread::sleep_for(milliseconds(500));
+    EXPECT_TRUE(a && b);
+    if (a) r.reseeds = a->reseeds();
+    if (b) r.suspicions = b->suspicions();
+    EXPECT_FALSE(r.failed_over) << Log("b");
+    EXPECT_FALSE(EverFenced("a")) << Log("a");
+    EXPECT_GT(rig_->ObserverValues().size(), seen_at_start + 60 * 40) << "the guest kept serving";
+    ExpectOneCountingGuest("on the lossy link", seen_at_start);
+    return r;
   }
-  ASSERT_TRUE(rig_->Netem("b", "clear").ok());
-  auto a = Server("a");
-  auto b = Server("b");
-  ASSERT_TRUE(a && b);
-  EXPECT_FALSE(failed_over) << Log("b");
-  EXPECT_FALSE(EverFenced("a")) << Log("a");
-  EXPECT_GT(rig_->ObserverValues().size(), seen_at_start + 60 * 40) << "the guest kept serving";
-  FaultRow("netem 5 % loss + 50 ms ± 20 ms delay (link of b), 60 s",
-           "stays protected, no false failover",
-           std::string(failed_over ? "FAILED OVER" : "no failover") + "; protected in " +
-               std::to_string(protected_samples) + " of " + std::to_string(samples) +
-               " samples, " + std::to_string(a->reseeds()) + " re-seeds (NOT met: ~2.6 MB/s of "
-               "epochs and a 256 MiB re-seed do not fit the lossy link); " + std::to_string(b->suspicions()) +
-               " suspicions on b");
-  ExpectOneCountingGuest("on the lossy link", seen_at_start);
+  static std::string Measured(const LossyRun& r) {
+    return std::string(r.failed_over ? "FAILED OVER" : "no failover") + "; protected in " +
+           std::to_string(r.protected_samples) + " of " + std::to_string(r.samples) +
+           " samples, " + std::to_string(r.reseeds) + " re-seeds; " +
+           std::to_string(r.suspicions) + " suspicions on b";
+  }
+};
+
+// Issue 6's row: 5 % loss and 50 ms delay. Bulk TCP carries ~12 MB/s through it on the rig
+// (about 4x what an idle 256 MiB guest's epochs need), yet the replication stream still stalls
+// now and then for more than the degrade bound (seen with 2 s and with 5 s), and the pair
+// re-seeds: "stays protected" is NOT met yet, and only reported. What must hold: no failover,
+// no fence, one guest counting on.
+TEST_F(LossyLinkTest, LossyDelayedLinkNeverFailsOver) {
+  const LossyRun r = Run("wf7", "delay 50ms loss 5%");
+  ASSERT_FALSE(HasFatalFailure());
+  FaultRow("netem 5 % loss + 50 ms delay (link of b), 60 s", "stays protected, no false failover",
+           Measured(r) + (r.protected_samples == r.samples ? "" : " (protection NOT held)"));
+}
+
+// Harsher: ±20 ms jitter as well (the failure detector's bench condition). The jitter reorders
+// packets and TCP then carries only ~1-2 MB/s on the rig, less than the ~2.6 MB/s of epochs, so
+// the pair degrades and re-seeds; what must hold is no failover and no fence.
+TEST_F(LossyLinkTest, JitteryLossyLinkNeverFailsOver) {
+  const LossyRun r = Run("wf8", "delay 50ms 20ms loss 5%");
+  ASSERT_FALSE(HasFatalFailure());
+  FaultRow("netem 5 % loss + 50 ms ± 20 ms delay (link of b), 60 s", "no false failover",
+           Measured(r) + " (protection not held: the reordering link carries ~1-2 MB/s, the "
+                         "epochs need ~2.6 MB/s)");
 }
 
 }  // namespace
