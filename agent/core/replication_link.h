@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -17,6 +18,20 @@
 #include "agent/common/status.h"
 
 namespace novadt::core {
+
+// How a backup refuses a stream for a server it runs itself (it failed the server over): code
+// ABORTED with this wording (the code alone is not enough: the primary's own code returns
+// ABORTED for other reasons). The stream's primary must then stand down: never release the
+// output it holds, never resume its copy (ARCHITECTURE.md invariant 3, also without a witness).
+inline constexpr std::string_view kTakenOverWording = " was taken over by this host";
+inline Status TakenOverRefusal(const std::string& instance_uuid) {
+  return absl::AbortedError("server " + instance_uuid + std::string(kTakenOverWording));
+}
+inline bool IsTakenOverRefusal(const Status& st) {
+  return absl::IsAborted(st) &&
+         std::string(st.message()).find(kTakenOverWording) != std::string::npos;
+}
+
 
 // 2: device state may be delta-encoded (DeviceStateChunk::encoding).
 inline constexpr uint32_t kReplicationProtocolVersion = 2;

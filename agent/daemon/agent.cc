@@ -471,6 +471,30 @@ Status Agent::Unprotect(const std::string& instance_uuid) {
   return absl::OkStatus();
 }
 
+void Agent::StandDown(const std::string& uuid, const std::string& why) {
+  auto it = sessions_.find(uuid);
+  if (it == sessions_.end()) return;
+  const InstanceLog log(uuid);
+  // Never two running copies: this one stays paused, its held output is never released, and
+  // it is destroyed (Nova's evacuation clean-up would do the same when nova-compute restarts
+  // here).
+  (void)it->second.session->Fence(why);
+  it->second.session->Abandon(why);
+  if (Status d = launcher_->Destroy(uuid); !d.ok()) {
+    log.Error("cannot destroy the stale copy: {}", d.ToString());
+  }
+  log.Error("stale copy fenced and destroyed: {}", why);
+  const std::string backup = it->second.backup_host;
+  sessions_.erase(it);
+  ForgetProtection(uuid, why);
+  Emit({.event_type = "dt.pair.unprotect.end",
+        .instance_uuid = uuid,
+        .role = "primary",
+        .state = "unprotected",
+        .reason = why,
+        .peer_host = backup});
+}
+
 Status Agent::StartSession(const std::string& uuid, const std::string& backup_host) {
   const InstanceLog log(uuid);
   if (sessions_.count(uuid)) return absl::AlreadyExistsError("server " + uuid + " is already protected");

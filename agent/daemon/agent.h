@@ -108,6 +108,10 @@ class Agent {
   Status StopStaleDiskCaptures(const std::string& uuid, const std::vector<std::string>& disks);
   // Loop thread: drops `uuid` from the table (logged with `why`).
   void ForgetProtection(const std::string& uuid, const std::string& why);
+  // Loop thread: another host runs `uuid` now (the witness moved it, or its backup refused the
+  // stream because it took the server over): the copy here is paused, its session ends
+  // releasing nothing, the domain is destroyed and the server forgotten here.
+  void StandDown(const std::string& uuid, const std::string& why);
   // Switchover helpers (agent_switchover.cc). After a failed hand-over the guest paused here is
   // resumed only when this host may run it: with a witness it must win the claim back.
   // `definite`: the backup said it did not (or no longer does) run the server.
@@ -131,7 +135,8 @@ class Agent {
   bus::HandleResult HandleInstanceEvent(const bus::InstanceEvent& event);
   // A pair event to whoever listens (the notifier, or nobody). Any thread.
   void Emit(core::PairEvent event);
-  // Loop thread, every 100 ms: publishes the pair state changes of the primary sessions.
+  // Loop thread, every 100 ms: publishes the pair state changes of the primary sessions, and
+  // stands down a copy whose backup refused its stream because it took the server over.
   void ReportPairStates();
   // Loop thread, every [peer] link_stats_interval_s: publishes dt.link.stats (RTT, replication
   // rate and capacity of each link this host replicates on) for the scheduler's weigher.

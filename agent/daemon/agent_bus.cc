@@ -235,8 +235,14 @@ void Agent::Emit(core::PairEvent event) {
 }
 
 void Agent::ReportPairStates() {
+  std::vector<std::pair<std::string, std::string>> taken_over;
   for (auto& [uuid, p] : sessions_) {
     const engine::SessionStatus st = p.session->status();
+    if (st.taken_over) {
+      taken_over.emplace_back(uuid, "the backup " + p.backup_host + " runs the server now: " +
+                                        st.reason);
+      continue;
+    }
     const std::string state(engine::PairStateName(st.state));
     if (p.holds_restart_output &&
         (st.state == engine::PairState::kProtected || st.state == engine::PairState::kDegraded)) {
@@ -273,6 +279,7 @@ void Agent::ReportPairStates() {
     p.reported_state = state;
     Emit(std::move(e));
   }
+  for (const auto& [uuid, why] : taken_over) StandDown(uuid, why);
 }
 
 void Agent::ReportLinkStats() {

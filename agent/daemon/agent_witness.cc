@@ -78,31 +78,11 @@ void Agent::OnWitnessEvent(const witness::WitnessEvent& e) {
     }
     case Type::kOwnershipLost: {
       awaiting_reclaim_.erase(e.instance_uuid);
-      auto it = sessions_.find(e.instance_uuid);
-      if (it == sessions_.end()) break;
-      const InstanceLog log(e.instance_uuid);
-      const std::string why = "another host owns the server now (witness: '" +
-                              e.ownership.owner + "' at generation " +
-                              std::to_string(e.ownership.generation) + "): " +
-                              std::string(e.reason.message());
-      // Never two running copies: this one stays paused, its held output is never released,
-      // and it is destroyed (Nova's evacuation clean-up would do the same when nova-compute
-      // restarts here).
-      (void)it->second.session->Fence(why);
-      it->second.session->Abandon(why);
-      if (Status d = launcher_->Destroy(e.instance_uuid); !d.ok()) {
-        log.Error("cannot destroy the stale copy: {}", d.ToString());
-      }
-      log.Error("stale copy fenced and destroyed: {}", why);
-      const std::string backup = it->second.backup_host;
-      sessions_.erase(it);
-      ForgetProtection(e.instance_uuid, why);
-      Emit({.event_type = "dt.pair.unprotect.end",
-            .instance_uuid = e.instance_uuid,
-            .role = "primary",
-            .state = "unprotected",
-            .reason = why,
-            .peer_host = backup});
+      if (!sessions_.count(e.instance_uuid)) break;
+      StandDown(e.instance_uuid, "another host owns the server now (witness: '" +
+                                     e.ownership.owner + "' at generation " +
+                                     std::to_string(e.ownership.generation) + "): " +
+                                     std::string(e.reason.message()));
       break;
     }
   }

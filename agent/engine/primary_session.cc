@@ -63,7 +63,7 @@ void PrimarySession::Stop() {
     // After a switchover's final epoch the held output (what the guest sent after it) must
     // never leave from here: the backup may run the server. A guest resumed here after a failed
     // switchover gets it released by its next session (EgressGate::AdoptLeftovers).
-    abandoned = abandoned_ || handed_over_;
+    abandoned = abandoned_ || handed_over_ || taken_over_;
   }
   cv_.notify_all();
   if (stream) stream->Cancel();  // unblocks a send stuck on a stalled backup
@@ -123,6 +123,7 @@ SessionStatus PrimarySession::status() const {
   s.witness_generation = witness_generation_;
   s.fenced = fenced_;
   s.handing_over = handover_requested_ || handed_over_;
+  s.taken_over = taken_over_;
   s.output_held_for_witness = release_pending_;
   if (!pauses_.empty()) {
     std::vector<Clock::Duration> sorted(pauses_.begin(), pauses_.end());
@@ -156,7 +157,9 @@ void PrimarySession::Degrade(const std::string& reason) {
       reason_ = reason;
       unacked_.clear();
       stream = stream_;
-      if (parts_.witness && witness_generation_ > 0 && parts_.gate->holds_output()) {
+      if (taken_over_) {
+        reason_ += "; the backup runs the server now: nothing released, this copy stands down";
+      } else if (parts_.witness && witness_generation_ > 0 && parts_.gate->holds_output()) {
         // The backup's replica may still be resumed: the output it lacks waits for the witness
         // (the watchdog advances the generation, then releases).
         release_pending_ = true;
@@ -168,7 +171,7 @@ void PrimarySession::Degrade(const std::string& reason) {
     bool release_now;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      release_now = !release_pending_;
+      release_now = !release_pending_ && !taken_over_;
     }
     if (release_now) {
       if (Status st = parts_.gate->ReleaseAll(); !st.ok()) {
@@ -208,6 +211,7 @@ void PrimarySession::OnStreamDone(const Status& st, uint64_t generation) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (generation != generation_ || stopping_) return;
+    if (core::IsTakenOverRefusal(st)) taken_over_ = true;
   }
   Degrade(st.ok() ? "backup closed the replication stream"
                   : "replication stream ended: " + std::string(st.message()));
@@ -601,6 +605,7 @@ void PrimarySession::EpochThread() {
     Status st = Protect();
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (core::IsTakenOverRefusal(st)) taken_over_ = true;
       if (handover_requested_) {  // the attempt ended before the final epoch was taken
         handover_requested_ = false;
         handover_outcome_ = st.ok() ? absl::AbortedError("protection ended") : st;
@@ -610,6 +615,10 @@ void PrimarySession::EpochThread() {
     }
     if (Stopping()) break;
     Degrade(st.ok() ? "protection ended" : std::string(st.message()));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (taken_over_) break;  // no re-seed: the agent stands this copy down
+    }
     std::shared_ptr<core::EpochStream> stream;
     {
       std::lock_guard<std::mutex> lock(mu_);

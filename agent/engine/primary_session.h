@@ -22,6 +22,10 @@
 //     reason says so;
 //   - Fence() pauses the guest and keeps it paused (no checkpoint resumes it) until Unfence():
 //     the agent calls them as its witness lease's fence deadline passes and renews.
+// With or without a witness, a backup that answers that it took the server over
+// (core::TakenOverRefusal: it failed over while this primary lived, or before this agent
+// restarted) ends the session for good with nothing released (SessionStatus::taken_over); the
+// agent then stands the copy down.
 //
 // Threads: an epoch thread (seeding, checkpoints, sending), a watchdog thread (the degrade
 // bound, which must fire even while a send is blocked by a stalled backup), and the link's ack
@@ -99,6 +103,9 @@ struct SessionStatus {
   bool output_held_for_witness = false;
   // A switchover's final epoch is under way or done (HandOver): the guest is not resumed here.
   bool handing_over = false;
+  // The backup refused the stream because it runs the server itself (core::TakenOverRefusal):
+  // this copy must stand down — nothing held was or will be released, no re-seed is tried.
+  bool taken_over = false;
 };
 
 class PrimarySession {
@@ -204,6 +211,7 @@ class PrimarySession {
   std::optional<StatusOr<HandOverResult>> handover_outcome_;
   Clock::TimePoint handover_paused_at_{};
   bool handed_over_ = false;
+  bool taken_over_ = false;  // guarded by mu_: the backup runs the server (SessionStatus)
 
   std::thread epoch_thread_;
   std::thread watchdog_thread_;

@@ -96,8 +96,9 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
   template <typename F>
   Status Apply(F&& op) {
     std::lock_guard<std::mutex> lock(entry_->mu);
-    if (entry_->fenced) {
-      return absl::FailedPreconditionError("server " + uuid_ + " was taken over by this host");
+    if (entry_->fenced) return core::TakenOverRefusal(uuid_);
+    if (entry_->discarded) {
+      return absl::FailedPreconditionError("the replica of " + uuid_ + " was discarded here");
     }
     if (entry_->stream_id != stream_id_) {
       return absl::FailedPreconditionError("replication stream of " + uuid_ +
@@ -133,10 +134,7 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
     uint64_t stream_id;
     {
       std::lock_guard<std::mutex> lock(entry->mu);
-      if (entry->fenced) {
-        return absl::FailedPreconditionError("server " + open.instance_uuid +
-                                             " was taken over by this host");
-      }
+      if (entry->fenced) return core::TakenOverRefusal(open.instance_uuid);
       if (entry->streaming) {
         if (entry->primary_host != open.primary_host) {
           return absl::FailedPreconditionError("server " + open.instance_uuid +
@@ -193,7 +191,7 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   {
     std::lock_guard<std::mutex> lock(entry->mu);
-    entry->fenced = true;  // the open sink (if any) refuses its next item
+    entry->discarded = true;  // the open sink (if any) refuses its next item
     if (entry->store) entry->store->Abort();
   }
   {

@@ -40,8 +40,9 @@ class ReplicaRegistry {
   // Makes sinks for incoming streams. A new stream (re)seeds: the server's replica is
   // re-created with the stream's geometry, its epochs start at 1. (Resuming an existing replica
   // after an agent restart needs the committed epoch in the handshake — pair-safety work.)
-  // Refused (FailedPrecondition): a second stream for a server whose stream is open, and any
-  // stream for a fenced server. The registry must outlive the factory's sinks.
+  // Refused: a stream from another primary while one is open (FailedPrecondition; one from the
+  // same primary replaces the open one), and any stream for a server taken over here
+  // (core::TakenOverRefusal). The registry must outlive the factory's sinks.
   core::ReplicaSinkFactory Factory();
 
   // Ends replication of `instance_uuid` for good: an open stream's next item is refused and its
@@ -50,8 +51,9 @@ class ReplicaRegistry {
   // when the replica cannot be opened consistently.
   StatusOr<FencedReplica> Fence(const std::string& instance_uuid);
 
-  // Frees the replica of a server that is gone (deleted in Nova): an open stream is ended as by
-  // Fence(), the replica directory is removed. A later stream for the same server seeds anew.
+  // Frees the replica of a server that is gone (deleted in Nova, or switched away from a copy
+  // that ran on it): an open stream's next item is refused (FailedPrecondition, not a
+  // take-over), the replica directory is removed. A later stream for the server seeds anew.
   // OK when there was nothing to free; Internal when the directory cannot be removed.
   Status Discard(const std::string& instance_uuid);
 
@@ -60,7 +62,8 @@ class ReplicaRegistry {
   struct Entry {
     std::mutex mu;               // held while a sink applies an item, and by Fence()
     bool streaming = false;      // a sink is open
-    bool fenced = false;
+    bool fenced = false;         // taken over here: every stream refused (TakenOverRefusal)
+    bool discarded = false;      // freed: the open sink refuses; the next stream starts afresh
     std::string primary_host;    // of the open (or last) stream
     uint64_t stream_id = 0;      // the open sink's; an older sink was superseded
     ReplicaStore* store = nullptr;  // the open sink's store, under mu

@@ -224,5 +224,56 @@ TEST_F(RestartFaultTest, PrimaryAgentBackAfterATakeOverDestroysItsCopyReleasingN
            "no value repeated or out of order (one skip at the take-over)");
 }
 
+// Without a witness nothing stops the backup from failing over while the primary's agent is
+// down (its QEMU alive, output held). When that agent restarts and re-protects, the backup
+// refuses the stream as taken over: the copy on a must stand down (destroyed, its held output
+// never released), so one guest keeps counting.
+TEST_F(RestartFaultTest, WithoutAWitnessARestartedPrimaryStandsDownWhenItsBackupTookOver) {
+  ASSERT_NO_FATAL_FAILURE(
+      BringUp({.rig_name = "rr4", .witness = false, .protected_epoch = 1}));
+  const size_t seen_at_kill = rig_->ObserverValues().size();
+  const auto killed = SteadyClock::now();
+  ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
+  const int64_t last_seen = rig_->ObserverValues().back();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto b = Server("b");
+        return b && b->role() == "primary";
+      },
+      seconds(30)))
+      << Log("b");
+  const double takeover_ms = MsSince(killed);
+  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last_seen + 10; }, seconds(20)));
+  EXPECT_NE(DomState("a").find("running"), std::string::npos)
+      << "the premise: a's guest still runs, its output held";
+  const size_t seen_before_restart = rig_->ObserverValues().size();
+  const auto restarted = SteadyClock::now();
+  Status started = rig_->StartAgent("a", AgentSettings("a"));
+  ASSERT_TRUE(started.ok()) << started << "\n" << Log("a");
+  std::string state;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        state = DomState("a");
+        return state.find("running") == std::string::npos &&
+               state.find("paused") == std::string::npos;
+      },
+      seconds(30)))
+      << "stale copy on a: " << state << "\n" << Log("a");
+  const double stand_down_ms = MsSince(restarted);
+  EXPECT_NE(novadt::testing::ReadFile(rig_->dir() + "/a/agent/agent.log").find("runs the server now"),
+            std::string::npos)
+      << Log("a");
+  std::this_thread::sleep_for(seconds(2));
+  EXPECT_GT(rig_->ObserverValues().size(), seen_before_restart + 50);
+  ExpectOneCountingGuest("after the take-over and a's restart (no witness)", 0,
+                         /*skip_from=*/seen_at_kill);
+  FaultRow("SIGKILL primary agent, restart after the backup took over (no witness)",
+           "stale copy stands down, its held output never released",
+           "b took over " + Ms(takeover_ms) + " after the kill (a's guest still running, output "
+           "held); a's restarted agent was refused as taken over and destroyed its copy " +
+               Ms(stand_down_ms) + " after the restart; one guest counting, one skip at the "
+               "take-over");
+}
+
 }  // namespace
 }  // namespace novadt

@@ -42,6 +42,17 @@ class LoopbackLink final : public core::ReplicationLink {
         : link_(link), receiver_(std::move(r)), cb_(std::move(cb)) {}
     Status Send(const core::StreamItem& item) override {
       std::optional<uint64_t> ack;
+      if (link_.taken_over) {  // the backup failed the server over: it refuses and ends
+        const Status refusal = core::TakenOverRefusal("the-server");
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (done_) return refusal;
+          done_ = true;
+          receiver_->Close(refusal);
+        }
+        cb_.on_done(refusal);
+        return refusal;
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (done_) return absl::CancelledError("stream cancelled");
@@ -86,6 +97,10 @@ class LoopbackLink final : public core::ReplicationLink {
       cb.on_done(absl::UnavailableError("backup unreachable"));
       return absl::UnavailableError("backup unreachable");
     }
+    if (taken_over) {
+      cb.on_done(core::TakenOverRefusal(open.instance_uuid));
+      return core::TakenOverRefusal(open.instance_uuid);
+    }
     last_witness_generation = open.witness_generation;
     auto r = core::ReplicationReceiver::Start(open, novadt::testing::FakeSinkFactory(state));
     if (!r.ok()) return r.status();
@@ -123,6 +138,7 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<int> opens{0};
   std::atomic<int> refuse_opens_{0};
   std::atomic<int64_t> last_witness_generation{-1};
+  std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
 
  private:
   std::mutex mu_;
@@ -402,6 +418,29 @@ TEST_F(PrimarySessionTest, FencedGuestStaysPausedThroughCheckpointsUntilUnfenced
       << "checkpoints resume after the fence";
   session_->Stop();
   EXPECT_EQ(Count("\"stop\""), Count("\"cont\""));
+}
+
+// The backup failed the server over while this primary lived (no witness to stop it): it
+// refuses the stream as taken over. The copy here must stand down: nothing held is released (a
+// client would see output the running copy never sent), no re-seed is tried.
+TEST_F(PrimarySessionTest, BackupThatTookTheServerOverEndsTheSessionReleasingNothing) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  link_.Stall(true);  // epochs in flight: output held
+  ASSERT_TRUE(WaitFor([&] { return gate_->held_epochs().size() >= 2; }, seconds(2)));
+  const int deleted = Count("object-del");
+  link_.taken_over = true;
+  ASSERT_TRUE(WaitFor([&] { return session_->status().taken_over; }, seconds(2)));
+  std::this_thread::sleep_for(milliseconds(300));  // past reseed_after: no new attempt
+  const auto st = session_->status();
+  EXPECT_EQ(st.state, PairState::kDegraded);
+  EXPECT_THAT(st.reason, HasSubstr("this copy stands down"));
+  EXPECT_EQ(Count("object-del"), deleted) << "held output left a copy the backup replaced";
+  EXPECT_FALSE(gate_->held_epochs().empty());
+  EXPECT_EQ(st.reseeds, 0u);
+  EXPECT_EQ(link_.opens.load(), 1);
+  session_->Stop();  // unprotecting it releases nothing either
+  EXPECT_EQ(Count("object-del"), deleted);
 }
 
 // --- planned switchover (HandOver) --------------------------------------------------------------

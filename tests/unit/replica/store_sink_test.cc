@@ -169,11 +169,13 @@ TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica
   EXPECT_EQ(fenced->ram_path, ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/ram.img");
   ASSERT_EQ(fenced->disk_paths.count("vda"), 1u);
   // The open stream cannot touch the replica any more, and no new stream can start.
+  // Both say the backup runs the server: the primary must stand down (core::IsTakenOverRefusal).
   auto refused = (*r)->Handle(third[1]);
-  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_TRUE(core::IsTakenOverRefusal(refused.status())) << refused.status();
   (*r)->Close(refused.status());
   r->reset();
-  EXPECT_TRUE(absl::IsFailedPrecondition(core::ReplicationReceiver::Start(TestOpen(), factory).status()));
+  EXPECT_TRUE(core::IsTakenOverRefusal(
+      core::ReplicationReceiver::Start(TestOpen(), factory).status()));
   EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));  // still epoch 2
   EXPECT_GT(heard_.load(), 0);
 }
@@ -195,6 +197,7 @@ TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) 
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
   auto refused = (*r)->Handle(novadt::testing::SmallEpoch(2)[0]);
   EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_FALSE(core::IsTakenOverRefusal(refused.status())) << "discarded is not taken over";
   (*r)->Close(refused.status());
   r->reset();
   // Unlike a fenced server, a discarded one may be protected again later: a new replica.
