@@ -238,7 +238,7 @@ void Agent::ReportPairStates() {
   std::vector<std::pair<std::string, std::string>> taken_over;
   for (auto& [uuid, p] : sessions_) {
     const engine::SessionStatus st = p.session->status();
-    if (st.taken_over) {
+    if (st.taken_over && !st.handing_over) {  // (a switchover decides on its own copy)
       taken_over.emplace_back(uuid, "the backup " + p.backup_host + " runs the server now: " +
                                         st.reason);
       continue;
