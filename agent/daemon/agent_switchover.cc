@@ -77,6 +77,10 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
     log.Warn("switchover to {} not started: {}", t.host, handed.status().ToString());
     return handed.status();  // the guest runs here (or never paused)
   }
+  // If this copy runs on a replica it once took over here, the backup's re-protection stream
+  // towards this host must not be refused as taken over (the backup would then stand down the
+  // copy it just resumed). The backup only re-protects once it runs the server.
+  registry_->Relinquish(uuid);
   if (witness_) {  // 2
     if (Status released = witness_->Release(uuid, cfg_.defaults.host); !released.ok()) {
       return RecoverFailedSwitchover(uuid, t.session, t.host,
@@ -97,9 +101,9 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   if (Status destroyed = launcher_->Destroy(uuid); !destroyed.ok()) {
     log.Error("switched over, but the paused copy here cannot be destroyed: {}",
               destroyed.ToString());
-  } else if (Status freed = registry_->Discard(uuid); !freed.ok()) {
-    // A copy that once failed over to here ran on its replica: the replica goes with it, and
-    // the new primary may seed a new one here.
+  } else if (Status freed = registry_->DiscardIfIdle(uuid); !freed.ok()) {
+    // A copy that once failed over to here ran on its replica: the replica goes with it
+    // (unless the new primary already seeds a new one here).
     log.Error("cannot free the replica the copy here ran on: {}", freed.ToString());
   }
   (void)OnLoop<bool>(

@@ -206,4 +206,23 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
   return absl::OkStatus();
 }
 
+void ReplicaRegistry::Relinquish(const std::string& uuid) {
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  entry->fenced = false;
+}
+
+Status ReplicaRegistry::DiscardIfIdle(const std::string& uuid) {
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);  // a stream opening now waits for this
+  if (entry->streaming) return absl::OkStatus();
+  entry->fenced = false;
+  std::error_code ec;
+  std::filesystem::remove_all(ReplicaDir(replica_path_, uuid), ec);
+  if (ec) {
+    return absl::InternalError("cannot remove the replica of " + uuid + ": " + ec.message());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace novadt::replica

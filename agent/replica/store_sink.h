@@ -57,6 +57,15 @@ class ReplicaRegistry {
   // OK when there was nothing to free; Internal when the directory cannot be removed.
   Status Discard(const std::string& instance_uuid);
 
+  // Planned switchover away from this host: it stops running `instance_uuid` from its replica,
+  // so a stream for it (from the host it moves to, re-protecting) is accepted again instead of
+  // being refused as taken over. The files stay until a stream replaces them or
+  // DiscardIfIdle() frees them. No-op for a server never taken over here.
+  void Relinquish(const std::string& instance_uuid);
+  // Frees the replica directory unless a stream is open for the server right now (then that
+  // stream's replica is kept). For the replica a copy switched away from here ran on.
+  Status DiscardIfIdle(const std::string& instance_uuid);
+
  private:
   class Sink;
   struct Entry {

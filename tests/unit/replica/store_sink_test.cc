@@ -180,6 +180,34 @@ TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica
   EXPECT_GT(heard_.load(), 0);
 }
 
+// A copy that ran here on a replica it took over switches away (planned switchover): the host it
+// moves to may then protect it towards here again, and the old files go once no stream uses them.
+TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed) {
+  auto factory = Factory();
+  const std::string uuid = TestOpen().instance_uuid;
+  {
+    auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+    ASSERT_TRUE(r.ok());
+    for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+    ASSERT_TRUE(registry_->Fence(uuid).ok());
+    (*r)->Close(absl::CancelledError("taken over"));
+  }
+  EXPECT_TRUE(core::IsTakenOverRefusal(
+      core::ReplicationReceiver::Start(TestOpen(), factory).status()));
+  registry_->Relinquish(uuid);
+  ASSERT_TRUE(registry_->DiscardIfIdle(uuid).ok());
+  EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
+  core::StreamOpen from_new_primary = TestOpen();
+  from_new_primary.primary_host = "rig-b";
+  auto r = core::ReplicationReceiver::Start(from_new_primary, factory);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  // With that stream open, DiscardIfIdle leaves its replica alone.
+  ASSERT_TRUE(registry_->DiscardIfIdle(uuid).ok());
+  EXPECT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
+  ASSERT_TRUE((*r)->Handle(novadt::testing::SmallEpoch(2).front()).ok());
+}
+
 TEST_F(StoreSinkTest, FenceOfAnUnknownServerIsNotFound) {
   Factory();
   EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead").status()));
