@@ -213,7 +213,11 @@ StatusOr<core::TakeOverResult> Agent::AcceptTakeOver(const std::string& primary_
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  // Bounded by the restore and, with a witness, the (released) claim's take-over.
+  // Bounded by the restore and, with a witness, the (released) claim's take-over; a stopping
+  // agent's loop may never deliver the outcome, and its server waits for this call to return.
+  while (outcome.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    if (stopping_) return absl::UnavailableError("agent stopping during the take-over");
+  }
   StatusOr<engine::RestoreResult> restored = outcome.get();
   if (!restored.ok()) {
     return absl::InternalError("restore failed: " + std::string(restored.status().message()));

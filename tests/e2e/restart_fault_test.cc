@@ -11,6 +11,9 @@
 //     released is lost, nothing repeated) and the stall is printed and bounded.
 //   - backup agent killed: the primary degrades within its bound and keeps serving; the restarted
 //     backup is re-seeded and the pair is protected again.
+//   - primary agent restarted after the backup took over: its copy is destroyed, nothing it held
+//     is released — with the witness (the claim is gone) and without one (the backup refuses
+//     the new stream as taken over).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -47,6 +50,42 @@ class RestartFaultTest : public novadt::testing::PairRigTest {
             .fence_margin_ms = 500,
             .request_timeout_ms = 500,
             .protected_epoch = 1};
+  }
+
+  // SIGKILL of a's agent (its QEMU keeps running), then until b runs the server and the
+  // observer hears it count on. Returns ms from the kill to b reporting itself primary.
+  double KillPrimaryAgentUntilTheBackupTookOver() {
+    const auto killed = SteadyClock::now();
+    EXPECT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
+    const int64_t last_seen = rig_->ObserverValues().back();
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto b = Server("b");
+          return b && b->role() == "primary";
+        },
+        seconds(30)))
+        << Log("b");
+    const double takeover_ms = MsSince(killed);
+    EXPECT_TRUE(
+        WaitFor([&] { return rig_->ObserverValues().back() > last_seen + 10; }, seconds(20)));
+    return takeover_ms;
+  }
+  // Restarts a's agent and waits until a's copy is gone (neither running nor paused). Returns
+  // ms from the restart; the test fails (and -1) when it stays.
+  double RestartPrimaryAgentUntilItsCopyIsGone(std::chrono::seconds timeout) {
+    const auto restarted = SteadyClock::now();
+    Status started = rig_->StartAgent("a", AgentSettings("a"));
+    EXPECT_TRUE(started.ok()) << started << "\n" << Log("a");
+    std::string state;
+    const bool gone = WaitFor(
+        [&] {
+          state = DomState("a");
+          return state.find("running") == std::string::npos &&
+                 state.find("paused") == std::string::npos;
+        },
+        timeout);
+    EXPECT_TRUE(gone) << "stale copy on a: " << state << "\n" << Log("a");
+    return gone ? MsSince(restarted) : -1;
   }
 
   // The counter value on a's guest disk (the dtcounter header), -1 when unreadable.
@@ -181,30 +220,11 @@ TEST_F(RestartFaultTest, BackupAgentKilledAndRestartedIsReprotected) {
 TEST_F(RestartFaultTest, PrimaryAgentBackAfterATakeOverDestroysItsCopyReleasingNothing) {
   ASSERT_NO_FATAL_FAILURE(BringUp(Options("rr3")));
   const size_t seen_at_kill = rig_->ObserverValues().size();
-  const auto killed = SteadyClock::now();
-  ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
-  const int64_t last_seen = rig_->ObserverValues().back();
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto b = Server("b");
-        return b && b->role() == "primary";
-      },
-      seconds(30)))
-      << Log("b");
-  const double takeover_ms = MsSince(killed);
-  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last_seen + 10; }, seconds(20)));
+  const double takeover_ms = KillPrimaryAgentUntilTheBackupTookOver();
+  ASSERT_FALSE(HasFailure());
   const size_t seen_before_restart = rig_->ObserverValues().size();
-  Status started = rig_->StartAgent("a", AgentSettings("a"));
-  ASSERT_TRUE(started.ok()) << started << "\n" << Log("a");
-  std::string state;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        state = DomState("a");
-        return state.find("running") == std::string::npos &&
-               state.find("paused") == std::string::npos;
-      },
-      seconds(20)))
-      << "stale copy on a: " << state << "\n" << Log("a");
+  RestartPrimaryAgentUntilItsCopyIsGone(seconds(20));
+  ASSERT_FALSE(HasFailure());
   std::string log_a;
   EXPECT_TRUE(WaitFor(
       [&] {
@@ -232,34 +252,13 @@ TEST_F(RestartFaultTest, WithoutAWitnessARestartedPrimaryStandsDownWhenItsBackup
   ASSERT_NO_FATAL_FAILURE(
       BringUp({.rig_name = "rr4", .witness = false, .protected_epoch = 1}));
   const size_t seen_at_kill = rig_->ObserverValues().size();
-  const auto killed = SteadyClock::now();
-  ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
-  const int64_t last_seen = rig_->ObserverValues().back();
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto b = Server("b");
-        return b && b->role() == "primary";
-      },
-      seconds(30)))
-      << Log("b");
-  const double takeover_ms = MsSince(killed);
-  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last_seen + 10; }, seconds(20)));
+  const double takeover_ms = KillPrimaryAgentUntilTheBackupTookOver();
+  ASSERT_FALSE(HasFailure());
   EXPECT_NE(DomState("a").find("running"), std::string::npos)
       << "the premise: a's guest still runs, its output held";
   const size_t seen_before_restart = rig_->ObserverValues().size();
-  const auto restarted = SteadyClock::now();
-  Status started = rig_->StartAgent("a", AgentSettings("a"));
-  ASSERT_TRUE(started.ok()) << started << "\n" << Log("a");
-  std::string state;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        state = DomState("a");
-        return state.find("running") == std::string::npos &&
-               state.find("paused") == std::string::npos;
-      },
-      seconds(30)))
-      << "stale copy on a: " << state << "\n" << Log("a");
-  const double stand_down_ms = MsSince(restarted);
+  const double stand_down_ms = RestartPrimaryAgentUntilItsCopyIsGone(seconds(30));
+  ASSERT_FALSE(HasFailure());
   EXPECT_NE(novadt::testing::ReadFile(rig_->dir() + "/a/agent/agent.log").find("runs the server now"),
             std::string::npos)
       << Log("a");

@@ -10,6 +10,8 @@
 //   - pair link cut, both hosts still reach etcd: no failover; a degrades (advancing the
 //     generation before it releases output), b calls its failover off; protection comes back
 //     when the link heals.
+//   - backup agent killed, backup cut from etcd only, etcd restarted, and 60 s on lossy links:
+//     no failover, no fence, one guest counting (the rows say how protection fared).
 #include <gtest/gtest.h>
 
 #include <signal.h>
