@@ -21,27 +21,6 @@ constexpr auto kStopTimeout = std::chrono::seconds(10);
 
 std::atomic<int> g_instances{0};
 
-std::string Tail(const std::string& text, int lines) {
-  size_t pos = text.size();
-  if (pos > 0 && text[pos - 1] == '\n') --pos;
-  for (int n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  return pos == std::string::npos ? text : text.substr(pos + 1);
-}
-
-bool Accepts(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
 }  // namespace
 
 EtcdServer::EtcdServer(Options options) : options_(options), scratch_("nova-dt-etcd") {
@@ -163,7 +142,7 @@ absl::Status EtcdServer::Start() {
     const std::string log = ReadFile(log_path());
     if (log.size() > log_start &&
         log.find("serving client traffic", log_start) != std::string::npos &&
-        (!options_.exec_prefix.empty() || Accepts(client_port_))) {
+        (!options_.exec_prefix.empty() || ConnectLoopback(client_port_).valid())) {
       return absl::OkStatus();
     }
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -195,6 +174,8 @@ void EtcdServer::Kill() {
   etcd_.reset();
 }
 
-std::string EtcdServer::LogTail(int lines) const { return Tail(ReadFile(log_path()), lines); }
+std::string EtcdServer::LogTail(int lines) const {
+  return LastLines(ReadFile(log_path()), lines);
+}
 
 }  // namespace novadt::testing

@@ -28,26 +28,13 @@ constexpr auto kStopTimeout = std::chrono::seconds(30);
 
 std::atomic<int> g_instances{0};
 
-std::string Tail(const std::string& text, int lines) {
-  size_t pos = text.size();
-  if (pos > 0 && text[pos - 1] == '\n') --pos;
-  for (int n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  return pos == std::string::npos ? text : text.substr(pos + 1);
-}
-
 // True when 127.0.0.1:port answers the AMQP 0-9-1 protocol header with a method frame
 // (connection.start), i.e. the broker's listener is up, not just the port open.
 bool AnswersAmqp(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const ScopedFd conn = ConnectLoopback(port);
+  const int fd = conn.get();
   bool ok = false;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+  if (conn.valid()) {
     static const char kHeader[] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
     if (send(fd, kHeader, sizeof kHeader, MSG_NOSIGNAL) == sizeof kHeader) {
       pollfd p{fd, POLLIN, 0};
@@ -55,7 +42,6 @@ bool AnswersAmqp(int port) {
       ok = poll(&p, 1, 2000) == 1 && recv(fd, &frame_type, 1, 0) == 1 && frame_type == 1;
     }
   }
-  close(fd);
   return ok;
 }
 
@@ -181,7 +167,7 @@ absl::Status RabbitMqServer::WriteTlsFiles() {
   auto run = [](std::vector<std::string> argv) -> absl::Status {
     std::string out;
     if (RunCommand(argv, &out) != 0) {
-      return absl::InternalError("openssl " + argv[1] + " failed: " + Tail(out, 10));
+      return absl::InternalError("openssl " + argv[1] + " failed: " + LastLines(out, 10));
     }
     return absl::OkStatus();
   };
@@ -315,13 +301,13 @@ absl::Status RabbitMqServer::Ctl(const std::vector<std::string>& args,
   if (output) *output = out;
   if (rc != 0) {
     return absl::InternalError("rabbitmqctl " + (args.empty() ? "" : args[0]) + " exited " +
-                               std::to_string(rc) + ": " + Tail(out, 20));
+                               std::to_string(rc) + ": " + LastLines(out, 20));
   }
   return absl::OkStatus();
 }
 
 std::string RabbitMqServer::LogTail(int lines) const {
-  return Tail(ReadFile(dir() + "/server.out"), lines);
+  return LastLines(ReadFile(dir() + "/server.out"), lines);
 }
 
 }  // namespace novadt::testing

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/common/scoped_fd.h"
+
 namespace novadt::testing {
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
@@ -59,6 +61,10 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeou
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeTcpPort();
+// A blocking TCP connection to 127.0.0.1:`port`; not valid() when nothing accepts there.
+ScopedFd ConnectLoopback(int port);
+// The last `lines` lines of `text` (all of it when it has fewer).
+std::string LastLines(const std::string& text, int lines);
 
 std::string ReadFile(const std::string& path);
 
