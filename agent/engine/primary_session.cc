@@ -294,6 +294,7 @@ Status PrimarySession::Fence(const std::string& why) {
   std::lock_guard<std::mutex> gate_lock(gate_mu_);  // never inside a checkpoint's pause
   {
     std::lock_guard<std::mutex> lock(mu_);
+    fence_requested_ = true;  // also when a switchover's pause fenced it already: it stays
     if (fenced_) return absl::OkStatus();
   }
   NOVA_DT_RETURN_IF_ERROR(
@@ -308,11 +309,16 @@ Status PrimarySession::Unfence() {
   std::lock_guard<std::mutex> gate_lock(gate_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    fence_requested_ = false;
     if (!fenced_) return absl::OkStatus();
     if (handed_over_ || handover_requested_) {
       return absl::FailedPreconditionError("guest paused for a switchover: not resumed here");
     }
   }
+  return ResumeFencedGuest();
+}
+
+Status PrimarySession::ResumeFencedGuest() {
   NOVA_DT_RETURN_IF_ERROR(
       QmpCall(*parts_.hypervisor, parts_.open.instance_uuid, {{"execute", "cont"}}).status());
   std::lock_guard<std::mutex> lock(mu_);
@@ -391,16 +397,28 @@ Status PrimarySession::FinishHandOver(core::EpochStream& stream, uint64_t epoch)
     log.Info("final epoch {} committed, all output released: ready to hand over", epoch);
     return absl::OkStatus();
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    handover_requested_ = false;
-    handover_outcome_ = st;
-    cv_.notify_all();
-  }
-  if (Status resumed = Unfence(); !resumed.ok()) {
-    log.Error("switchover failed and the guest cannot be resumed: {}", resumed.ToString());
-  }
+  FailHandOver(st);
   return st;
+}
+
+void PrimarySession::FailHandOver(const Status& why) {
+  {
+    // handover_requested_ stays set meanwhile, so no second switchover starts from the pause.
+    std::lock_guard<std::mutex> gate_lock(gate_mu_);
+    bool keep_fenced;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      keep_fenced = fence_requested_;
+    }
+    if (Status resumed = keep_fenced ? absl::OkStatus() : ResumeFencedGuest(); !resumed.ok()) {
+      InstanceLog(parts_.open.instance_uuid)
+          .Error("switchover failed and the guest cannot be resumed: {}", resumed.ToString());
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  handover_requested_ = false;
+  handover_outcome_ = why;
+  cv_.notify_all();
 }
 
 Status PrimarySession::PauseAndArm() {
@@ -576,15 +594,7 @@ Status PrimarySession::Protect() {
     {
       EncodeDeviceState(staged);  // after `cont`: off the pause
       Status sent = core::SendEpoch(staged, *stream);
-      if (!sent.ok() && final) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          handover_requested_ = false;
-          handover_outcome_ = sent;
-          cv_.notify_all();
-        }
-        (void)Unfence();
-      }
+      if (!sent.ok() && final) FailHandOver(sent);
       if (!sent.ok()) return sent;
       uint64_t bytes = staged.page_data.size() + staged.device_state.size();
       for (const auto& w : staged.disk_writes) bytes += w.data.size();

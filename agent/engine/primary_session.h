@@ -162,6 +162,12 @@ class PrimarySession {
   // The final epoch of a switchover, once streamed: waits for its commit, then releases all
   // held output. The guest is paused; on failure it is resumed.
   Status FinishHandOver(core::EpochStream& stream, uint64_t epoch);
+  // A switchover that failed after its final pause: resumes the guest (unless Fence() was
+  // called meanwhile), then answers HandOver() with `why`, so its caller never sees the guest
+  // paused by the switchover.
+  void FailHandOver(const Status& why);
+  // QMP cont and clears the fence. REQUIRES: gate_mu_ held.
+  Status ResumeFencedGuest();
   // With a witness: claims the server, waiting (bounded by Stop()) while the witness is
   // unreachable. Refusals (another host owns it) are returned.
   StatusOr<int64_t> ClaimOwnership();
@@ -204,6 +210,7 @@ class PrimarySession {
   bool release_pending_ = false;  // degraded with a witness: output held until advanced
   Clock::TimePoint next_advance_attempt_{};
   bool fenced_ = false;           // guarded by mu_; changed only under gate_mu_ too
+  bool fence_requested_ = false;  // guarded by mu_: Fence() called and no Unfence() since
   bool abandoned_ = false;        // guarded by mu_: Stop() releases nothing
   // Planned switchover (HandOver), guarded by mu_: asked for; its outcome once known (the final
   // epoch, or why it failed); done — the session's work ended with the guest paused.

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <future>
 #include <memory>
 
 #include "agent/core/replication_receiver.h"
@@ -527,6 +528,22 @@ TEST_F(PrimarySessionTest, FinalEpochNotCommittedResumesTheGuestAndTheSessionGoe
   ASSERT_TRUE(WaitFor([&] { return session_->status().state == PairState::kProtected &&
                                    session_->status().reseeds >= 1; }, seconds(5)))
       << session_->status().reason;
+  session_->Stop();
+}
+
+TEST_F(PrimarySessionTest, FenceDuringAFailingHandOverKeepsTheGuestPaused) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  link_.Stall(true);
+  std::future<StatusOr<PrimarySession::HandOverResult>> handed =
+      std::async(std::launch::async, [&] { return session_->HandOver(); });
+  ASSERT_TRUE(WaitFor([&] { return session_->status().fenced; }, seconds(2)))
+      << "the final epoch pauses the guest";
+  ASSERT_TRUE(session_->Fence("the witness lease was lost").ok());  // e.g. ownership lost
+  ASSERT_FALSE(handed.get().ok());
+  EXPECT_TRUE(session_->status().fenced) << "a failed switchover does not lift a fence";
+  EXPECT_EQ(Count("\"stop\""), Count("\"cont\"") + 1);
+  link_.Stall(false);
   session_->Stop();
 }
 
