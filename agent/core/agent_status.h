@@ -32,6 +32,8 @@ struct ProtectedServerView {
   std::chrono::microseconds pause_p99{0};
   uint64_t reseeds = 0;
   std::chrono::milliseconds seed_time{0};
+  uint64_t seed_bytes = 0;        // last seeding: payload sent
+  uint64_t seed_basis_bytes = 0;  // left out: the backup's basis held them
   uint64_t steady_epochs = 0;
   uint64_t steady_pages = 0;
   uint64_t steady_bytes = 0;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,7 +35,10 @@ inline bool IsTakenOverRefusal(const Status& st) {
 
 
 // 2: device state may be delta-encoded (DeviceStateChunk::encoding).
-inline constexpr uint32_t kReplicationProtocolVersion = 2;
+// 3: StreamOpen::basis_id (a seed that sends only what differs from the backup's basis).
+// A backup accepts streams of every version from kMinReplicationProtocolVersion on.
+inline constexpr uint32_t kReplicationProtocolVersion = 3;
+inline constexpr uint32_t kMinReplicationProtocolVersion = 2;
 inline constexpr size_t kGuestPageSize = 4096;
 
 struct DiskGeometry {
@@ -52,6 +56,32 @@ struct StreamOpen {
   std::vector<DiskGeometry> disks;
   std::string domain_xml;
   int64_t witness_generation = 0;  // 0: no witness (docs/witness.md)
+  // The backup's basis (core/replica_basis.h) this stream's seed is relative to: epoch 1 omits
+  // what the basis already holds, so the backup seeds in place over it. 0: a full seed into a
+  // fresh replica.
+  uint64_t basis_id = 0;
+};
+
+// XXH3-128 of some bytes (HashContent in core/replica_basis.h).
+struct ContentHash {
+  uint64_t low = 0;
+  uint64_t high = 0;
+  bool operator==(const ContentHash&) const = default;
+};
+
+// What a backup already holds of a server's replica, as hashes, so that a (re)seed sends only
+// what differs (core/replica_basis.h).
+struct ReplicaBasis {
+  uint64_t id = 0;  // names this basis in StreamOpen::basis_id; never 0
+  uint64_t ram_size_bytes = 0;
+  std::vector<DiskGeometry> disks;
+  std::vector<ContentHash> ram_pages;  // one per kGuestPageSize page
+  // Per disk, one per kBasisBlockSize block (BasisBlockCount of its size).
+  std::map<std::string, std::vector<ContentHash>> disk_blocks;
+  // The basis describes a replica of exactly this shape (a resized server seeds in full).
+  bool Fits(uint64_t ram_size, const std::vector<DiskGeometry>& geometry) const;
+  // InvalidArgument unless the id is set and every hash vector has its geometry's length.
+  Status Validate() const;
 };
 
 struct EpochBegin {
@@ -147,6 +177,15 @@ class ReplicationLink {
   virtual StatusOr<std::unique_ptr<EpochStream>> Open(const std::string& address,
                                                       const StreamOpen& open,
                                                       EpochStreamCallbacks callbacks) = 0;
+  // Asks the backup at `address` for its basis of `open.instance_uuid` (core/replica_basis.h),
+  // as `open.primary_host`, to be named in the next Open()'s StreamOpen::basis_id. NotFound: it holds nothing usable (seed in
+  // full); the taken-over refusal as for Open(); Unimplemented: a link without bases. Blocks
+  // the calling thread, bounded by `timeout`.
+  virtual StatusOr<ReplicaBasis> Basis(const std::string& address, const StreamOpen& open,
+                                        std::chrono::milliseconds timeout) {
+    (void)address, (void)open, (void)timeout;
+    return absl::UnimplementedError("this link carries no replica bases");
+  }
 };
 
 }  // namespace novadt::core

@@ -11,10 +11,16 @@ std::string Str(uint64_t v) { return std::to_string(v); }
 
 StatusOr<std::unique_ptr<ReplicationReceiver>> ReplicationReceiver::Start(
     const StreamOpen& open, const ReplicaSinkFactory& factory) {
-  if (open.protocol != kReplicationProtocolVersion) {
+  if (open.protocol < kMinReplicationProtocolVersion ||
+      open.protocol > kReplicationProtocolVersion) {
     return absl::FailedPreconditionError(
         "replication protocol version " + Str(open.protocol) + " from " + open.primary_host +
-        ", this agent speaks " + Str(kReplicationProtocolVersion));
+        ", this agent speaks " + Str(kMinReplicationProtocolVersion) + " to " +
+        Str(kReplicationProtocolVersion));
+  }
+  if (open.basis_id != 0 && open.protocol < 3) {
+    return absl::InvalidArgumentError("StreamOpen names a basis in protocol version " +
+                                      Str(open.protocol));
   }
   if (open.instance_uuid.empty()) return absl::InvalidArgumentError("StreamOpen without instance_uuid");
   if (open.ram_size_bytes == 0 || open.ram_size_bytes % kGuestPageSize != 0) {

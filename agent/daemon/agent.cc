@@ -74,6 +74,9 @@ Status Agent::Run() {
                                                          replica::ReplicaOptions{},
                                                          std::move(replica_events));
   handlers.open_replica = registry_->Factory();
+  handlers.replica_basis = [this](const std::string& primary, const std::string& uuid) {
+    return registry_->Basis(primary, uuid);
+  };
   handlers.protect = [this](const std::string& uuid, const std::string& backup) {
     return Protect(uuid, backup);
   };
@@ -425,6 +428,8 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
     v.pause_p99 = std::chrono::duration_cast<std::chrono::microseconds>(st.pause_p99);
     v.reseeds = st.reseeds;
     v.seed_time = std::chrono::duration_cast<std::chrono::milliseconds>(st.seed_time);
+    v.seed_bytes = st.seed_bytes;
+    v.seed_basis_bytes = st.seed_basis_bytes;
     v.steady_epochs = st.steady_epochs;
     v.steady_pages = st.steady_pages;
     v.steady_bytes = st.steady_bytes;

@@ -46,7 +46,9 @@ Json ViewToJson(const core::ProtectedServerView& v) {
           {"pause_p50_us", v.pause_p50.count()},
           {"pause_p99_us", v.pause_p99.count()},
           {"reseeds", v.reseeds},
-          {"seed_ms", v.seed_time.count()}};
+          {"seed_ms", v.seed_time.count()},
+          {"seed_bytes", v.seed_bytes},
+          {"seed_basis_bytes", v.seed_basis_bytes}};
 }
 
 Json LinkToJson(const core::BusLinkView& l) {

@@ -2,10 +2,9 @@
 
 #include <algorithm>
 
-#include <xxhash.h>
-
 #include "agent/common/logging.h"
 #include "agent/core/epoch_sender.h"
+#include "agent/core/replica_basis.h"
 #include "agent/engine/qmp.h"
 
 namespace novadt::engine {
@@ -117,6 +116,8 @@ SessionStatus PrimarySession::status() const {
   s.reseeds = reseeds_;
   s.dirty_tracking = std::string(parts_.tracker->name());
   s.seed_time = seed_time_;
+  s.seed_bytes = seed_bytes_;
+  s.seed_basis_bytes = seed_basis_bytes_;
   s.steady_epochs = steady_epochs_;
   s.steady_pages = steady_pages_;
   s.steady_bytes = steady_bytes_;
@@ -202,8 +203,13 @@ void PrimarySession::OnAck(uint64_t epoch) {
     state_ = PairState::kProtected;
     reason_.clear();
     seed_time_ = clock_.Now() - seed_started_;
-    InstanceLog(parts_.open.instance_uuid).Info("protected: seeding took {} ms",
-        std::chrono::duration_cast<std::chrono::milliseconds>(seed_time_).count());
+    InstanceLog(parts_.open.instance_uuid)
+        .Info("protected: seeding took {} ms, sent {:.1f} MiB{}",
+              std::chrono::duration_cast<std::chrono::milliseconds>(seed_time_).count(),
+              seed_bytes_ / 1048576.0,
+              seed_basis_bytes_ ? fmt::format(" ({:.1f} MiB were already on the backup)",
+                                              seed_basis_bytes_ / 1048576.0)
+                                : std::string());
   }
 }
 
@@ -436,7 +442,25 @@ Status PrimarySession::PauseAndArm() {
   return armed;
 }
 
-Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged) {
+StatusOr<std::optional<core::ReplicaBasis>> PrimarySession::FetchBasis() {
+  const InstanceLog log(parts_.open.instance_uuid);
+  auto basis = parts_.link->Basis(parts_.backup_address, parts_.open, options_.basis_timeout);
+  if (!basis.ok()) {
+    if (core::IsTakenOverRefusal(basis.status())) return basis.status();
+    if (!absl::IsUnimplemented(basis.status())) {
+      log.Info("seeding in full: no basis from the backup ({})", basis.status().ToString());
+    }
+    return std::nullopt;
+  }
+  if (!basis->Fits(parts_.open.ram_size_bytes, parts_.open.disks)) {
+    log.Info("seeding in full: the backup's replica has another geometry");
+    return std::nullopt;
+  }
+  return std::optional<core::ReplicaBasis>(*std::move(basis));
+}
+
+Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged,
+                            const core::ReplicaBasis* basis) {
   // Output is not held while seeding: without a committed replica there is nothing to fail
   // over to, so nothing the guest says could be lost by a failover. Holding starts with the
   // first checkpoint (which opens egress epoch 2).
@@ -449,23 +473,42 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   // The copy below races with the guest. The dirty tracker knows what changed since it was
   // armed, not what the copy caught: a page changed and changed back while it was copied would
   // look clean but reach the replica half-way. So remember what was sent, and at the first pause
-  // resend every page whose bytes differ from it.
-  std::vector<uint64_t> sent_hash(pages);
-  core::StagedEpoch slice;
+  // resend every page whose bytes differ from it. With a basis, a page whose bytes the backup's
+  // basis already holds is not sent: the replica has it (and it counts as sent).
+  std::vector<core::ContentHash> sent_hash(pages);
+  const auto page_bytes = [](const char* page) {
+    return std::string_view(page, core::kGuestPageSize);
+  };
+  uint64_t sent_bytes = 0, basis_bytes = 0;
+  core::StagedEpoch slice, to_send;
   for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
     if (Stopping()) return absl::CancelledError("stopped while seeding");
     const uint64_t n = std::min(options_.seed_slice_pages, pages - first);
     NOVA_DT_RETURN_IF_ERROR(parts_.stager->StageRange(first, n, slice));
-    for (uint64_t i = 0; i < n; ++i) {
-      sent_hash[first + i] =
-          XXH3_64bits(slice.page_data.data() + i * core::kGuestPageSize, core::kGuestPageSize);
+    core::StagedEpoch* out = &slice;
+    if (basis) {
+      to_send.page_index.clear();
+      to_send.page_data.clear();
     }
-    NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(slice));
+    for (uint64_t i = 0; i < n; ++i) {
+      const char* page = slice.page_data.data() + i * core::kGuestPageSize;
+      sent_hash[first + i] = core::HashContent(page_bytes(page));
+      if (!basis) continue;
+      out = &to_send;
+      if (sent_hash[first + i] == basis->ram_pages[first + i]) {
+        basis_bytes += core::kGuestPageSize;
+      } else {
+        to_send.page_index.push_back(first + i);
+        to_send.page_data.append(page, core::kGuestPageSize);
+      }
+    }
+    sent_bytes += out->page_data.size();
+    NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(*out));
   }
   const auto resend_what_the_copy_missed = [&](dirty::DirtyPages& dirty) {
     for (uint64_t p = 0; p < pages; ++p) {
       if (!dirty.Contains(p) &&
-          XXH3_64bits(parts_.stager->page(p), core::kGuestPageSize) != sent_hash[p]) {
+          core::HashContent(page_bytes(parts_.stager->page(p))) != sent_hash[p]) {
         dirty.Insert(p);
       }
     }
@@ -485,6 +528,22 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     last_checkpoint_ = 1;
   }
   NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
+  sent_bytes += staged.page_data.size();
+  if (basis) {
+    // The disks' initial copy (and the guest's writes during it), in order, less the blocks
+    // the basis holds.
+    core::DiskBasisFilter filter(parts_.open.disks, basis->disk_blocks);
+    std::vector<core::DiskWrite> writes;
+    for (auto& w : staged.disk_writes) filter.Filter(std::move(w), writes);
+    staged.disk_writes = std::move(writes);
+    basis_bytes += filter.skipped_bytes();
+  }
+  for (const auto& w : staged.disk_writes) sent_bytes += w.data.size();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    seed_bytes_ = sent_bytes;
+    seed_basis_bytes_ = basis_bytes;
+  }
   NOVA_DT_RETURN_IF_ERROR(epoch1.DiskWrites(staged.disk_writes));
   device_states_.Reset();  // a new stream: its first state goes whole
   EncodeDeviceState(staged);
@@ -521,6 +580,11 @@ Status PrimarySession::Protect() {
     OnAck(ack.epoch);
   };
   callbacks.on_done = [this, generation](const Status& st) { OnStreamDone(st, generation); };
+  // Before the stream opens (asking for a basis ends a stream of ours still open there).
+  auto fetched = FetchBasis();
+  if (!fetched.ok()) return fetched.status();
+  const std::optional<core::ReplicaBasis> basis = *std::move(fetched);
+  parts_.open.basis_id = basis ? basis->id : 0;
   auto opened = parts_.link->Open(parts_.backup_address, parts_.open, std::move(callbacks));
   if (!opened.ok()) return opened.status();
   std::shared_ptr<core::EpochStream> stream = *std::move(opened);
@@ -532,7 +596,7 @@ Status PrimarySession::Protect() {
 
   core::StagedEpoch staged;
   RamStager::Prefault(staged, std::min<uint64_t>(parts_.stager->page_count(), 16384));
-  NOVA_DT_RETURN_IF_ERROR(Seed(*stream, staged));
+  NOVA_DT_RETURN_IF_ERROR(Seed(*stream, staged, basis ? &*basis : nullptr));
 
   auto next_tick = clock_.Now() + options_.epoch;
   for (uint64_t epoch = 2;;) {

@@ -65,6 +65,8 @@ struct SessionOptions {
   std::chrono::milliseconds reseed_after{2000};
   std::chrono::milliseconds capture_ready_timeout{120000};
   uint64_t seed_slice_pages = 1024;  // RAM streamed per slice while seeding (4 MiB)
+  // Bound on asking the backup for its basis before a seed (it hashes its replica files).
+  std::chrono::milliseconds basis_timeout{10000};
 };
 
 // What the session drives. The pointers must outlive the session; the rest it owns.
@@ -91,6 +93,8 @@ struct SessionStatus {
   Clock::Duration pause_p50{0};
   Clock::Duration pause_p99{0};
   Clock::Duration seed_time{0};  // last seeding: start .. epoch 1 acked
+  uint64_t seed_bytes = 0;        // last seeding: page and disk payload sent
+  uint64_t seed_basis_bytes = 0;  // left out: the backup's basis held them (core/replica_basis.h)
   // Steady state (epochs after seeding, this protection attempt): what was streamed.
   uint64_t steady_epochs = 0;
   uint64_t steady_pages = 0;
@@ -157,7 +161,13 @@ class PrimarySession {
   // One protection attempt: seed, then checkpoint until degraded or stopped. Returns why it
   // ended (OK when stopped).
   Status Protect();
-  Status Seed(core::EpochStream& stream, core::StagedEpoch& staged);
+  // Streams epoch 1: all RAM and the disks' initial copy, leaving out what `basis` (may be
+  // null) already holds.
+  Status Seed(core::EpochStream& stream, core::StagedEpoch& staged,
+              const core::ReplicaBasis* basis);
+  // The backup's basis for the next stream, or none (full seed; why is logged). The taken-over
+  // refusal is returned as an error.
+  StatusOr<std::optional<core::ReplicaBasis>> FetchBasis();
   Status PauseAndArm();
   // The final epoch of a switchover, once streamed: waits for its commit, then releases all
   // held output. The guest is paused; on failure it is resumed.
@@ -203,6 +213,8 @@ class PrimarySession {
   uint64_t reseeds_ = 0;
   Clock::TimePoint seed_started_{};
   Clock::Duration seed_time_{0};
+  uint64_t seed_bytes_ = 0;        // guarded by mu_
+  uint64_t seed_basis_bytes_ = 0;  // guarded by mu_
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
   uint64_t steady_epochs_ = 0, steady_pages_ = 0, steady_bytes_ = 0;
   int64_t witness_generation_ = 0;

@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/common/scoped_fd.h"
+#include "agent/core/replica_basis.h"
 #include "agent/replica/replica_format.h"
 
 namespace novadt::replica {
@@ -193,6 +194,7 @@ class ReplicaStoreImpl final : public ReplicaStore {
   Status SetDeviceState(std::string_view blob) override;
   Status Commit() override;
   void Abort() override;
+  Status Unseed() override;
   std::string ram_path() const override { return Join(dir_, kRamFile); }
   std::string device_state_path() const override {
     return Join(dir_, DeviceStateFileName(record_.devstate_slot));
@@ -738,6 +740,19 @@ void ReplicaStoreImpl::Abort() {
   DropEpoch().IgnoreError();
 }
 
+Status ReplicaStoreImpl::Unseed() {
+  NOVA_DT_RETURN_IF_ERROR(Usable());
+  if (ep_.open) return absl::FailedPreconditionError(Cat("Unseed: epoch ", ep_.epoch, " is open"));
+  if (record_.epoch == 0) return absl::OkStatus();
+  EpochRecord next = record_;
+  next.epoch = 0;
+  NOVA_DT_RETURN_IF_ERROR(WriteAtomic(kRecordFile, EncodeEpochRecord(next),
+                                      CommitStep::kRecordWrite, CommitStep::kRecordRename,
+                                      CommitStep::kRecordDirSync));
+  record_ = std::move(next);
+  return absl::OkStatus();
+}
+
 Status ReplicaStoreImpl::Destroy() {
   if (destroyed_) return absl::FailedPreconditionError("replica destroyed");
   ep_ = OpenEpoch();
@@ -791,6 +806,46 @@ std::string_view CommitStepName(CommitStep step) {
       return "cleanup-dirsync";
   }
   return "unknown";
+}
+
+namespace {
+
+// Appends HashContent of every `unit`-byte piece of the first `size` bytes of `path` (the last
+// piece may be short).
+Status HashPieces(const std::string& path, uint64_t size, uint64_t unit,
+                  std::vector<core::ContentHash>& out) {
+  StatusOr<ScopedFd> fd = OpenFile(path, O_RDONLY);
+  if (!fd.ok()) return fd.status();
+  const uint64_t chunk = std::max<uint64_t>(unit, kReadChunk / unit * unit);
+  std::string buf(chunk, '\0');
+  for (uint64_t off = 0; off < size;) {
+    const size_t n = static_cast<size_t>(std::min(chunk, size - off));
+    NOVA_DT_RETURN_IF_ERROR(PReadAll(fd->get(), buf.data(), n, off, path));
+    for (size_t p = 0; p < n; p += unit) {
+      out.push_back(core::HashContent(std::string_view(buf).substr(p, std::min<size_t>(unit, n - p))));
+    }
+    off += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<core::ReplicaBasis> HashReplica(const ReplicaStore& store) {
+  core::ReplicaBasis basis;
+  const ReplicaGeometry& g = store.geometry();
+  basis.ram_size_bytes = g.ram_size;
+  basis.ram_pages.reserve(g.ram_size / kReplicaPageSize);
+  NOVA_DT_RETURN_IF_ERROR(
+      HashPieces(store.ram_path(), g.ram_size, kReplicaPageSize, basis.ram_pages));
+  for (const auto& d : g.disks) {
+    basis.disks.push_back({d.name, d.size});
+    auto& blocks = basis.disk_blocks[d.name];
+    blocks.reserve(core::BasisBlockCount(d.size));
+    NOVA_DT_RETURN_IF_ERROR(
+        HashPieces(store.disk_path(d.name), d.size, core::kBasisBlockSize, blocks));
+  }
+  return basis;
 }
 
 std::string ReplicaDir(const std::string& replica_path, const std::string& instance_uuid) {

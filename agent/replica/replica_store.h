@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "agent/common/status.h"
+#include "agent/core/replication_link.h"
 
 namespace novadt::replica {
 
@@ -181,6 +182,12 @@ class ReplicaStore {
   // Drops the open epoch (no-op when none). The replica stays at committed_epoch().
   virtual void Abort() = 0;
 
+  // Makes the replica not seeded (committed_epoch() 0) while its files keep their bytes: the
+  // basis of a seed that sends only what differs (core/replica_basis.h). Durable before it
+  // returns (epoch.rec replaced atomically); from then on the replica cannot be restored until
+  // the seed's epoch 1 commits. REQUIRES: no epoch open (FailedPrecondition).
+  virtual Status Unseed() = 0;
+
   // Paths for the failover restorer; meaningful when committed_epoch() > 0 and no epoch is
   // being committed.
   virtual std::string ram_path() const = 0;
@@ -194,6 +201,11 @@ class ReplicaStore {
   // unusable afterwards (every call fails with FailedPrecondition).
   virtual Status Destroy() = 0;
 };
+
+// The bytes of `store`'s RAM image and disk images, hashed as a basis (core/replica_basis.h;
+// its id is left 0 for the caller to set). Reads every file whole; REQUIRES no epoch being
+// committed. Errors name the file.
+StatusOr<core::ReplicaBasis> HashReplica(const ReplicaStore& store);
 
 // `<replica_path>/<instance_uuid>`.
 std::string ReplicaDir(const std::string& replica_path, const std::string& instance_uuid);

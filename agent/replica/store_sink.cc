@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 
 #include "agent/common/logging.h"
 
@@ -153,15 +154,31 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
       ReplicaGeometry geometry{open.ram_size_bytes, {}};
       for (const auto& d : open.disks) geometry.disks.push_back({d.name, d.size_bytes});
       const std::string dir = ReplicaDir(replica_path_, open.instance_uuid);
-      NOVA_DT_RETURN_IF_ERROR(ReplicaStore::Destroy(dir));
-      auto created = ReplicaStore::Create(dir, geometry, options_);
-      if (!created.ok()) return created.status();
-      store = *std::move(created);
+      const bool basis_valid = open.basis_id != 0 && open.basis_id == entry->basis_id &&
+                               entry->basis_stream_id == entry->stream_id;
+      entry->basis_id = 0;  // a basis serves one stream
+      if (open.basis_id != 0) {
+        if (!basis_valid) {
+          return absl::FailedPreconditionError(
+              "basis " + std::to_string(open.basis_id) + " of " + open.instance_uuid +
+              " is no longer valid here (the replica changed or was hashed again): seed in full");
+        }
+        auto opened = SeedInPlace(dir, geometry);
+        if (!opened.ok()) return opened.status();
+        store = *std::move(opened);
+      } else {
+        NOVA_DT_RETURN_IF_ERROR(ReplicaStore::Destroy(dir));
+        auto created = ReplicaStore::Create(dir, geometry, options_);
+        if (!created.ok()) return created.status();
+        store = *std::move(created);
+      }
       entry->streaming = true;
       entry->primary_host = open.primary_host;
       stream_id = ++entry->stream_id;
       InstanceLog(open.instance_uuid)
-          .Info("replica created in {} for a stream from {}", dir, open.primary_host);
+          .Info("replica {} in {} for a stream from {}",
+                open.basis_id ? "seeded in place over its basis" : "created", dir,
+                open.primary_host);
     }
     if (events_.opened) events_.opened(open);
     return std::unique_ptr<core::ReplicaSink>(
@@ -169,11 +186,80 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
   };
 }
 
+StatusOr<std::unique_ptr<ReplicaStore>> ReplicaRegistry::SeedInPlace(
+    const std::string& dir, const ReplicaGeometry& geometry) const {
+  auto opened = ReplicaStore::Open(dir, options_);
+  if (!opened.ok()) return opened.status();
+  const ReplicaGeometry& have = (*opened)->geometry();
+  bool same = have.ram_size == geometry.ram_size && have.disks.size() == geometry.disks.size();
+  for (size_t i = 0; same && i < have.disks.size(); ++i) {
+    same = have.disks[i].name == geometry.disks[i].name &&
+           have.disks[i].size == geometry.disks[i].size;
+  }
+  if (!same) {
+    return absl::FailedPreconditionError("the stream's geometry differs from its basis replica");
+  }
+  NOVA_DT_RETURN_IF_ERROR((*opened)->Unseed());
+  return opened;
+}
+
+StatusOr<core::ReplicaBasis> ReplicaRegistry::Basis(const std::string& primary_host,
+                                                    const std::string& uuid) {
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::unique_ptr<ReplicaStore> store;
+  uint64_t stream_id;
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    if (entry->fenced) return core::TakenOverRefusal(uuid);
+    if (entry->streaming) {
+      if (entry->primary_host != primary_host) {
+        return absl::FailedPreconditionError("server " + uuid +
+                                             " is already being replicated to this host (from " +
+                                             entry->primary_host + ")");
+      }
+      // Its primary is about to re-seed: the open stream is dead to it (see Factory()). End it
+      // now so the files hold still while they are hashed.
+      InstanceLog(uuid).Warn("{} asks for a basis: the replication stream still open ends",
+                             primary_host);
+      if (entry->store) entry->store->Abort();
+      entry->store = nullptr;
+      entry->streaming = false;
+      ++entry->stream_id;
+    }
+    entry->basis_id = 0;
+    auto opened = ReplicaStore::Open(ReplicaDir(replica_path_, uuid), options_);
+    if (!opened.ok()) {
+      return absl::NotFoundError("no usable replica of " + uuid + " here: " +
+                                 std::string(opened.status().message()));
+    }
+    store = *std::move(opened);
+    stream_id = entry->stream_id;
+  }
+  // Hashed unlocked (a failover must not wait for it); only reads. Whatever changed the files
+  // meanwhile also changed the entry, checked below.
+  auto basis = HashReplica(*store);
+  store.reset();
+  if (!basis.ok()) return basis.status();
+  std::lock_guard<std::mutex> lock(entry->mu);
+  if (entry->fenced) return core::TakenOverRefusal(uuid);
+  if (entry->discarded || entry->streaming || entry->stream_id != stream_id) {
+    return absl::AbortedError("the replica of " + uuid + " changed while it was hashed");
+  }
+  std::random_device random;
+  do {
+    basis->id = (static_cast<uint64_t>(random()) << 32) | random();
+  } while (basis->id == 0);
+  entry->basis_id = basis->id;
+  entry->basis_stream_id = stream_id;
+  return basis;
+}
+
 StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   {
     std::lock_guard<std::mutex> lock(entry->mu);
     entry->fenced = true;
+    entry->basis_id = 0;  // the copy restored from it will change the files
     if (entry->store) entry->store->Abort();
   }
   // The committed state as the files say (recovering an interrupted commit if needed).
@@ -206,17 +292,19 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
   return absl::OkStatus();
 }
 
-void ReplicaRegistry::Relinquish(const std::string& uuid) {
+uint64_t ReplicaRegistry::Relinquish(const std::string& uuid) {
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);
   entry->fenced = false;
+  return entry->stream_id;
 }
 
-Status ReplicaRegistry::DiscardIfIdle(const std::string& uuid) {
+Status ReplicaRegistry::DiscardIfUnused(const std::string& uuid, uint64_t mark) {
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);  // a stream opening now waits for this
-  if (entry->streaming) return absl::OkStatus();
-  entry->fenced = false;
+  if (entry->streaming || entry->stream_id != mark || entry->basis_id != 0) {
+    return absl::OkStatus();
+  }
   std::error_code ec;
   std::filesystem::remove_all(ReplicaDir(replica_path_, uuid), ec);
   if (ec) {

@@ -38,12 +38,23 @@ class ReplicaRegistry {
   ReplicaRegistry(std::string replica_path, ReplicaOptions options, ReplicaEvents events);
 
   // Makes sinks for incoming streams. A new stream (re)seeds: the server's replica is
-  // re-created with the stream's geometry, its epochs start at 1. (Resuming an existing replica
+  // re-created with the stream's geometry, its epochs start at 1 — or, for a stream naming a
+  // valid basis (Basis()), reopened in place and un-seeded (FailedPrecondition for a stale one). (Resuming an existing replica
   // after an agent restart needs the committed epoch in the handshake — pair-safety work.)
   // Refused: a stream from another primary while one is open (FailedPrecondition; one from the
   // same primary replaces the open one), and any stream for a server taken over here
   // (core::TakenOverRefusal). The registry must outlive the factory's sinks.
   core::ReplicaSinkFactory Factory();
+
+  // The basis of `instance_uuid`'s replica for its primary `primary_host`, about to re-seed it
+  // (core/replica_basis.h): the files hashed as they are, whatever epoch they hold. A stream
+  // still open from that primary is ended first (as a new stream from it would). The next
+  // stream naming the basis (StreamOpen::basis_id) seeds in place over it; any other stream,
+  // fence or discard invalidates it. NotFound when there is no usable replica (seed in full);
+  // the taken-over refusal for a server taken over here; FailedPrecondition while another
+  // primary's stream is open; Aborted when the replica changed while it was hashed.
+  StatusOr<core::ReplicaBasis> Basis(const std::string& primary_host,
+                                     const std::string& instance_uuid);
 
   // Ends replication of `instance_uuid` for good: an open stream's next item is refused and its
   // open epoch dropped (waiting for an item being applied right now), later streams are refused.
@@ -60,11 +71,13 @@ class ReplicaRegistry {
   // Planned switchover away from this host: it stops running `instance_uuid` from its replica,
   // so a stream for it (from the host it moves to, re-protecting) is accepted again instead of
   // being refused as taken over. The files stay until a stream replaces them or
-  // DiscardIfIdle() frees them. No-op for a server never taken over here.
-  void Relinquish(const std::string& instance_uuid);
-  // Frees the replica directory unless a stream is open for the server right now (then that
-  // stream's replica is kept). For the replica a copy switched away from here ran on.
-  Status DiscardIfIdle(const std::string& instance_uuid);
+  // DiscardIfUnused() frees them. No-op for a server never taken over here.
+  // Returns a mark for DiscardIfUnused().
+  uint64_t Relinquish(const std::string& instance_uuid);
+  // Frees the replica directory unless it was used since Relinquish() returned `mark`: a stream
+  // opened for the server, or its basis was handed out (the new primary seeds over it: the
+  // files a copy switched away from here ran on are the best basis there is).
+  Status DiscardIfUnused(const std::string& instance_uuid, uint64_t mark);
 
  private:
   class Sink;
@@ -76,7 +89,12 @@ class ReplicaRegistry {
     std::string primary_host;    // of the open (or last) stream
     uint64_t stream_id = 0;      // the open sink's; an older sink was superseded
     ReplicaStore* store = nullptr;  // the open sink's store, under mu
+    uint64_t basis_id = 0;          // the last basis handed out; 0: none valid
+    uint64_t basis_stream_id = 0;   // stream_id when it was hashed: valid while unchanged
   };
+  // Opens the replica in `dir` for a seed over its basis: same geometry, then Unseed().
+  StatusOr<std::unique_ptr<ReplicaStore>> SeedInPlace(const std::string& dir,
+                                                      const ReplicaGeometry& geometry) const;
   std::shared_ptr<Entry> EntryFor(const std::string& uuid);
 
   const std::string replica_path_;

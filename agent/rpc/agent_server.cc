@@ -114,6 +114,14 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Basis(grpc::ServerContext* ctx, const nova_dt::v1::BasisRequest* req,
+                     grpc::ServerWriter<nova_dt::v1::BasisChunk>* writer) override {
+    if (!h_.replica_basis) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
+    }
+    return ServeBasis(ctx, *req, writer, h_.replica_basis, *h_.peer_credentials);
+  }
+
   grpc::Status Replicate(grpc::ServerContext* ctx,
                          grpc::ServerReaderWriter<nova_dt::v1::ReplicationAck,
                                                   nova_dt::v1::ReplicationMessage>* stream) override {

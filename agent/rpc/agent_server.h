@@ -39,6 +39,11 @@ struct ServiceHandlers {
   // Makes the replica sink for an incoming replication stream. Unset: this agent keeps no
   // replicas and answers UNIMPLEMENTED.
   core::ReplicaSinkFactory open_replica;
+  // Peer API: the basis of a replica kept here, for the primary `primary_host` (already
+  // authenticated) about to re-seed it (core/replica_basis.h). Unset: UNIMPLEMENTED.
+  std::function<StatusOr<core::ReplicaBasis>(const std::string& primary_host,
+                                             const std::string& instance_uuid)>
+      replica_basis;
   // How often the backup side of a replication stream sends a heartbeat.
   std::chrono::milliseconds replication_heartbeat{100};
   // TLS of the peer port and the identity checks of callers (plaintext by default).

@@ -56,6 +56,8 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
     o->set_pause_p99_us(s.pause_p99.count());
     o->set_reseeds(s.reseeds);
     o->set_seed_ms(s.seed_time.count());
+    o->set_seed_bytes(s.seed_bytes);
+    o->set_seed_basis_bytes(s.seed_basis_bytes);
     o->set_steady_epochs(s.steady_epochs);
     o->set_steady_pages(s.steady_pages);
     o->set_steady_bytes(s.steady_bytes);
@@ -79,6 +81,7 @@ void ToProto(const core::StreamOpen& in, nova_dt::v1::StreamOpen* out) {
   }
   out->set_domain_xml(in.domain_xml);
   out->set_witness_generation(in.witness_generation);
+  out->set_basis_id(in.basis_id);
 }
 
 core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
@@ -90,6 +93,7 @@ core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
   for (const auto& d : in.disks()) out.disks.push_back({d.name(), d.size_bytes()});
   out.domain_xml = in.domain_xml();
   out.witness_generation = in.witness_generation();
+  out.basis_id = in.basis_id();
   return out;
 }
 

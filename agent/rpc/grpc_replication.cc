@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent/common/logging.h"
+#include "agent/core/replica_basis.h"
 #include "agent/core/replication_receiver.h"
 #include "agent/rpc/convert.h"
 
@@ -44,7 +45,89 @@ core::StreamItem ItemFromProto(const ReplicationMessage& m) {
   }
 }
 
+// Hashes per BasisChunk: 1 MiB of them.
+constexpr size_t kHashesPerChunk = 64 << 10;
+
+void AppendHashes(const core::ContentHash* h, size_t n, std::string& out) {
+  for (size_t i = 0; i < n; ++i) {
+    for (uint64_t word : {h[i].low, h[i].high}) {
+      for (int b = 0; b < 8; ++b) out.push_back(static_cast<char>(word >> (8 * b)));
+    }
+  }
+}
+
+uint64_t LittleEndian64(const char* p) {
+  uint64_t v = 0;
+  for (int b = 7; b >= 0; --b) v = (v << 8) | static_cast<uint8_t>(p[b]);
+  return v;
+}
+
+// Adds one chunk's hashes to `out` at its `first`; InvalidArgument if they do not fit.
+Status ReadHashes(const nova_dt::v1::BasisChunk& c, std::vector<core::ContentHash>& out) {
+  const std::string& bytes = c.hashes();
+  if (bytes.size() % 16 != 0 || c.first() > out.size() ||
+      bytes.size() / 16 > out.size() - c.first()) {
+    return absl::InvalidArgumentError("basis chunk of \"" + c.disk() + "\" at " +
+                                      std::to_string(c.first()) + " does not fit the basis");
+  }
+  for (size_t i = 0; i < bytes.size() / 16; ++i) {
+    out[c.first() + i] = {LittleEndian64(bytes.data() + 16 * i),
+                          LittleEndian64(bytes.data() + 16 * i + 8)};
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+grpc::Status ServeBasis(
+    grpc::ServerContext* ctx, const nova_dt::v1::BasisRequest& request,
+    grpc::ServerWriter<nova_dt::v1::BasisChunk>* writer,
+    const std::function<StatusOr<core::ReplicaBasis>(const std::string&, const std::string&)>&
+        basis,
+    const PeerCredentials& credentials) {
+  if (request.host().empty() || request.instance_uuid().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "BasisRequest needs host and instance_uuid");
+  }
+  if (Status who = credentials.Authorize(*ctx, request.host()); !who.ok()) {
+    spdlog::warn("basis request from {} refused: {}", ctx->peer(), std::string(who.message()));
+    return ToGrpc(who);
+  }
+  auto b = basis(request.host(), request.instance_uuid());
+  if (!b.ok()) return ToGrpc(b.status());
+  nova_dt::v1::BasisChunk head;
+  head.set_basis_id(b->id);
+  head.set_ram_size_bytes(b->ram_size_bytes);
+  for (const auto& d : b->disks) {
+    auto* o = head.add_disks();
+    o->set_name(d.name);
+    o->set_size_bytes(d.size_bytes);
+  }
+  head.set_disk_block_bytes(core::kBasisBlockSize);
+  bool first_chunk = true;
+  const auto send = [&](const std::string& disk, const std::vector<core::ContentHash>& hashes) {
+    // At least one chunk per part, so that an empty part is still named.
+    for (size_t from = 0; first_chunk || from < hashes.size(); from += kHashesPerChunk) {
+      nova_dt::v1::BasisChunk c = first_chunk ? head : nova_dt::v1::BasisChunk();
+      first_chunk = false;
+      c.set_basis_id(b->id);
+      c.set_disk(disk);
+      c.set_first(from);
+      const size_t n = std::min(kHashesPerChunk, hashes.size() - from);
+      AppendHashes(hashes.data() + from, n, *c.mutable_hashes());
+      if (!writer->Write(c)) return false;
+      if (hashes.empty()) break;
+    }
+    return true;
+  };
+  if (!send("", b->ram_pages)) return grpc::Status(grpc::StatusCode::CANCELLED, "caller left");
+  for (const auto& d : b->disks) {
+    if (!send(d.name, b->disk_blocks.at(d.name))) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "caller left");
+    }
+  }
+  return grpc::Status::OK;
+}
 
 grpc::Status ServeReplicationStream(
     grpc::ServerContext* ctx, grpc::ServerReaderWriter<ReplicationAck, ReplicationMessage>* stream,
@@ -234,6 +317,60 @@ class GrpcReplicationLink final : public core::ReplicationLink {
         Stub(address, host == hosts_.end() ? "" : host->second), std::move(callbacks));
     NOVA_DT_RETURN_IF_ERROR(stream->Start(open));
     return std::unique_ptr<core::EpochStream>(std::move(stream));
+  }
+
+  StatusOr<core::ReplicaBasis> Basis(const std::string& address, const core::StreamOpen& open,
+                                     std::chrono::milliseconds timeout) override {
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    nova_dt::v1::BasisRequest request;
+    request.set_host(open.primary_host);
+    request.set_instance_uuid(open.instance_uuid);
+    auto reader =
+        Stub(address, host == hosts_.end() ? "" : host->second)->Basis(&ctx, request);
+    core::ReplicaBasis basis;
+    nova_dt::v1::BasisChunk c;
+    bool head = true;
+    Status bad;
+    while (reader->Read(&c)) {
+      if (!bad.ok()) continue;  // drain; the call's status decides
+      if (head) {
+        head = false;
+        basis.id = c.basis_id();
+        basis.ram_size_bytes = c.ram_size_bytes();
+        for (const auto& d : c.disks()) {
+          basis.disks.push_back({d.name(), d.size_bytes()});
+          basis.disk_blocks[d.name()].resize(core::BasisBlockCount(d.size_bytes()));
+        }
+        basis.ram_pages.resize(basis.ram_size_bytes / core::kGuestPageSize);
+        if (c.disk_block_bytes() != core::kBasisBlockSize) {
+          bad = absl::InvalidArgumentError("basis with blocks of " +
+                                           std::to_string(c.disk_block_bytes()) + " bytes");
+          continue;
+        }
+      }
+      if (c.basis_id() != basis.id) {
+        bad = absl::InvalidArgumentError("basis chunks of two bases");
+        continue;
+      }
+      if (c.disk().empty()) {
+        bad = ReadHashes(c, basis.ram_pages);
+      } else if (auto it = basis.disk_blocks.find(c.disk()); it != basis.disk_blocks.end()) {
+        bad = ReadHashes(c, it->second);
+      } else {
+        bad = absl::InvalidArgumentError("basis chunk of unknown disk " + c.disk());
+      }
+    }
+    NOVA_DT_RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    NOVA_DT_RETURN_IF_ERROR(bad);
+    if (head) return absl::InvalidArgumentError("empty basis");
+    NOVA_DT_RETURN_IF_ERROR(basis.Validate());
+    return basis;
   }
 
  private:

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include <grpcpp/grpcpp.h>
@@ -29,6 +30,15 @@ grpc::Status ServeReplicationStream(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<nova_dt::v1::ReplicationAck, nova_dt::v1::ReplicationMessage>* stream,
     const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval,
+    const PeerCredentials& credentials = *PeerCredentials::Insecure());
+
+// Serves one Basis call: `basis` (the replica registry's) for the request's server, sent in
+// chunks of hashes. The request's host must be a name of the caller's certificate.
+grpc::Status ServeBasis(
+    grpc::ServerContext* ctx, const nova_dt::v1::BasisRequest& request,
+    grpc::ServerWriter<nova_dt::v1::BasisChunk>* writer,
+    const std::function<StatusOr<core::ReplicaBasis>(const std::string& primary_host,
+                                                     const std::string& instance_uuid)>& basis,
     const PeerCredentials& credentials = *PeerCredentials::Insecure());
 
 // The primary's side. Thread-safe; streams it opens are independent. `hosts_by_address` names the

@@ -85,6 +85,10 @@ void PrintHuman(const nova_dt::v1::AgentStatus& s) {
                   static_cast<unsigned long long>(v.last_checkpoint_epoch()),
                   v.pause_p50_us() / 1000.0, v.pause_p99_us() / 1000.0,
                   v.dirty_tracking().c_str(), static_cast<long long>(v.seed_ms()));
+      if (v.seed_basis_bytes() > 0) {
+        std::printf(" (sent %.1f MiB, %.1f MiB already there)", v.seed_bytes() / 1048576.0,
+                    v.seed_basis_bytes() / 1048576.0);
+      }
     } else if (v.role() == "backup") {
       std::printf(", primary suspected %llu times (silences over the timeout: %llu)",
                   static_cast<unsigned long long>(v.suspicions()),

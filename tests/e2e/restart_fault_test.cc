@@ -10,7 +10,8 @@
 //     with the new stream's first commit. The observer's values stay consecutive (nothing
 //     released is lost, nothing repeated) and the stall is printed and bounded.
 //   - backup agent killed: the primary degrades within its bound and keeps serving; the restarted
-//     backup is re-seeded and the pair is protected again.
+//     backup is re-seeded over the replica it kept (only what changed is sent) and the pair is
+//     protected again; b then takes the server over from that replica.
 //   - primary agent restarted after the backup took over: its copy is destroyed, nothing it held
 //     is released — with the witness (the claim is gone) and without one (the backup refuses
 //     the new stream as taken over).
@@ -204,14 +205,31 @@ TEST_F(RestartFaultTest, BackupAgentKilledAndRestartedIsReprotected) {
   ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > at_degrade + 60; }, seconds(20)));
   ExpectOneCountingGuest("across the backup agent's restart");
   const double stall = LargestGapMs(kill_unix);
+  // The replica b kept across its restart is the basis of the re-seed: only what changed goes.
+  const auto a = Server("a");
+  ASSERT_TRUE(a);
+  const double sent_mib = a->seed_bytes() / 1048576.0;
+  const double basis_mib = a->seed_basis_bytes() / 1048576.0;
+  EXPECT_GT(basis_mib, sent_mib) << "the re-seed did not use b's replica as its basis\n" << Log("a");
   std::printf("backup agent restart: degraded %.0f ms after the kill; protected %.0f ms after the "
-              "restart; largest observer gap %.0f ms (%.0f ms while b was down)\n",
-              degraded_ms, reprotect_ms, stall, stall_while_down);
+              "restart (seed sent %.1f MiB, %.1f MiB already there); largest observer gap "
+              "%.0f ms (%.0f ms while b was down)\n",
+              degraded_ms, reprotect_ms, sent_mib, basis_mib, stall, stall_while_down);
   EXPECT_LT(degraded_ms, 2000 + 1500) << "degrade_after_ms 2000 plus detection slack";
+  // That replica must be whole: b takes the server over from it.
+  const size_t seen_at_kill = rig_->ObserverValues().size();
+  KillPrimaryAgentUntilTheBackupTookOver();
+  ASSERT_FALSE(HasFailure());
+  ExpectOneCountingGuest("after b took over from the re-seeded replica", 0,
+                         /*skip_from=*/seen_at_kill);
+  char seed[96];
+  std::snprintf(seed, sizeof seed, " (seed sent %.1f MiB, %.1f MiB already there)", sent_mib,
+                basis_mib);
   FaultRow("SIGKILL backup agent, restart",
            "primary degraded within the bound, keeps serving; protected again after restart",
            "degraded " + Ms(degraded_ms) + " after the kill; protected " + Ms(reprotect_ms) +
-               " after the restart; largest output gap " + Ms(stall) + "; values consecutive");
+               " after the restart" + seed + "; largest output gap " + Ms(stall) +
+               "; values consecutive; b then took over from that replica");
 }
 
 // The primary's agent stays down past its witness lease: the backup takes the server over. The

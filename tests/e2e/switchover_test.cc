@@ -1,11 +1,13 @@
 // Planned switchover, failback and automatic re-protection on the two-host rig (issue 6 item 3),
 // with the etcd witness as in production. Each case prints a "fault-row:" line.
 //
-//   - planned switchover a → b and failback b → a: the observer's values stay strictly
+//   - planned switchover a → b and failback b → a, then a killed: b runs the replica seeded
+//     over its kept files: the observer's values stay strictly
 //     consecutive through both moves (no output lost, none repeated, no take-over skip: the
 //     final epoch is committed before the old copy's held output leaves and it never runs
 //     again); after each move the new primary protects the server towards the old one by itself
-//     ([replication] reprotect_hosts).
+//     ([replication] reprotect_hosts), over the replica files the old copy ran on if it ran on
+//     one (incremental: only what differs is sent).
 //   - failover, then re-protection towards the returning old primary, then failback: a's QEMU and
 //     agent are SIGKILLed, b takes over; when a's agent is back, b protects the server towards a
 //     by itself; a planned failback brings it home without a value lost.
@@ -63,9 +65,10 @@ class SwitchoverTest : public novadt::testing::PairRigTest {
   }
 
   // One planned move `from` → `to`, checked: the guest runs on `to` only, the values stay
-  // consecutive, and `to` protects the server towards `from` again by itself. Returns the
-  // measured line for the fault row.
-  std::string MoveAndCheck(const std::string& from, const std::string& to) {
+  // consecutive, and `to` protects the server towards `from` again by itself — seeding over the
+  // files the copy on `from` ran on when `incremental` (it ran there from a replica, which is
+  // kept as the basis). Returns the measured line for the fault row.
+  std::string MoveAndCheck(const std::string& from, const std::string& to, bool incremental) {
     const size_t seen = rig_->ObserverValues().size();
     const double before = UnixNow();
     const auto started = SteadyClock::now();
@@ -88,40 +91,70 @@ class SwitchoverTest : public novadt::testing::PairRigTest {
     EXPECT_TRUE(WaitForProtected(to, from, 3, seconds(120)))
         << "not re-protected towards " << from << "\n" << Log(to) << "\n" << Log(from);
     const double reprotect_ms = MsSince(reprotect_start);
+    const auto server = Server(to);
+    const double sent_mib = server ? server->seed_bytes() / 1048576.0 : 0;
+    const double basis_mib = server ? server->seed_basis_bytes() / 1048576.0 : 0;
+    if (incremental) {
+      EXPECT_GT(basis_mib, 0) << "the re-protection towards " << from
+                              << " did not seed over the replica kept there\n" << Log(to);
+    }
     std::printf("switchover %s -> %s: call %.0f ms, guest paused %lld ms, final epoch %llu, "
-                "largest observer gap %.0f ms, re-protected towards %s %.0f ms later\n",
+                "largest observer gap %.0f ms, re-protected towards %s %.0f ms later "
+                "(seed sent %.1f MiB, %.1f MiB already there)\n",
                 from.c_str(), to.c_str(), call_ms, static_cast<long long>(reply->paused_ms()),
-                static_cast<unsigned long long>(reply->epoch()), gap, from.c_str(), reprotect_ms);
+                static_cast<unsigned long long>(reply->epoch()), gap, from.c_str(), reprotect_ms,
+                sent_mib, basis_mib);
+    char seed[96];
+    std::snprintf(seed, sizeof seed, " (seed sent %.1f MiB, %.1f MiB already there)", sent_mib,
+                  basis_mib);
     return from + "→" + to + ": paused " + std::to_string(reply->paused_ms()) +
-           " ms, largest gap " + Ms(gap) + ", re-protected " + Ms(reprotect_ms) + " later";
+           " ms, largest gap " + Ms(gap) + ", re-protected " + Ms(reprotect_ms) + " later" + seed;
+  }
+
+  // SIGKILLs `from`'s QEMU and agent and waits until the guest counts again (on the backup).
+  // Returns the observer sample count before the kill (for ExpectOneCountingGuest) and the
+  // time from the kill to the first new value.
+  std::pair<size_t, double> KillAndFailOver(const std::string& from) {
+    const std::string qemu_pid =
+        novadt::testing::ReadFile(rig_->dir() + "/" + from + "/run/qemu/dtguest.pid");
+    EXPECT_FALSE(qemu_pid.empty());
+    if (qemu_pid.empty()) return {0, 0};
+    const auto killed = SteadyClock::now();
+    ::kill(std::stoi(qemu_pid), SIGKILL);
+    EXPECT_TRUE(rig_->StopAgent(from, /*kill=*/true).ok());
+    std::this_thread::sleep_for(milliseconds(100));  // frames released just before the kill
+    const size_t seen = rig_->ObserverValues().size();
+    const int64_t last = rig_->ObserverValues().back();
+    EXPECT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last; }, seconds(30)))
+        << Log("a") << "\n" << Log("b");
+    return {seen, MsSince(killed)};
   }
 };
 
 TEST_F(SwitchoverTest, PlannedSwitchoverAndFailbackLoseAndRepeatNothingAndReprotect) {
   ASSERT_NO_FATAL_FAILURE(BringUp(Options("so1")));
-  const std::string there = MoveAndCheck("a", "b");
+  // a ran the server from Nova's disk (no replica there): b seeds a in full. b ran it from its
+  // replica: a seeds b over those files.
+  const std::string there = MoveAndCheck("a", "b", /*incremental=*/false);
   ASSERT_FALSE(HasFailure());
-  const std::string back = MoveAndCheck("b", "a");
+  const std::string back = MoveAndCheck("b", "a", /*incremental=*/true);
   ASSERT_FALSE(HasFailure());
   ExpectOneCountingGuest("whole run");
+  // The replica seeded over the kept files must be whole: fail over to it.
+  const auto [seen, failover_ms] = KillAndFailOver("a");
+  ASSERT_FALSE(HasFailure());
+  ExpectOneCountingGuest("failover a -> b from the incrementally seeded replica",
+                         seen > 0 ? seen - 1 : 0, seen);
   FaultRow("planned switchover a→b, failback b→a",
            "no value lost or repeated; the new primary re-protects towards the old one",
-           there + "; " + back + "; values consecutive throughout");
+           there + "; " + back + "; values consecutive throughout; then a killed: b ran the "
+           "incrementally seeded replica " + Ms(failover_ms) + " after the kill");
 }
 
 TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsBack) {
   ASSERT_NO_FATAL_FAILURE(BringUp(Options("so2")));
-  const std::string qemu_pid = novadt::testing::ReadFile(rig_->dir() + "/a/run/qemu/dtguest.pid");
-  ASSERT_FALSE(qemu_pid.empty());
-  const auto killed = SteadyClock::now();
-  ::kill(std::stoi(qemu_pid), SIGKILL);
-  ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
-  std::this_thread::sleep_for(milliseconds(100));  // frames released just before the kill
-  const size_t seen = rig_->ObserverValues().size();
-  const int64_t last = rig_->ObserverValues().back();
-  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last; }, seconds(30)))
-      << Log("b");
-  const double failover_ms = MsSince(killed);
+  const auto [seen, failover_ms] = KillAndFailOver("a");
+  ASSERT_FALSE(HasFailure());
   // a is down: nowhere to re-protect to yet.
   std::this_thread::sleep_for(seconds(2));
   auto b = Server("b");
@@ -138,7 +171,7 @@ TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsB
   std::printf("failover: kill -> running on b %.0f ms; a's agent back -> protected b -> a %.0f ms\n",
               failover_ms, reprotect_ms);
 
-  const std::string back = MoveAndCheck("b", "a");
+  const std::string back = MoveAndCheck("b", "a", /*incremental=*/true);
   ASSERT_FALSE(HasFailure());
   FaultRow("failover, then the old primary returns",
            "survivor re-protects towards it by itself; planned failback loses nothing",

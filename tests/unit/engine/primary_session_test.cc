@@ -11,6 +11,7 @@
 #include <future>
 #include <memory>
 
+#include "agent/core/replica_basis.h"
 #include "agent/core/replication_receiver.h"
 #include "tests/support/fake_hypervisor.h"
 #include "tests/support/fake_replica_sink.h"
@@ -91,6 +92,12 @@ class LoopbackLink final : public core::ReplicationLink {
     core::EpochStreamCallbacks cb_;
   };
 
+  StatusOr<core::ReplicaBasis> Basis(const std::string&, const core::StreamOpen&,
+                                     milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return basis;
+  }
+
   StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string&, const core::StreamOpen& open,
                                                     core::EpochStreamCallbacks cb) override {
     if (refuse_opens_ > 0) {
@@ -103,6 +110,7 @@ class LoopbackLink final : public core::ReplicationLink {
       return core::TakenOverRefusal(open.instance_uuid);
     }
     last_witness_generation = open.witness_generation;
+    last_basis_id = open.basis_id;
     auto r = core::ReplicationReceiver::Start(open, novadt::testing::FakeSinkFactory(state));
     if (!r.ok()) return r.status();
     ++opens;
@@ -140,6 +148,13 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<int> refuse_opens_{0};
   std::atomic<int64_t> last_witness_generation{-1};
   std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
+  std::atomic<uint64_t> last_basis_id{0};
+  // What Basis() answers (under mu_): none by default, as a backup without a replica.
+  StatusOr<core::ReplicaBasis> basis = absl::NotFoundError("no replica here");
+  void SetBasis(StatusOr<core::ReplicaBasis> b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    basis = std::move(b);
+  }
 
  private:
   std::mutex mu_;
@@ -154,7 +169,7 @@ class FakeCapture final : public DiskCapture {
     ++starts;
     if (on_start) on_start();
     std::lock_guard<std::mutex> lock(mu);
-    writes.push_back({"vda", 0, std::string(4096, 'i')});  // the "initial copy"
+    writes = initial_copy;
     return absl::OkStatus();
   }
   std::vector<core::DiskWrite> TakeWrites() override {
@@ -167,6 +182,7 @@ class FakeCapture final : public DiskCapture {
   std::vector<core::DiskWrite> writes;
   std::atomic<int> starts{0}, stops{0};
   std::function<void()> on_start;  // runs between arming the tracker and the seeding copy
+  std::vector<core::DiskWrite> initial_copy{{"vda", 0, std::string(4096, 'i')}};
 };
 
 class PrimarySessionTest : public ::testing::Test {
@@ -207,6 +223,7 @@ class PrimarySessionTest : public ::testing::Test {
     p.gate = *std::move(gate);
     auto capture = std::make_unique<FakeCapture>();
     capture->on_start = on_capture_start_;
+    capture->initial_copy = initial_copy_;
     capture_ = capture.get();
     p.capture = std::move(capture);
     session_ = std::make_unique<PrimarySession>(std::move(p), o, clock_);
@@ -234,6 +251,7 @@ class PrimarySessionTest : public ::testing::Test {
   EgressGate* gate_ = nullptr;
   FakeCapture* capture_ = nullptr;
   std::function<void()> on_capture_start_;
+  std::vector<core::DiskWrite> initial_copy_{{"vda", 0, std::string(4096, 'i')}};
   novadt::testing::FakeWitness w;  // outlives the session (TearDown resets it first)
   std::unique_ptr<PrimarySession> session_;
 };
@@ -304,6 +322,83 @@ TEST_F(PrimarySessionTest, PageChangedAndRevertedDuringTheSeedingCopyIsSentAgain
   }
   // Once in the copy (all 64 pages), once more at the first pause for page 9.
   EXPECT_EQ(std::count(pages.begin(), pages.end(), 9u), 2) << "page 9 was not sent again";
+}
+
+// The backup's basis (its replica's bytes, hashed) already holds all but pages 3 and 5 and the
+// second 64 KiB block of the disk: the seed sends only those, names the basis in its open, and
+// the pair is protected as usual.
+TEST_F(PrimarySessionTest, SeedWithABasisSendsOnlyWhatTheBackupLacks) {
+  initial_copy_ = {{"vda", 0, std::string(core::kBasisBlockSize, 'i') +
+                                  std::string(core::kBasisBlockSize, 'j')}};
+  core::ReplicaBasis basis;
+  basis.id = 42;
+  basis.ram_size_bytes = kPages * kPage;
+  basis.disks = novadt::testing::TestOpen().disks;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    basis.ram_pages.push_back(core::HashContent(std::string_view(guest_ + p * kPage, kPage)));
+  }
+  basis.ram_pages[3] = basis.ram_pages[5] = core::HashContent("something else");
+  auto& blocks = basis.disk_blocks["vda"];
+  blocks.assign(core::BasisBlockCount(basis.disks[0].size_bytes), core::HashZeroes(core::kBasisBlockSize));
+  blocks[0] = core::HashContent(std::string(core::kBasisBlockSize, 'i'));
+  ASSERT_TRUE(basis.Validate().ok());
+  link_.SetBasis(basis);
+  SessionOptions o = Fast();
+  o.epoch = seconds(10);  // only the seeding epoch matters here
+  StartSession(o);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  EXPECT_EQ(link_.last_basis_id.load(), 42u);
+  const auto calls = link_.state->Calls();
+  const auto commit = std::find(calls.begin(), calls.end(), "commit 1");
+  ASSERT_NE(commit, calls.end());
+  EXPECT_NE(std::find(calls.begin(), commit, "disk vda 65536+65536"), commit);
+  for (auto c = calls.begin(); c != commit; ++c) {
+    EXPECT_NE(*c, "disk vda 0+131072") << "the block the basis holds went again";
+    EXPECT_NE(*c, "disk vda 0+65536") << "the block the basis holds went again";
+  }
+  std::vector<uint64_t> pages;
+  {
+    std::lock_guard<std::mutex> lock(link_.state->mu);
+    pages = link_.state->pages;
+  }
+  ASSERT_GE(pages.size(), 2u);
+  EXPECT_EQ(pages[0], 3u);
+  EXPECT_EQ(pages[1], 5u);
+  // At most the page the guest dirtied during the first pause comes on top.
+  EXPECT_LE(pages.size(), 3u);
+  const auto st = session_->status();
+  EXPECT_EQ(st.seed_basis_bytes, (kPages - 2) * kPage + core::kBasisBlockSize);
+  EXPECT_LE(st.seed_bytes, 3 * kPage + core::kBasisBlockSize);
+  session_->Stop();
+}
+
+TEST_F(PrimarySessionTest, ABasisOfAnotherShapeOrNoneMeansAFullSeed) {
+  core::ReplicaBasis other;
+  other.id = 7;
+  other.ram_size_bytes = 2 * kPages * kPage;  // the server was resized since
+  other.ram_pages.assign(2 * kPages, core::ContentHash{});
+  other.disks = novadt::testing::TestOpen().disks;
+  other.disk_blocks["vda"].assign(core::BasisBlockCount(other.disks[0].size_bytes), {});
+  link_.SetBasis(other);
+  SessionOptions o = Fast();
+  o.epoch = seconds(10);
+  StartSession(o);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  EXPECT_EQ(link_.last_basis_id.load(), 0u);
+  {
+    std::lock_guard<std::mutex> lock(link_.state->mu);
+    EXPECT_GE(link_.state->pages.size(), kPages);
+  }
+  EXPECT_EQ(session_->status().seed_basis_bytes, 0u);
+  session_->Stop();
+}
+
+TEST_F(PrimarySessionTest, ABasisRefusedAsTakenOverStandsTheCopyDown) {
+  link_.SetBasis(core::TakenOverRefusal(novadt::testing::TestOpen().instance_uuid));
+  StartSession(Fast());
+  ASSERT_TRUE(WaitFor([&] { return session_->status().taken_over; }, seconds(5)));
+  EXPECT_EQ(link_.opens.load(), 0);
+  session_->Stop();
 }
 
 TEST_F(PrimarySessionTest, StalledBackupHoldsOutputUntilTheBoundThenDegradesAndReseeds) {

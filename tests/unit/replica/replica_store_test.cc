@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "agent/core/replica_basis.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/replica/replica_test_util.h"
 
@@ -326,6 +327,136 @@ TEST_F(ReplicaStoreTest, RealDiskFullIsResourceExhaustedAndKeepsThePreviousEpoch
   expect.replace(3 * kPage, kPage, ram2.substr(3 * kPage, kPage));
   EXPECT_EQ(Slurp((*reopened)->ram_path()), expect);
   EXPECT_EQ(Slurp((*reopened)->device_state_path()), "two");
+}
+
+TEST_F(ReplicaStoreTest, UnseedKeepsTheBytesAndASeedOverThemSendsOnlyWhatDiffers) {
+  auto store = CreateSeeded(3);
+  ASSERT_TRUE(store);
+  const Model& old = models_[3];
+  ASSERT_TRUE(store->Unseed().ok());
+  EXPECT_EQ(store->committed_epoch(), 0u);
+  EXPECT_TRUE(Slurp(store->ram_path()) == old.ram);
+  for (const auto& [name, bytes] : old.disks) EXPECT_TRUE(Slurp(store->disk_path(name)) == bytes);
+  EXPECT_TRUE(store->Unseed().ok()) << "already not seeded: nothing to do";
+  EXPECT_EQ(store->committed_epoch(), 0u);
+
+  // Durable: a reopened store is not seeded either, and its files still hold the bytes.
+  store.reset();
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  store = *std::move(reopened);
+  EXPECT_EQ(store->committed_epoch(), 0u);
+  EXPECT_TRUE(Slurp(store->ram_path()) == old.ram);
+  EXPECT_TRUE(Slurp(store->disk_path("vda")) == old.disks.at("vda"));
+  EXPECT_EQ(store->BeginEpoch(4).code(), absl::StatusCode::kFailedPrecondition);
+
+  // The seed (epoch 1) carries only a few pages and one disk write.
+  const std::string pages = Fill(4242, 2 * kPage);
+  const std::string write = Fill(4343, 3000);
+  ASSERT_TRUE(store->BeginEpoch(1).ok());
+  ASSERT_TRUE(store->AddPages({3, 60}, pages).ok());
+  ASSERT_TRUE(store->AddDiskWrite("vdb", 1234, write).ok());
+  ASSERT_TRUE(store->SetDeviceState("reseeded").ok());
+  ASSERT_TRUE(store->Commit().ok());
+  Model m = old;
+  m.epoch = 1;
+  m.ram.replace(3 * kPage, kPage, pages.substr(0, kPage));
+  m.ram.replace(60 * kPage, kPage, pages.substr(kPage));
+  m.disks["vdb"].replace(1234, write.size(), write);
+  m.devstate = "reseeded";
+  EXPECT_TRUE(ReplicaEquals(*store, m));
+  store.reset();
+  reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE(ReplicaEquals(**reopened, m));
+  // Later epochs go through the journal as usual.
+  ASSERT_TRUE((*reopened)->BeginEpoch(2).ok());
+  ASSERT_TRUE((*reopened)->AddPages({3}, std::string(kPage, 'q')).ok());
+  ASSERT_TRUE((*reopened)->SetDeviceState("two").ok());
+  ASSERT_TRUE((*reopened)->Commit().ok());
+  m.epoch = 2;
+  m.ram.replace(3 * kPage, kPage, std::string(kPage, 'q'));
+  m.devstate = "two";
+  EXPECT_TRUE(ReplicaEquals(**reopened, m));
+}
+
+TEST_F(ReplicaStoreTest, UnseedWithAnEpochOpenIsRefused) {
+  auto store = CreateSeeded(2);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(Feed(*store, MakeEpoch(geometry_, 3)).ok());
+  EXPECT_EQ(store->Unseed().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(ReplicaEquals(*store, models_[2]));
+  store.reset();
+  auto reopened = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->committed_epoch(), 2u) << "a refused Unseed is not durable either";
+  // Once the epoch is dropped it may.
+  ASSERT_TRUE(Feed(**reopened, MakeEpoch(geometry_, 3)).ok());
+  (*reopened)->Abort();
+  EXPECT_TRUE((*reopened)->Unseed().ok());
+  EXPECT_EQ((*reopened)->committed_epoch(), 0u);
+  ASSERT_TRUE((*reopened)->Destroy().ok());
+  EXPECT_EQ((*reopened)->Unseed().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ReplicaStoreTest, HashReplicaHashesEveryPageAndEveryDiskBlock) {
+  ReplicaGeometry g;
+  g.ram_size = 20 * kPage;
+  // vda: more than one read chunk (1 MiB) and a short last block; vdb: one short block.
+  g.disks = {{"vda", (1 << 20) + 70000}, {"vdb", 20 * 1024}};
+  auto created = ReplicaStore::Create(Dir(), g);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ReplicaStore& store = **created;
+
+  // Not seeded yet: every hash is of zeroes.
+  auto zero = HashReplica(store);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  ASSERT_EQ(zero->ram_pages.size(), 20u);
+  for (const auto& h : zero->ram_pages) EXPECT_TRUE(h == core::HashZeroes(kPage));
+  ASSERT_EQ(zero->disk_blocks.at("vda").size(), 18u);
+  EXPECT_TRUE(zero->disk_blocks.at("vda").back() == core::HashZeroes(70000 - 65536));
+
+  std::vector<uint64_t> all;
+  for (uint64_t p = 0; p < 20; ++p) all.push_back(p);
+  const std::string ram = Fill(11, g.ram_size);
+  const std::string vda = Fill(12, g.disks[0].size);
+  const std::string vdb = Fill(13, g.disks[1].size);
+  ASSERT_TRUE(store.BeginEpoch(1).ok());
+  ASSERT_TRUE(store.AddPages(all, ram).ok());
+  ASSERT_TRUE(store.AddDiskWrite("vda", 0, vda).ok());
+  ASSERT_TRUE(store.AddDiskWrite("vdb", 0, vdb).ok());
+  ASSERT_TRUE(store.SetDeviceState("s").ok());
+  ASSERT_TRUE(store.Commit().ok());
+
+  auto basis = HashReplica(store);
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_EQ(basis->id, 0u) << "the caller names it";
+  EXPECT_EQ(basis->ram_size_bytes, g.ram_size);
+  const std::vector<core::DiskGeometry> disks = {{"vda", g.disks[0].size},
+                                                 {"vdb", g.disks[1].size}};
+  EXPECT_EQ(basis->disks, disks);
+  EXPECT_TRUE(basis->Fits(g.ram_size, disks));
+  ASSERT_EQ(basis->ram_pages.size(), 20u);
+  for (uint64_t p = 0; p < 20; ++p) {
+    EXPECT_TRUE(basis->ram_pages[p] ==
+                core::HashContent(std::string_view(ram).substr(p * kPage, kPage)))
+        << "page " << p;
+  }
+  ASSERT_EQ(basis->disk_blocks.size(), 2u);
+  for (const auto& [name, image] : std::map<std::string, std::string>{{"vda", vda}, {"vdb", vdb}}) {
+    const auto& blocks = basis->disk_blocks.at(name);
+    ASSERT_EQ(blocks.size(), core::BasisBlockCount(image.size())) << name;
+    for (uint64_t b = 0; b < blocks.size(); ++b) {
+      EXPECT_TRUE(blocks[b] == core::HashContent(std::string_view(image).substr(
+                                   b * core::kBasisBlockSize, core::kBasisBlockSize)))
+          << name << " block " << b;
+    }
+  }
+  EXPECT_EQ(basis->disk_blocks.at("vda").size(), 18u);
+  EXPECT_EQ(basis->disk_blocks.at("vdb").size(), 1u);
+  basis->id = 1;
+  EXPECT_TRUE(basis->Validate().ok()) << basis->Validate();
+  EXPECT_FALSE(basis->ram_pages[0] == zero->ram_pages[0]);
 }
 
 TEST_F(ReplicaStoreTest, DestroyRemovesTheReplicaButNotForeignFiles) {

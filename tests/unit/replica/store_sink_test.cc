@@ -6,9 +6,11 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 
 #include "agent/core/epoch_sender.h"
+#include "agent/core/replica_basis.h"
 #include "agent/core/replication_receiver.h"
 #include "tests/support/fake_replica_sink.h"
 #include "tests/support/test_util.h"
@@ -41,6 +43,27 @@ class StoreSinkTest : public ::testing::Test {
   }
   std::string ReplicaFile(const std::string& name) {
     return ReadFile(ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/" + name);
+  }
+  static std::string Uuid() { return TestOpen().instance_uuid; }
+  static core::StreamOpen WithBasis(uint64_t basis_id) {
+    core::StreamOpen o = TestOpen();
+    o.basis_id = basis_id;
+    return o;
+  }
+  // A stream from `open` committing SmallEpoch(1..n), closed by its primary.
+  void StreamEpochs(const core::StreamOpen& open, uint64_t n) {
+    auto r = core::ReplicationReceiver::Start(open, Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (uint64_t e = 1; e <= n; ++e) {
+      for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*r)->Handle(item).ok());
+    }
+    (*r)->Close(absl::OkStatus());
+  }
+  // The committed epoch as the replica files say (no stream may be open).
+  uint64_t CommittedEpoch() {
+    auto store = ReplicaStore::Open(ReplicaDir(dir_.path(), Uuid()));
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? (*store)->committed_epoch() : ~0ull;
   }
 
   novadt::testing::ScratchDir dir_;
@@ -194,16 +217,16 @@ TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed
   }
   EXPECT_TRUE(core::IsTakenOverRefusal(
       core::ReplicationReceiver::Start(TestOpen(), factory).status()));
-  registry_->Relinquish(uuid);
-  ASSERT_TRUE(registry_->DiscardIfIdle(uuid).ok());
+  const uint64_t mark = registry_->Relinquish(uuid);
+  ASSERT_TRUE(registry_->DiscardIfUnused(uuid, mark).ok());
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
   core::StreamOpen from_new_primary = TestOpen();
   from_new_primary.primary_host = "rig-b";
   auto r = core::ReplicationReceiver::Start(from_new_primary, factory);
   ASSERT_TRUE(r.ok()) << r.status();
   for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
-  // With that stream open, DiscardIfIdle leaves its replica alone.
-  ASSERT_TRUE(registry_->DiscardIfIdle(uuid).ok());
+  // With that stream open (or once it opened), DiscardIfUnused leaves its replica alone.
+  ASSERT_TRUE(registry_->DiscardIfUnused(uuid, mark).ok());
   EXPECT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
   ASSERT_TRUE((*r)->Handle(novadt::testing::SmallEpoch(2).front()).ok());
 }
@@ -234,6 +257,310 @@ TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) 
   EXPECT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
   // Nothing to free is fine.
   EXPECT_TRUE(registry_->Discard("00000000-0000-0000-0000-00000000dead").ok());
+}
+
+// An in-place seed over a basis: its epoch 1 carries one page and one disk block only.
+std::vector<core::StreamItem> SeedOverBasis() {
+  return {core::EpochBegin{1},
+          core::RamPages{{3}, std::string(core::kGuestPageSize, 'x')},
+          core::DiskWrite{"vda", 3 * core::kBasisBlockSize,
+                          std::string(core::kBasisBlockSize, 'y')},
+          core::DeviceStateChunk{"seed", true},
+          core::EpochEnd{1, 1, 1, 4}};
+}
+
+TEST_F(StoreSinkTest, BasisOfAServerWithoutAReplicaIsNotFound) {
+  Factory();
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+  StreamEpochs(TestOpen(), 1);
+  ASSERT_TRUE(registry_->Discard(Uuid()).ok());
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+  // A replica that cannot be opened consistently is no basis either.
+  StreamEpochs(TestOpen(), 1);
+  {
+    std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/epoch.rec",
+                      std::ios::binary | std::ios::trunc);
+    out << "garbage";
+  }
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+}
+
+// After an agent restart the registry knows nothing of the replica left on disk: it is a basis.
+TEST_F(StoreSinkTest, AReplicaLeftByAnEarlierRunIsABasis) {
+  StreamEpochs(TestOpen(), 2);
+  registry_.reset();
+  auto factory = Factory();  // a new registry over the same replica_path
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(basis->ram_pages[7] == core::HashContent(std::string(core::kGuestPageSize, 'c')));
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), factory);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(7 * 4096, 4096), std::string(4096, 'c'));
+}
+
+TEST_F(StoreSinkTest, BasisDescribesTheReplicaAndAStreamNamingItSeedsInPlace) {
+  StreamEpochs(TestOpen(), 2);
+  const std::string ram = ReplicaFile("ram.img");
+  const std::string disk = ReplicaFile("disk-vda.raw");
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_NE(basis->id, 0u);
+  EXPECT_TRUE(basis->Validate().ok()) << basis->Validate();
+  EXPECT_TRUE(basis->Fits(TestOpen().ram_size_bytes, TestOpen().disks));
+  ASSERT_EQ(basis->ram_pages.size(), 64u);
+  for (size_t p = 0; p < 64; ++p) {
+    EXPECT_TRUE(basis->ram_pages[p] ==
+                core::HashContent(std::string_view(ram).substr(p * core::kGuestPageSize,
+                                                               core::kGuestPageSize)))
+        << "page " << p;
+  }
+  EXPECT_TRUE(basis->ram_pages[0] == core::HashContent(std::string(core::kGuestPageSize, 'c')));
+  ASSERT_EQ(basis->disk_blocks.at("vda").size(), 16u);
+  for (size_t b = 0; b < 16; ++b) {
+    EXPECT_TRUE(basis->disk_blocks.at("vda")[b] ==
+                core::HashContent(std::string_view(disk).substr(b * core::kBasisBlockSize,
+                                                                core::kBasisBlockSize)))
+        << "block " << b;
+  }
+  EXPECT_TRUE(basis->disk_blocks.at("vda")[1] == core::HashZeroes(core::kBasisBlockSize));
+  EXPECT_EQ(CommittedEpoch(), 2u) << "handing out a basis changes nothing yet";
+
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram) << "seeded in place, not re-created";
+  for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+  const std::vector<core::StreamItem> second = {
+      core::EpochBegin{2}, core::RamPages{{5}, std::string(core::kGuestPageSize, 'z')},
+      core::DeviceStateChunk{"two", true}, core::EpochEnd{2, 1, 0, 3}};
+  for (const auto& item : second) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1, 2, 1, 2}));
+  std::string want_ram = ram;
+  want_ram.replace(3 * core::kGuestPageSize, core::kGuestPageSize,
+                   std::string(core::kGuestPageSize, 'x'));
+  want_ram.replace(5 * core::kGuestPageSize, core::kGuestPageSize,
+                   std::string(core::kGuestPageSize, 'z'));
+  EXPECT_TRUE(ReplicaFile("ram.img") == want_ram);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));  // the old bytes
+  std::string want_disk = disk;
+  want_disk.replace(3 * core::kBasisBlockSize, core::kBasisBlockSize,
+                    std::string(core::kBasisBlockSize, 'y'));
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == want_disk);
+  EXPECT_EQ(ReplicaFile("disk-vda.raw").substr(4096, 512), std::string(512, 'd'));
+  EXPECT_EQ(CommittedEpoch(), 2u);
+}
+
+// Until the seed's epoch 1 commits, the replica holds a mix of old and new bytes: it must not
+// count as committed (a take-over then has nothing to restore).
+TEST_F(StoreSinkTest, AnInPlaceSeedCutShortLeavesTheReplicaNotSeeded) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto seed = SeedOverBasis();
+  ASSERT_TRUE((*r)->Handle(seed[0]).ok());
+  ASSERT_TRUE((*r)->Handle(seed[1]).ok());
+  (*r)->Close(absl::CancelledError("primary gone"));
+  r->reset();
+  EXPECT_EQ(CommittedEpoch(), 0u);
+  auto fenced = registry_->Fence(Uuid());
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_EQ(fenced->committed_epoch, 0u);
+}
+
+TEST_F(StoreSinkTest, AStreamNamingABasisNeverHandedOutIsRefusedAndKeepsTheReplica) {
+  StreamEpochs(TestOpen(), 2);
+  auto r = core::ReplicationReceiver::Start(WithBasis(12345), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  // With a basis handed out, another id is refused just the same.
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  r = core::ReplicationReceiver::Start(WithBasis(basis->id + 1), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(CommittedEpoch(), 2u);
+}
+
+TEST_F(StoreSinkTest, ABasisReplacedByANewerOneIsRefused) {
+  StreamEpochs(TestOpen(), 2);
+  auto first = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(first->id, second->id);
+  auto r = core::ReplicationReceiver::Start(WithBasis(first->id), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+  EXPECT_EQ(CommittedEpoch(), 2u);
+}
+
+TEST_F(StoreSinkTest, ABasisIsStaleOnceAnotherStreamOpened) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  StreamEpochs(TestOpen(), 1);  // a full seed in between
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'b'));  // that seed's
+  EXPECT_EQ(CommittedEpoch(), 1u);
+}
+
+TEST_F(StoreSinkTest, ABasisServesOneStream) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  {
+    auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::OkStatus());
+  }
+  auto again = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(again.status())) << again.status();
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(3 * 4096, 4096), std::string(4096, 'x'));
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+}
+
+TEST_F(StoreSinkTest, AStreamNamingABasisOfAnotherShapeIsRefusedAndKeepsTheReplica) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  core::StreamOpen resized = WithBasis(basis->id);
+  resized.ram_size_bytes *= 2;
+  auto r = core::ReplicationReceiver::Start(resized, Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+}
+
+TEST_F(StoreSinkTest, BasisEndsAStreamStillOpenFromTheSamePrimary) {
+  auto factory = Factory();
+  auto old_stream = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(old_stream.ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) {
+    ASSERT_TRUE((*old_stream)->Handle(item).ok());
+  }
+  auto second = novadt::testing::SmallEpoch(2);
+  ASSERT_TRUE((*old_stream)->Handle(second[0]).ok());
+  ASSERT_TRUE((*old_stream)->Handle(second[1]).ok());  // epoch 2 open, pages buffered
+
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  // The committed epoch 1, not the dropped epoch 2.
+  EXPECT_TRUE(basis->ram_pages[0] == core::HashContent(std::string(core::kGuestPageSize, 'b')));
+  auto refused = (*old_stream)->Handle(second[2]);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_FALSE(core::IsTakenOverRefusal(refused.status()));
+  (*old_stream)->Close(refused.status());
+  old_stream->reset();
+
+  // The old stream's end does not spoil the basis.
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), factory);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'b'));
+  EXPECT_EQ(ReplicaFile("ram.img").substr(3 * 4096, 4096), std::string(4096, 'x'));
+}
+
+TEST_F(StoreSinkTest, BasisWhileAnotherPrimaryStreamsIsRefused) {
+  auto factory = Factory();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
+  ASSERT_TRUE(r.ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  auto basis = registry_->Basis("intruder", Uuid());
+  EXPECT_TRUE(absl::IsFailedPrecondition(basis.status())) << basis.status();
+  // The open stream carries on.
+  for (const auto& item : novadt::testing::SmallEpoch(2)) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1, 2}));
+}
+
+TEST_F(StoreSinkTest, BasisOfAServerTakenOverHereIsTheTakenOverRefusal) {
+  StreamEpochs(TestOpen(), 1);
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  auto basis = registry_->Basis("rig-a", Uuid());
+  EXPECT_TRUE(core::IsTakenOverRefusal(basis.status())) << basis.status();
+  EXPECT_TRUE(core::IsTakenOverRefusal(registry_->Basis("rig-b", Uuid()).status()));
+}
+
+// A planned switchover away from here: the files the copy ran on are the new primary's basis.
+TEST_F(StoreSinkTest, ARelinquishedReplicaIsABasisForTheNewPrimary) {
+  StreamEpochs(TestOpen(), 2);
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  {  // the copy that ran here changed the files
+    std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/ram.img",
+                      std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(9 * 4096);
+    out << std::string(4096, 'r');
+  }
+  const uint64_t mark = registry_->Relinquish(Uuid());
+  auto basis = registry_->Basis("rig-b", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(basis->ram_pages[9] == core::HashContent(std::string(4096, 'r')));
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), mark).ok());
+  ASSERT_TRUE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())))
+      << "its basis was handed out: kept";
+  core::StreamOpen open = WithBasis(basis->id);
+  open.primary_host = "rig-b";
+  auto r = core::ReplicationReceiver::Start(open, Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(9 * 4096, 4096), std::string(4096, 'r'));
+}
+
+// store_sink.h: "any other stream, fence or discard invalidates it". A copy may run on the files
+// after a fence: a basis handed out before must not seed in place over them.
+TEST_F(StoreSinkTest, AFenceInvalidatesABasisHandedOutBefore) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  {  // the copy that ran here changed the files
+    std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/ram.img",
+                      std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(9 * 4096);
+    out << std::string(4096, 'r');
+  }
+  registry_->Relinquish(Uuid());
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+}
+
+// DiscardIfUnused keeps the files only when they were used since Relinquish(); a basis handed
+// out before the fence (and invalidated by it) is no such use.
+TEST_F(StoreSinkTest, ABasisHandedOutBeforeAFenceDoesNotKeepARelinquishedReplica) {
+  StreamEpochs(TestOpen(), 2);
+  ASSERT_TRUE(registry_->Basis("rig-a", Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  const uint64_t mark = registry_->Relinquish(Uuid());
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), mark).ok());
+  EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())));
+}
+
+TEST_F(StoreSinkTest, ADiscardInvalidatesABasis) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  ASSERT_TRUE(registry_->Discard(Uuid()).ok());
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())));
 }
 
 }  // namespace

@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 
+#include "agent/core/replica_basis.h"
 #include "agent/rpc/agent_server.h"
 #include "agent/rpc/grpc_replication.h"
 #include "tests/support/fake_replica_sink.h"
@@ -70,7 +72,18 @@ class ReplicationStreamTest : public ::testing::Test {
     h.host = "rig-b";
     h.status = [] { return core::AgentStatusSnapshot{}; };
     h.hello_received = [](auto&&...) {};
-    if (keeps_replicas) h.open_replica = novadt::testing::FakeSinkFactory(state_);
+    if (keeps_replicas) {
+      h.open_replica = [this, sinks = novadt::testing::FakeSinkFactory(state_)](
+                           const core::StreamOpen& open) {
+        last_basis_id_ = open.basis_id;
+        return sinks(open);
+      };
+      h.replica_basis = [this](const std::string& primary, const std::string& uuid) {
+        std::lock_guard<std::mutex> lock(basis_mu_);
+        basis_asked_by_ = primary + " " + uuid;
+        return basis_;
+      };
+    }
     h.replication_heartbeat = milliseconds(50);
     auto s = StartAgentServer("unix:" + dir_.path() + "/b.sock", "127.0.0.1:0", std::move(h));
     ASSERT_TRUE(s.ok()) << s.status();
@@ -85,7 +98,74 @@ class ReplicationStreamTest : public ::testing::Test {
   std::unique_ptr<AgentServer> server_;
   std::unique_ptr<core::ReplicationLink> link_ = MakeGrpcReplicationLink();
   PrimaryView view_;
+  std::atomic<uint64_t> last_basis_id_{0};
+  std::mutex basis_mu_;
+  StatusOr<core::ReplicaBasis> basis_ = absl::NotFoundError("no replica here");  // basis_mu_
+  std::string basis_asked_by_;                                                  // basis_mu_
 };
+
+// A basis large enough for several chunks of hashes, with a short last disk block.
+core::ReplicaBasis LargeBasis() {
+  core::ReplicaBasis b;
+  b.id = 0x1234567890abcdefull;
+  b.ram_size_bytes = 100000 * core::kGuestPageSize;
+  b.disks = {{"vda", (1 << 20) + 5}, {"vdb", core::kBasisBlockSize}};
+  uint64_t n = 0;
+  const auto next = [&n] { ++n; return core::ContentHash{n * 0x9e3779b97f4a7c15ull, ~n}; };
+  for (uint64_t i = 0; i < 100000; ++i) b.ram_pages.push_back(next());
+  for (const auto& d : b.disks) {
+    for (uint64_t i = 0; i < core::BasisBlockCount(d.size_bytes); ++i) {
+      b.disk_blocks[d.name].push_back(next());
+    }
+  }
+  return b;
+}
+
+TEST_F(ReplicationStreamTest, BasisArrivesWholeAndTheNextOpenNamesIt) {
+  StartBackup();
+  const core::ReplicaBasis sent = LargeBasis();
+  ASSERT_TRUE(sent.Validate().ok());
+  {
+    std::lock_guard<std::mutex> lock(basis_mu_);
+    basis_ = sent;
+  }
+  auto got = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->id, sent.id);
+  EXPECT_EQ(got->ram_size_bytes, sent.ram_size_bytes);
+  EXPECT_EQ(got->disks, sent.disks);
+  EXPECT_TRUE(got->ram_pages == sent.ram_pages);
+  EXPECT_TRUE(got->disk_blocks == sent.disk_blocks);
+  {
+    std::lock_guard<std::mutex> lock(basis_mu_);
+    EXPECT_EQ(basis_asked_by_, TestOpen().primary_host + " " + TestOpen().instance_uuid);
+  }
+  core::StreamOpen open = TestOpen();
+  open.basis_id = got->id;
+  auto stream = Open(open);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  for (const auto& item : SmallEpoch(1)) ASSERT_TRUE((*stream)->Send(item).ok());
+  ASSERT_TRUE(WaitFor([&] { return view_.Committed().size() == 1; }, seconds(5)));
+  EXPECT_EQ(last_basis_id_.load(), sent.id);
+}
+
+TEST_F(ReplicationStreamTest, BasisRefusalsKeepTheirCodes) {
+  StartBackup();
+  auto none = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  EXPECT_TRUE(absl::IsNotFound(none.status())) << none.status();
+  {
+    std::lock_guard<std::mutex> lock(basis_mu_);
+    basis_ = core::TakenOverRefusal(TestOpen().instance_uuid);
+  }
+  auto taken = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  EXPECT_TRUE(core::IsTakenOverRefusal(taken.status())) << taken.status();
+}
+
+TEST_F(ReplicationStreamTest, AgentWithoutReplicasHasNoBasis) {
+  StartBackup(/*keeps_replicas=*/false);
+  auto basis = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  EXPECT_TRUE(absl::IsUnimplemented(basis.status())) << basis.status();
+}
 
 TEST_F(ReplicationStreamTest, EpochsArriveInOrderAndAreAckedAfterCommit) {
   StartBackup();
