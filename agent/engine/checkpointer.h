@@ -61,8 +61,9 @@ class Checkpointer {
   // shared guest RAM. FailedPrecondition (QEMU's reason) when QEMU refuses.
   Status Prepare();
 
-  // Called during the pause with the pages the tracker found, to add pages it cannot know of
-  // (seeding: pages whose content differs from what the running copy sent).
+  // Called during the pause with the pages the tracker found; may add pages it cannot know of
+  // or replace the set (seeding: exactly the pages whose content differs from what the running
+  // copy sent). The pages in the set on return are the epoch's.
   using ExtraDirty = std::function<void(dirty::DirtyPages&)>;
 
   // What Take() does with the guest once the checkpoint is taken.

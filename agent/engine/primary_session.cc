@@ -469,17 +469,31 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   NOVA_DT_RETURN_IF_ERROR(parts_.capture->Start(options_.capture_ready_timeout));
   core::EpochWriter epoch1(stream, 1);
   NOVA_DT_RETURN_IF_ERROR(epoch1.Begin());
+  uint64_t sent_bytes = 0, basis_bytes = 0;
+  // Disk writes go in capture order, less the blocks the basis holds (one filter for the whole
+  // epoch: it must see every write in order).
+  core::DiskBasisFilter filter =
+      basis ? core::DiskBasisFilter(parts_.open.disks, basis->disk_blocks) : core::DiskBasisFilter();
+  const auto send_disk_writes = [&](std::vector<core::DiskWrite> writes) {
+    std::vector<core::DiskWrite> out;
+    out.reserve(writes.size());
+    for (auto& w : writes) filter.Filter(std::move(w), out);
+    for (const auto& w : out) sent_bytes += w.data.size();
+    return epoch1.DiskWrites(out);
+  };
+  // The disks' initial copy is buffered by now: it goes while the guest runs, so that what
+  // follows the first pause (and gates the first ack, i.e. held output) stays small.
+  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
   const uint64_t pages = parts_.stager->page_count();
   // The copy below races with the guest. The dirty tracker knows what changed since it was
   // armed, not what the copy caught: a page changed and changed back while it was copied would
-  // look clean but reach the replica half-way. So remember what was sent, and at the first pause
-  // resend every page whose bytes differ from it. With a basis, a page whose bytes the backup's
-  // basis already holds is not sent: the replica has it (and it counts as sent).
+  // look clean but reach the replica half-way. So remember (the hash of) what was sent, and at
+  // the first pause send every page whose bytes differ from it. With a basis, a page whose bytes
+  // the backup's basis already holds is not sent: the replica has it (and it counts as sent).
   std::vector<core::ContentHash> sent_hash(pages);
   const auto page_bytes = [](const char* page) {
     return std::string_view(page, core::kGuestPageSize);
   };
-  uint64_t sent_bytes = 0, basis_bytes = 0;
   core::StagedEpoch slice, to_send;
   for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
     if (Stopping()) return absl::CancelledError("stopped while seeding");
@@ -505,12 +519,40 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     sent_bytes += out->page_data.size();
     NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(*out));
   }
-  const auto resend_what_the_copy_missed = [&](dirty::DirtyPages& dirty) {
+  // Pre-copy rounds (as live migration's): what changed since it was sent goes again while the
+  // guest runs, until a round is at most one slice, so that the first pause's resend — whose
+  // ack gates the first held output — stays small on a slow link.
+  for (int round = 0; round < options_.seed_precopy_rounds; ++round) {
+    uint64_t changed = 0;
+    const auto flush = [&]() -> Status {
+      if (to_send.page_index.empty()) return absl::OkStatus();
+      sent_bytes += to_send.page_data.size();
+      Status st = epoch1.Pages(to_send);
+      to_send.page_index.clear();
+      to_send.page_data.clear();
+      return st;
+    };
     for (uint64_t p = 0; p < pages; ++p) {
-      if (!dirty.Contains(p) &&
-          core::HashContent(page_bytes(parts_.stager->page(p))) != sent_hash[p]) {
-        dirty.Insert(p);
-      }
+      if (core::HashContent(page_bytes(parts_.stager->page(p))) == sent_hash[p]) continue;
+      if (Stopping()) return absl::CancelledError("stopped while seeding");
+      // Copy, then hash the copy: what is remembered as sent must be the bytes sent.
+      to_send.page_index.push_back(p);
+      to_send.page_data.append(parts_.stager->page(p), core::kGuestPageSize);
+      sent_hash[p] = core::HashContent(
+          page_bytes(to_send.page_data.data() + to_send.page_data.size() - core::kGuestPageSize));
+      ++changed;
+      if (to_send.page_index.size() >= options_.seed_slice_pages) NOVA_DT_RETURN_IF_ERROR(flush());
+    }
+    NOVA_DT_RETURN_IF_ERROR(flush());
+    if (changed <= options_.seed_slice_pages) break;
+  }
+  // At the first pause the replica lacks exactly the pages whose bytes differ from what it
+  // got: that set replaces the tracker's (which holds every page changed since it was armed,
+  // also those the rounds sent again since).
+  const auto what_the_replica_lacks = [&](dirty::DirtyPages& dirty) {
+    dirty = dirty::DirtyPages(pages);
+    for (uint64_t p = 0; p < pages; ++p) {
+      if (core::HashContent(page_bytes(parts_.stager->page(p))) != sent_hash[p]) dirty.Insert(p);
     }
   };
   {
@@ -520,7 +562,7 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
       if (state_ != PairState::kSeeding) return absl::AbortedError(reason_);
       if (fenced_) return absl::AbortedError("guest fenced while seeding");
     }
-    auto t = checkpointer_.Take(1, staged, resend_what_the_copy_missed);
+    auto t = checkpointer_.Take(1, staged, what_the_replica_lacks);
     if (!t.ok()) return t.status();
     RecordPause(t->total);
     std::lock_guard<std::mutex> lock(mu_);
@@ -529,22 +571,12 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   }
   NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
   sent_bytes += staged.page_data.size();
-  if (basis) {
-    // The disks' initial copy (and the guest's writes during it), in order, less the blocks
-    // the basis holds.
-    core::DiskBasisFilter filter(parts_.open.disks, basis->disk_blocks);
-    std::vector<core::DiskWrite> writes;
-    for (auto& w : staged.disk_writes) filter.Filter(std::move(w), writes);
-    staged.disk_writes = std::move(writes);
-    basis_bytes += filter.skipped_bytes();
-  }
-  for (const auto& w : staged.disk_writes) sent_bytes += w.data.size();
+  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(std::move(staged.disk_writes)));
   {
     std::lock_guard<std::mutex> lock(mu_);
     seed_bytes_ = sent_bytes;
-    seed_basis_bytes_ = basis_bytes;
+    seed_basis_bytes_ = basis_bytes + filter.skipped_bytes();
   }
-  NOVA_DT_RETURN_IF_ERROR(epoch1.DiskWrites(staged.disk_writes));
   device_states_.Reset();  // a new stream: its first state goes whole
   EncodeDeviceState(staged);
   return epoch1.End(staged.device_state, staged.device_state_encoding);

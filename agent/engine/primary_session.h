@@ -1,16 +1,18 @@
 // One protected server on its primary host: the epoch engine's state machine, driving the
 // seven stages (ARCHITECTURE.md) over the parts it is given:
 //
-//   seeding    open the replication stream; short pause: arm dirty tracking, open egress
-//              epoch 1, resume; start disk capture (its initial copy seeds the disks); stream all
-//              of RAM in slices while the guest runs; first checkpoint completes epoch 1.
+//   seeding    ask the backup for its basis (what its replica files already hold, hashed:
+//              core/replica_basis.h) and open the replication stream; short pause: arm dirty
+//              tracking, open egress epoch 1, resume; start disk capture and stream its initial
+//              copy (it seeds the disks), then all of RAM in slices, while the guest runs —
+//              leaving out what the basis holds; the first checkpoint completes epoch 1.
 //   protected  every `epoch` interval: checkpoint (stages II+III, Checkpointer), stream the
 //              epoch (IV/V, EpochWriter); each ack from the backup (VI) releases that epoch's
 //              held output (EgressGate).
 //   degraded   the backup did not ack the oldest outstanding epoch within `degrade_after`, or
 //              the stream broke, or a checkpoint failed: all held output is released, the guest
 //              runs unprotected, the reason is reported; after `reseed_after` seeding starts
-//              again (a new stream re-creates the replica).
+//              again (a new stream re-seeds the replica, over its basis when it has one).
 //   unprotected  Stop() was called.
 //
 // With a witness (SessionParts::witness, docs/witness.md) the session also keeps invariant 3
@@ -65,6 +67,9 @@ struct SessionOptions {
   std::chrono::milliseconds reseed_after{2000};
   std::chrono::milliseconds capture_ready_timeout{120000};
   uint64_t seed_slice_pages = 1024;  // RAM streamed per slice while seeding (4 MiB)
+  // Passes over RAM after the seeding copy, each sending what changed since it was sent; they
+  // stop early once a pass sends at most one slice.
+  int seed_precopy_rounds = 4;
   // Bound on asking the backup for its basis before a seed (it hashes its replica files).
   std::chrono::milliseconds basis_timeout{10000};
 };

@@ -39,6 +39,9 @@ struct PairRigOptions {
   uint64_t protected_epoch = 10;
   // false: BringUp stops once the guest counts and both agents run (the test protects).
   bool protect = true;
+  // Impairs one host's link before the pair is protected (`rig netem HOST ARGS`), e.g.
+  // {"b", "delay 50ms loss 5%"}: the pair seeds and runs on that link from the start.
+  std::map<std::string, std::string> netem;
 };
 
 class PairRigTest : public ::testing::Test {
@@ -47,7 +50,12 @@ class PairRigTest : public ::testing::Test {
 
   void BringUp(const PairRigOptions& o) {
     rig_ = std::make_unique<Rig>(o.rig_name);
-    ASSERT_TRUE(rig_->Up().ok());
+    Status up = rig_->Up();
+    ASSERT_TRUE(up.ok()) << up;
+    for (const auto& [host, args] : o.netem) {
+      Status impaired = rig_->Netem(host, args);
+      ASSERT_TRUE(impaired.ok()) << impaired;
+    }
     settings_ = o.agent_settings;
     host_settings_ = o.host_settings;
     if (o.witness) {

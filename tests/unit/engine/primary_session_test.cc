@@ -43,6 +43,7 @@ class LoopbackLink final : public core::ReplicationLink {
            core::EpochStreamCallbacks cb)
         : link_(link), receiver_(std::move(r)), cb_(std::move(cb)) {}
     Status Send(const core::StreamItem& item) override {
+      if (link_.on_send) link_.on_send(item);
       std::optional<uint64_t> ack;
       if (link_.taken_over) {  // the backup failed the server over: it refuses and ends
         const Status refusal = core::TakenOverRefusal("the-server");
@@ -149,6 +150,8 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<int64_t> last_witness_generation{-1};
   std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
   std::atomic<uint64_t> last_basis_id{0};
+  // Called with every item the primary sends (on its sending thread); set before the session.
+  std::function<void(const core::StreamItem&)> on_send;
   // What Basis() answers (under mu_): none by default, as a backup without a replica.
   StatusOr<core::ReplicaBasis> basis = absl::NotFoundError("no replica here");
   void SetBasis(StatusOr<core::ReplicaBasis> b) {
@@ -270,11 +273,13 @@ TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
   ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
   ASSERT_TRUE(WaitFor([&] { return session_->status().last_committed >= 6; }, seconds(5)));
   auto calls = link_.state->Calls();
-  // Epoch 1 carries all of RAM in 16-page slices, the disk's initial copy and the device state.
+  // Epoch 1 carries the disk's initial copy, then all of RAM in 16-page slices (both while the
+  // guest runs, before the first pause), then the first pause's dirty pages and the device
+  // state.
   ASSERT_GE(calls.size(), 8u);
   EXPECT_EQ(calls[0], "begin 1");
-  for (int i = 1; i <= 4; ++i) EXPECT_EQ(calls[i], "pages 16");
-  EXPECT_NE(std::find(calls.begin(), calls.end(), "disk vda 0+4096"), calls.end());
+  EXPECT_EQ(calls[1], "disk vda 0+4096");
+  for (int i = 2; i <= 5; ++i) EXPECT_EQ(calls[i], "pages 16");
   EXPECT_NE(std::find(calls.begin(), calls.end(), "commit 1"), calls.end());
   // Output is held per epoch and let go by acks: never more than the open epoch plus one in
   // flight, and an object-del for each acked epoch.
@@ -399,6 +404,33 @@ TEST_F(PrimarySessionTest, ABasisRefusedAsTakenOverStandsTheCopyDown) {
   ASSERT_TRUE(WaitFor([&] { return session_->status().taken_over; }, seconds(5)));
   EXPECT_EQ(link_.opens.load(), 0);
   session_->Stop();
+}
+
+// A page the guest changes after the seeding copy sent it goes again in a pre-copy round, while
+// the guest runs — not at the first pause (whose resend gates the first ack).
+TEST_F(PrimarySessionTest, PageChangedAfterTheCopyGoesAgainBeforeTheFirstPause) {
+  std::atomic<bool> changed{false};
+  link_.on_send = [&](const core::StreamItem& item) {
+    const auto* p = std::get_if<core::RamPages>(&item);
+    if (p && !p->page_index.empty() && p->page_index.back() == kPages - 1 && !changed) {
+      guest_[5 * kPage + 7] ^= 0x33;  // the copy's last slice is on its way: page 5 was sent
+      changed = true;
+    }
+  };
+  SessionOptions o = Fast();
+  o.epoch = seconds(10);  // only the seeding epoch matters here
+  StartSession(o);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  std::vector<uint64_t> pages;
+  {
+    std::lock_guard<std::mutex> lock(link_.state->mu);
+    pages = link_.state->pages;
+  }
+  // The copy's 64 pages, then the round: page 5 alone; the pause resends at most the page the
+  // fake guest dirties while paused, never page 5 once more.
+  ASSERT_GE(pages.size(), kPages + 1);
+  EXPECT_EQ(pages[kPages], 5u);
+  EXPECT_EQ(std::count(pages.begin(), pages.end(), 5u), 2);
 }
 
 TEST_F(PrimarySessionTest, StalledBackupHoldsOutputUntilTheBoundThenDegradesAndReseeds) {
