@@ -140,9 +140,10 @@ using ReplicaSinkFactory = std::function<StatusOr<std::unique_ptr<ReplicaSink>>(
 
 // What the backup sent back.
 struct StreamAck {
-  enum class Kind { kCommitted, kHeartbeat };
+  // kSynced: the backup has received everything sent before the Sync() of token `epoch`.
+  enum class Kind { kCommitted, kHeartbeat, kSynced };
   Kind kind = Kind::kHeartbeat;
-  uint64_t epoch = 0;  // kCommitted only
+  uint64_t epoch = 0;  // kCommitted: the epoch; kSynced: the token
 };
 
 // Primary side: one open stream. Send() may be called from one thread at a time (the sender
@@ -155,6 +156,13 @@ class EpochStream {
   virtual Status Send(const StreamItem& item) = 0;
   // Sends a heartbeat now (the caller decides when the stream is idle).
   virtual Status Heartbeat() = 0;
+  // A barrier: asks the backup to answer with a kSynced ack of `token` once it has received
+  // and handled everything sent before (streams are ordered). Unimplemented on a link that
+  // cannot (the caller then goes without).
+  virtual Status Sync(uint64_t token) {
+    (void)token;
+    return absl::UnimplementedError("this stream has no sync barrier");
+  }
   // Half-closes the stream and waits (bounded by `timeout`) for the backup's last acks and end.
   virtual Status Finish(std::chrono::milliseconds timeout) = 0;
   // Breaks the stream off; the done callback reports Cancelled. Safe from any thread.

@@ -442,6 +442,29 @@ Status PrimarySession::PauseAndArm() {
   return armed;
 }
 
+Status PrimarySession::Drain(core::EpochStream& stream) {
+  uint64_t token;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    token = ++sync_sent_;
+  }
+  Status sent = stream.Sync(token);
+  if (absl::IsUnimplemented(sent)) return absl::OkStatus();  // a link without barriers
+  NOVA_DT_RETURN_IF_ERROR(sent);
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool done = cv_.wait_for(lock, options_.seed_drain_timeout, [&] {
+    return stopping_ || state_ == PairState::kDegraded || synced_ >= token;
+  });
+  if (stopping_) return absl::CancelledError("stopped while seeding");
+  if (state_ == PairState::kDegraded) return absl::AbortedError(reason_);
+  if (!done) {
+    return absl::DeadlineExceededError(
+        "the backup did not receive the seed within " +
+        std::to_string(options_.seed_drain_timeout.count()) + " ms");
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<std::optional<core::ReplicaBasis>> PrimarySession::FetchBasis() {
   const InstanceLog log(parts_.open.instance_uuid);
   auto basis = parts_.link->Basis(parts_.backup_address, parts_.open, options_.basis_timeout);
@@ -495,6 +518,9 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     return std::string_view(page, core::kGuestPageSize);
   };
   core::StagedEpoch slice, to_send;
+  // Each pass ends with a barrier: the next pass (and finally the pause) starts once the backup
+  // has everything sent so far, so what the pause sends is not queued behind it.
+  NOVA_DT_RETURN_IF_ERROR(Drain(stream));
   for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
     if (Stopping()) return absl::CancelledError("stopped while seeding");
     const uint64_t n = std::min(options_.seed_slice_pages, pages - first);
@@ -519,11 +545,16 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     sent_bytes += out->page_data.size();
     NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(*out));
   }
+  // The guest's disk writes since the initial copy go with each pass too.
+  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
+  NOVA_DT_RETURN_IF_ERROR(Drain(stream));
   // Pre-copy rounds (as live migration's): what changed since it was sent goes again while the
-  // guest runs, until a round is at most one slice, so that the first pause's resend — whose
-  // ack gates the first held output — stays small on a slow link.
+  // guest runs, until a round (sent and received) takes at most a quarter of the degrade bound.
+  // The first pause then sends about what changed during that round, and its ack — which gates
+  // the first held output — comes well within the bound, even on a slow link.
   for (int round = 0; round < options_.seed_precopy_rounds; ++round) {
-    uint64_t changed = 0;
+    const auto round_start = clock_.Now();
+    const uint64_t bytes_before = sent_bytes;
     const auto flush = [&]() -> Status {
       if (to_send.page_index.empty()) return absl::OkStatus();
       sent_bytes += to_send.page_data.size();
@@ -540,11 +571,17 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
       to_send.page_data.append(parts_.stager->page(p), core::kGuestPageSize);
       sent_hash[p] = core::HashContent(
           page_bytes(to_send.page_data.data() + to_send.page_data.size() - core::kGuestPageSize));
-      ++changed;
       if (to_send.page_index.size() >= options_.seed_slice_pages) NOVA_DT_RETURN_IF_ERROR(flush());
     }
     NOVA_DT_RETURN_IF_ERROR(flush());
-    if (changed <= options_.seed_slice_pages) break;
+    NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
+    NOVA_DT_RETURN_IF_ERROR(Drain(stream));
+    const auto took = clock_.Now() - round_start;
+    InstanceLog(parts_.open.instance_uuid)
+        .Info("seeding round {}: {:.1f} MiB changed since sent, received in {} ms", round + 1,
+               (sent_bytes - bytes_before) / 1048576.0,
+               std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
+    if (took <= options_.degrade_after / 4) break;
   }
   // At the first pause the replica lacks exactly the pages whose bytes differ from what it
   // got: that set replaces the tracker's (which holds every page changed since it was armed,
@@ -570,8 +607,13 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     last_checkpoint_ = 1;
   }
   NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
+  const uint64_t before_pause = sent_bytes;
   sent_bytes += staged.page_data.size();
   NOVA_DT_RETURN_IF_ERROR(send_disk_writes(std::move(staged.disk_writes)));
+  InstanceLog(parts_.open.instance_uuid)
+      .Info("seeding: the first pause took {} pages and {:.1f} MiB in all, device state {} KiB",
+            staged.page_index.size(), (sent_bytes - before_pause) / 1048576.0,
+            staged.device_state.size() / 1024);
   {
     std::lock_guard<std::mutex> lock(mu_);
     seed_bytes_ = sent_bytes;
@@ -604,10 +646,15 @@ Status PrimarySession::Protect() {
   }
   core::EpochStreamCallbacks callbacks;
   callbacks.on_ack = [this, generation](const core::StreamAck& ack) {
-    if (ack.kind != core::StreamAck::Kind::kCommitted) return;
+    if (ack.kind == core::StreamAck::Kind::kHeartbeat) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (generation != generation_) return;
+      if (ack.kind == core::StreamAck::Kind::kSynced) {
+        synced_ = std::max(synced_, ack.epoch);
+        cv_.notify_all();
+        return;
+      }
     }
     OnAck(ack.epoch);
   };

@@ -67,9 +67,11 @@ struct SessionOptions {
   std::chrono::milliseconds reseed_after{2000};
   std::chrono::milliseconds capture_ready_timeout{120000};
   uint64_t seed_slice_pages = 1024;  // RAM streamed per slice while seeding (4 MiB)
-  // Passes over RAM after the seeding copy, each sending what changed since it was sent; they
-  // stop early once a pass sends at most one slice.
-  int seed_precopy_rounds = 4;
+  // Most passes over RAM after the seeding copy, each sending what changed since it was sent;
+  // they stop once one took at most degrade_after / 4 (sent and received by the backup).
+  int seed_precopy_rounds = 10;
+  // Bound on waiting, after a seeding pass, until the backup received it (a slow link).
+  std::chrono::milliseconds seed_drain_timeout{300000};
   // Bound on asking the backup for its basis before a seed (it hashes its replica files).
   std::chrono::milliseconds basis_timeout{10000};
 };
@@ -173,6 +175,9 @@ class PrimarySession {
   // The backup's basis for the next stream, or none (full seed; why is logged). The taken-over
   // refusal is returned as an error.
   StatusOr<std::optional<core::ReplicaBasis>> FetchBasis();
+  // Seeding barrier: returns once the backup has received everything sent on `stream` so far
+  // (EpochStream::Sync); at once on a link without barriers. Aborted when the pair degrades.
+  Status Drain(core::EpochStream& stream);
   Status PauseAndArm();
   // The final epoch of a switchover, once streamed: waits for its commit, then releases all
   // held output. The guest is paused; on failure it is resumed.
@@ -219,6 +224,8 @@ class PrimarySession {
   Clock::TimePoint seed_started_{};
   Clock::Duration seed_time_{0};
   uint64_t seed_bytes_ = 0;        // guarded by mu_
+  uint64_t sync_sent_ = 0;         // guarded by mu_: the last Sync() token
+  uint64_t synced_ = 0;            // guarded by mu_: the last token the backup answered
   uint64_t seed_basis_bytes_ = 0;  // guarded by mu_
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals
   uint64_t steady_epochs_ = 0, steady_pages_ = 0, steady_bytes_ = 0;

@@ -177,7 +177,15 @@ grpc::Status ServeReplicationStream(
       break;
     }
     (*receiver)->Heard();
-    if (msg.body_case() == ReplicationMessage::kHeartbeat) continue;
+    if (msg.body_case() == ReplicationMessage::kHeartbeat) {
+      if (msg.heartbeat().sync() == 0) continue;
+      // Every message before it has been handled on this thread: answer the barrier.
+      ReplicationAck synced;
+      synced.mutable_heartbeat()->set_sent_unix_us(NowUnixUs());
+      synced.mutable_heartbeat()->set_sync(msg.heartbeat().sync());
+      if (!write(synced)) result = absl::UnavailableError("cannot send ack to the primary");
+      continue;
+    }
     if (msg.body_case() == ReplicationMessage::kOpen || msg.body_case() == ReplicationMessage::BODY_NOT_SET) {
       result = absl::InvalidArgumentError(msg.body_case() == ReplicationMessage::kOpen
                                               ? "second StreamOpen on one stream"
@@ -247,6 +255,13 @@ class GrpcEpochStream final : public core::EpochStream {
     return stream_->Write(m) ? absl::OkStatus() : Terminal();
   }
 
+  Status Sync(uint64_t token) override {
+    ReplicationMessage m;
+    m.mutable_heartbeat()->set_sent_unix_us(NowUnixUs());
+    m.mutable_heartbeat()->set_sync(token);
+    return stream_->Write(m) ? absl::OkStatus() : Terminal();
+  }
+
   Status Finish(std::chrono::milliseconds timeout) override {
     stream_->WritesDone();
     std::unique_lock<std::mutex> lock(mu_);
@@ -267,6 +282,8 @@ class GrpcEpochStream final : public core::EpochStream {
       if (!callbacks_.on_ack) continue;
       if (ack.body_case() == ReplicationAck::kCommitted) {
         callbacks_.on_ack({core::StreamAck::Kind::kCommitted, ack.committed().epoch()});
+      } else if (ack.heartbeat().sync() != 0) {
+        callbacks_.on_ack({core::StreamAck::Kind::kSynced, ack.heartbeat().sync()});
       } else {
         callbacks_.on_ack({core::StreamAck::Kind::kHeartbeat, 0});
       }

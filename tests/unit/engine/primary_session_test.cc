@@ -10,6 +10,7 @@
 
 #include <future>
 #include <memory>
+#include <thread>
 
 #include "agent/core/replica_basis.h"
 #include "agent/core/replication_receiver.h"
@@ -63,10 +64,19 @@ class LoopbackLink final : public core::ReplicationLink {
         if (!a.ok()) return a.status();
         ack = *a;
       }
-      if (ack) link_.Ack(this, *ack);
+      if (ack) link_.Ack(this, {core::StreamAck::Kind::kCommitted, *ack});
       return absl::OkStatus();
     }
     Status Heartbeat() override { return absl::OkStatus(); }
+    Status Sync(uint64_t token) override {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_) return absl::CancelledError("stream cancelled");
+      }
+      ++link_.syncs;
+      link_.Ack(this, {core::StreamAck::Kind::kSynced, token});
+      return absl::OkStatus();
+    }
     Status Finish(milliseconds) override { return absl::OkStatus(); }
     void Cancel() override {
       {
@@ -77,12 +87,12 @@ class LoopbackLink final : public core::ReplicationLink {
       }
       cb_.on_done(absl::CancelledError("cancelled"));
     }
-    void DeliverAck(uint64_t epoch) {
+    void DeliverAck(const core::StreamAck& ack) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (done_) return;
       }
-      cb_.on_ack({core::StreamAck::Kind::kCommitted, epoch});
+      cb_.on_ack(ack);
     }
 
    private:
@@ -121,18 +131,18 @@ class LoopbackLink final : public core::ReplicationLink {
     return std::unique_ptr<core::EpochStream>(std::move(s));
   }
 
-  void Ack(Stream* s, uint64_t epoch) {
+  void Ack(Stream* s, const core::StreamAck& ack) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stalled_) {
-        held_.push_back({s, epoch});
+        held_.push_back({s, ack});
         return;
       }
     }
-    s->DeliverAck(epoch);
+    s->DeliverAck(ack);
   }
   void Stall(bool on) {
-    std::vector<std::pair<Stream*, uint64_t>> release;
+    std::vector<std::pair<Stream*, core::StreamAck>> release;
     {
       std::lock_guard<std::mutex> lock(mu_);
       stalled_ = on;
@@ -150,6 +160,7 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<int64_t> last_witness_generation{-1};
   std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
   std::atomic<uint64_t> last_basis_id{0};
+  std::atomic<int> syncs{0};
   // Called with every item the primary sends (on its sending thread); set before the session.
   std::function<void(const core::StreamItem&)> on_send;
   // What Basis() answers (under mu_): none by default, as a backup without a replica.
@@ -163,7 +174,7 @@ class LoopbackLink final : public core::ReplicationLink {
   std::mutex mu_;
   bool stalled_ = false;
   Stream* current_ = nullptr;
-  std::vector<std::pair<Stream*, uint64_t>> held_;
+  std::vector<std::pair<Stream*, core::StreamAck>> held_;
 };
 
 class FakeCapture final : public DiskCapture {
@@ -431,6 +442,22 @@ TEST_F(PrimarySessionTest, PageChangedAfterTheCopyGoesAgainBeforeTheFirstPause) 
   ASSERT_GE(pages.size(), kPages + 1);
   EXPECT_EQ(pages[kPages], 5u);
   EXPECT_EQ(std::count(pages.begin(), pages.end(), 5u), 2);
+}
+
+// Seeding passes end with a barrier: while the backup has not received the copy (acks held
+// here, as on a slow link), the first pause — whose resend and ack gate held output — waits.
+TEST_F(PrimarySessionTest, TheFirstPauseWaitsUntilTheBackupReceivedTheCopy) {
+  link_.Stall(true);
+  StartSession(Fast());
+  ASSERT_TRUE(WaitFor([&] { return link_.syncs.load() >= 1; }, seconds(2)));
+  std::this_thread::sleep_for(milliseconds(400));  // > the 300 ms degrade bound
+  EXPECT_EQ(session_->status().state, PairState::kSeeding) << session_->status().reason;
+  EXPECT_EQ(Count("\"stop\""), 1) << "only the pause arming the tracker";
+  EXPECT_EQ(link_.syncs.load(), 1) << "the next pass waits for the barrier";
+  link_.Stall(false);
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  EXPECT_GE(link_.syncs.load(), 2);
+  session_->Stop();
 }
 
 TEST_F(PrimarySessionTest, StalledBackupHoldsOutputUntilTheBoundThenDegradesAndReseeds) {

@@ -30,6 +30,9 @@ struct PrimaryView {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<uint64_t> committed;
+  std::vector<uint64_t> synced;
+  std::shared_ptr<FakeReplicaState> state;  // to see what the backup had at a sync
+  size_t calls_at_sync = 0;
   int heartbeats = 0;
   std::optional<Status> done;
   int done_calls = 0;
@@ -39,6 +42,9 @@ struct PrimaryView {
               std::lock_guard<std::mutex> lock(mu);
               if (a.kind == core::StreamAck::Kind::kCommitted) {
                 committed.push_back(a.epoch);
+              } else if (a.kind == core::StreamAck::Kind::kSynced) {
+                synced.push_back(a.epoch);
+                calls_at_sync = state ? state->Calls().size() : 0;
               } else {
                 ++heartbeats;
               }
@@ -182,6 +188,24 @@ TEST_F(ReplicationStreamTest, EpochsArriveInOrderAndAreAckedAfterCommit) {
   EXPECT_TRUE(view_.done->ok()) << *view_.done;
   EXPECT_EQ(state_->Calls().back(), "close OK");
   EXPECT_EQ(view_.done_calls, 1);
+}
+
+TEST_F(ReplicationStreamTest, SyncIsAnsweredOnceEverythingBeforeItWasHandled) {
+  StartBackup();
+  view_.state = state_;
+  auto stream = Open();
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  const auto items = SmallEpoch(1);
+  for (size_t i = 0; i + 1 < items.size(); ++i) ASSERT_TRUE((*stream)->Send(items[i]).ok());
+  ASSERT_TRUE((*stream)->Sync(7).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(view_.mu);
+    return !view_.synced.empty();
+  }, seconds(5)));
+  std::lock_guard<std::mutex> lock(view_.mu);
+  EXPECT_THAT(view_.synced, ElementsAre(7));
+  EXPECT_EQ(view_.calls_at_sync, items.size() - 1) << "the backup answered before handling all";
+  EXPECT_TRUE(view_.committed.empty());
 }
 
 TEST_F(ReplicationStreamTest, HeartbeatsFlowBothWaysWhileIdle) {
