@@ -168,6 +168,9 @@ StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
   // silently take half the calls. One agent per address.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
+  // A replication stream is one long-lived HTTP/2 stream carrying megabytes per epoch: a fixed
+  // 16 MiB receive window (instead of one sized by BDP probes, which noisy RTT samples on a
+  // lossy link keep small) keeps flow control from being its bottleneck.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddListeningPort(address, std::move(credentials), &port);

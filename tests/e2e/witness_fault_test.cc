@@ -11,7 +11,8 @@
 //     generation before it releases output), b calls its failover off; protection comes back
 //     when the link heals.
 //   - backup agent killed, backup cut from etcd only, etcd restarted, and 60 s on lossy links:
-//     no failover, no fence, one guest counting (the rows say how protection fared).
+//     no failover, no fence, one guest counting (the rows say how protection fared). A pair on
+//     a link with 5 % loss and 50 ms delay from the start stays protected throughout.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -282,15 +283,13 @@ TEST_F(WitnessFaultTest, EtcdRestartLeavesThePairAlone) {
   ExpectOneCountingGuest("across the etcd restart", seen_at_restart);
 }
 
-// Issue 6 asks the pair to stay protected here. It does not yet: an idle epoch carries ~0.26 MB
-// (its dirty pages; the device state goes as a small delta), ~2.6 MB/s at 100 ms epochs, at
-// times more than one TCP stream gets through 5 % loss at ~100 ms RTT; the backup falls behind,
-// the primary degrades (releasing output only after advancing the witness generation) and
-// re-seeds 256 MiB over the same link. The test holds
-// what must hold regardless — no failover, one guest serving throughout — and the fault row
-// reports the protection state as measured.
+// Lossy links. An idle epoch carries ~0.26 MB (its dirty pages; the device state goes as a
+// small delta), ~2.6 MB/s at 100 ms epochs. When a stall still outlasts the degrade bound, the
+// primary degrades (releasing output only after advancing the witness generation) and re-seeds
+// over the replica the backup kept: only what changed crosses the link again.
 // 60 s on an impaired link of b (both directions): no failover and no fence ever; prints the
-// share of samples (every 500 ms) in which a reported the pair protected, and the re-seeds.
+// share of samples (every 500 ms) in which a reported the pair protected, and the re-seeds in
+// that window.
 struct LossyRun {
   bool failed_over = false;
   int protected_samples = 0, samples = 0;
@@ -306,10 +305,15 @@ class LossyLinkTest : public WitnessFaultTest {
     LossyRun r;
     novadt::testing::PairRigOptions o{.rig_name = rig_name,
                                       .agent_settings = std::move(settings)};
-    if (from_start) o.netem["b"] = netem;
+    if (from_start) {
+      o.netem["b"] = netem;
+      o.protect_timeout = seconds(300);  // the first seed crosses the impaired link
+    }
     BringUp(o);
     if (HasFatalFailure()) return r;
     const size_t seen_at_start = rig_->ObserverValues().size();
+    const auto before = Server("a");
+    const uint64_t reseeds_at_start = before ? before->reseeds() : 0;
     if (!from_start) {
       EXPECT_TRUE(rig_->Netem("b", netem).ok());
     }
@@ -326,7 +330,7 @@ class LossyLinkTest : public WitnessFaultTest {
     auto a = Server("a");
     auto b = Server("b");
     EXPECT_TRUE(a && b);
-    if (a) r.reseeds = a->reseeds();
+    if (a) r.reseeds = a->reseeds() - reseeds_at_start;
     if (b) r.suspicions = b->suspicions();
     EXPECT_FALSE(r.failed_over) << Log("b");
     EXPECT_FALSE(EverFenced("a")) << Log("a");
@@ -342,27 +346,37 @@ class LossyLinkTest : public WitnessFaultTest {
   }
 };
 
-// Issue 6's row: 5 % loss and 50 ms delay. Bulk TCP carries ~12 MB/s through it on the rig
-// (about 4x what an idle 256 MiB guest's epochs need), yet the replication stream still stalls
-// now and then for more than the degrade bound (seen with 2 s and with 5 s), and the pair
-// re-seeds: "stays protected" is NOT met yet, and only reported. What must hold: no failover,
-// no fence, one guest counting on.
-TEST_F(LossyLinkTest, LossyDelayedLinkNeverFailsOver) {
+// Issue 6's row: a pair on a link with 5 % loss and 50 ms delay stays protected, with no false
+// failover, for 60 s. The pair seeds over that link first (pre-copy rounds with a delivery
+// barrier each, so the first pause's ack is not queued behind the copy).
+TEST_F(LossyLinkTest, LossyDelayedLinkStaysProtectedAndNeverFailsOver) {
   const LossyRun r = Run("wf7", "delay 50ms loss 5%", /*from_start=*/true);
   ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(r.protected_samples, r.samples) << "protection not held";
+  EXPECT_EQ(r.reseeds, 0u);
   FaultRow("netem 5 % loss + 50 ms delay (link of b), 60 s", "stays protected, no false failover",
            Measured(r) + (r.protected_samples == r.samples ? "" : " (protection NOT held)"));
 }
 
-// Harsher: ±20 ms jitter as well (the failure detector's bench condition). The jitter reorders
-// packets and TCP then carries only ~1-2 MB/s on the rig, less than the ~2.6 MB/s of epochs, so
-// the pair degrades and re-seeds; what must hold is no failover and no fence.
+// The same link turning bad under a protected pair: the switch itself may stall the stream past
+// the degrade bound (seen in about half the runs: the connection was sized for the clean link);
+// the pair then degrades and re-seeds over the replica the backup kept, ~7 s unprotected. What
+// must hold: no failover, no fence; the protection share is reported.
+TEST_F(LossyLinkTest, LinkTurningLossyUnderAProtectedPairNeverFailsOver) {
+  const LossyRun r = Run("wf9", "delay 50ms loss 5%", /*from_start=*/false);
+  ASSERT_FALSE(HasFatalFailure());
+  FaultRow("netem 5 % loss + 50 ms delay switched on under a protected pair, 60 s",
+           "no false failover; protected again by itself", Measured(r));
+}
+
+// Harsher: ±20 ms jitter as well (the failure detector's bench condition), switched on under a
+// protected pair. The jitter reorders packets; the pair may degrade and re-seed (over its
+// replica); what must hold is no failover and no fence.
 TEST_F(LossyLinkTest, JitteryLossyLinkNeverFailsOver) {
   const LossyRun r = Run("wf8", "delay 50ms 20ms loss 5%", /*from_start=*/false);
   ASSERT_FALSE(HasFatalFailure());
   FaultRow("netem 5 % loss + 50 ms ± 20 ms delay (link of b), 60 s", "no false failover",
-           Measured(r) + " (protection not held: the reordering link carries ~1-2 MB/s, the "
-                         "epochs need ~2.6 MB/s)");
+           Measured(r));
 }
 
 }  // namespace

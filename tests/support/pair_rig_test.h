@@ -35,8 +35,9 @@ struct PairRigOptions {
   // More agent settings ("section.key=value"): for both agents, and for one ("a" / "b").
   std::vector<std::string> agent_settings;
   std::map<std::string, std::vector<std::string>> host_settings;
-  // Protected once the backup committed this epoch.
+  // Protected once the backup committed this epoch, within `protect_timeout`.
   uint64_t protected_epoch = 10;
+  std::chrono::seconds protect_timeout{120};
   // false: BringUp stops once the guest counts and both agents run (the test protects).
   bool protect = true;
   // Impairs one host's link before the pair is protected (`rig netem HOST ARGS`), e.g.
@@ -86,8 +87,7 @@ class PairRigTest : public ::testing::Test {
     nova_dt::v1::ProtectReply reply;
     grpc::Status st = Control("a")->Protect(&ctx, req, &reply);
     ASSERT_TRUE(st.ok()) << st.error_message();
-    ASSERT_TRUE(WaitForProtected("a", "b", o.protected_epoch, std::chrono::seconds(120)))
-        << Log("a");
+    ASSERT_TRUE(WaitForProtected("a", "b", o.protected_epoch, o.protect_timeout)) << Log("a");
   }
 
   void TearDown() override {
