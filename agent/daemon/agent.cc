@@ -7,6 +7,7 @@
 #include "agent/bus/rpc_server.h"
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
+#include "agent/libvirt/domain_xml.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
 #include "agent/libvirt/libvirt_launcher.h"
 #include "agent/replica/store_sink.h"
@@ -476,6 +477,64 @@ Status Agent::Unprotect(const std::string& instance_uuid) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// How long the replica a copy that went away here left is kept for a re-protection towards
+// here to seed over (Agent::KeepAsBasis, planned switchover).
+constexpr auto kKeptReplicaGrace = std::chrono::minutes(10);
+
+}  // namespace
+
+void Agent::DiscardKeptReplicaLater(const std::string& uuid, uint64_t mark) {
+  loop_.RunAfter(kKeptReplicaGrace, [this, uuid, mark] {
+    if (Status freed = registry_->DiscardIfUnused(uuid, mark); !freed.ok()) {
+      InstanceLog(uuid).Error("cannot free the replica kept here: {}", freed.ToString());
+    }
+  });
+}
+
+void Agent::KeepAsBasis(const std::string& uuid) {
+  const InstanceLog log(uuid);
+  auto& hv = *hypervisor_;
+  auto xml = hv.DomainXml(uuid);
+  auto disks = hv.ListDisks(uuid);
+  if (!xml.ok() || !disks.ok()) {
+    log.Warn("nothing of the copy here kept for a re-protection: {}",
+             (!xml.ok() ? xml.status() : disks.status()).ToString());
+    return;
+  }
+  auto memory = libvirt::MemoryBytes(*xml);
+  auto sources = libvirt::DiskSources(*xml);
+  if (!memory.ok() || !sources.ok()) {
+    log.Warn("nothing of the copy here kept for a re-protection: {}",
+             (!memory.ok() ? memory.status() : sources.status()).ToString());
+    return;
+  }
+  replica::ReplicaGeometry geometry{*memory, {}};
+  for (const auto& d : *disks) geometry.disks.push_back({d.target, d.capacity_bytes});
+  std::map<std::string, std::string> files;
+  std::string kept = "RAM";
+  for (const auto& s : *sources) {
+    if (s.file.empty() || (s.format != "raw" && !s.format.empty())) {
+      log.Info("disk {} is not a raw image file ({}): not kept", s.target,
+               s.format.empty() ? "no file" : s.format);
+      continue;
+    }
+    files[s.target] = s.file;
+    kept += ", " + s.target;
+  }
+  auto ram = launcher_->DomainRamFile(uuid);  // only while QEMU runs
+  if (!ram.ok()) kept.erase(0, std::string("RAM").size() + (files.empty() ? 0 : 2));
+  auto mark = registry_->KeepBasis(uuid, geometry, ram.ok() ? *ram : "", files);
+  if (!mark.ok()) {
+    log.Warn("nothing of the copy here kept for a re-protection: {}", mark.status().ToString());
+    return;
+  }
+  log.Info("kept {} of the copy here as the basis of a re-protection towards this host",
+           kept.empty() ? "nothing" : kept);
+  DiscardKeptReplicaLater(uuid, *mark);
+}
+
 void Agent::StandDown(const std::string& uuid, const std::string& why) {
   auto it = sessions_.find(uuid);
   if (it == sessions_.end()) return;
@@ -485,6 +544,7 @@ void Agent::StandDown(const std::string& uuid, const std::string& why) {
   // here).
   (void)it->second.session->Fence(why);
   it->second.session->Abandon(why);
+  KeepAsBasis(uuid);
   if (Status d = launcher_->Destroy(uuid); !d.ok()) {
     log.Error("cannot destroy the stale copy: {}", d.ToString());
   }

@@ -112,6 +112,13 @@ class Agent {
   // stream because it took the server over): the copy here is paused, its session ends
   // releasing nothing, the domain is destroyed and the server forgotten here.
   void StandDown(const std::string& uuid, const std::string& why);
+  // Before a copy another host now runs is destroyed or forgotten here: keeps its RAM (if it
+  // still runs) and raw disk images as a replica basis, so that a re-protection towards here
+  // sends only what differs (ReplicaRegistry::KeepBasis); freed after kKeptReplicaGrace unless
+  // a re-protection used it. Best effort (logged). Copies locally on the calling thread.
+  void KeepAsBasis(const std::string& uuid);
+  // Frees, after kKeptReplicaGrace, the replica kept for `uuid` at `mark` unless it was used.
+  void DiscardKeptReplicaLater(const std::string& uuid, uint64_t mark);
   // Switchover helpers (agent_switchover.cc). After a failed hand-over the guest paused here is
   // resumed only when this host may run it: with a witness it must win the claim back.
   // `definite`: the backup said it did not (or no longer does) run the server.

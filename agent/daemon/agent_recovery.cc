@@ -100,6 +100,12 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
       continue;
     }
     if (info->state != core::DomainState::kRunning && info->state != core::DomainState::kPaused) {
+      // Its QEMU died with (or while) this agent was down. If another host runs the server now,
+      // the disks left here are the basis of a re-protection towards here.
+      if (witness_) {
+        auto owner = witness_->Read(uuid);
+        if (owner.ok() && owner->owner != cfg_.defaults.host) KeepAsBasis(uuid);
+      }
       forget(uuid, "the domain is " + std::string(core::DomainStateName(info->state)));
       continue;
     }
@@ -128,6 +134,7 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
           log.Error("destroying the stale copy after the agent restart, its held output never "
                     "released: {}",
                     why);
+          KeepAsBasis(uuid);
           if (Status d = launcher_->Destroy(uuid); !d.ok()) {
             log.Error("cannot destroy the stale copy: {}", d.ToString());
           }

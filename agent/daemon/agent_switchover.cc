@@ -28,9 +28,6 @@ namespace novadt::daemon {
 namespace {
 
 constexpr auto kTakeOverTimeout = std::chrono::seconds(60);
-// How long the replica a copy switched away from ran on is kept for the new primary's
-// re-protection to seed over (ReplicaRegistry::DiscardIfUnused).
-constexpr auto kReplicaBasisGrace = std::chrono::seconds(60);
 
 int64_t Ms(Clock::Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
@@ -83,7 +80,7 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   // If this copy runs on a replica it once took over here, the backup's re-protection stream
   // towards this host must not be refused as taken over (the backup would then stand down the
   // copy it just resumed). The backup only re-protects once it runs the server.
-  const uint64_t replica_mark = registry_->Relinquish(uuid);
+  registry_->Relinquish(uuid);
   if (witness_) {  // 2
     if (Status released = witness_->Release(uuid, cfg_.defaults.host); !released.ok()) {
       return RecoverFailedSwitchover(uuid, t.session, t.host,
@@ -101,19 +98,12 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   const auto paused = clock_.Now() - handed->paused_at;
   // 4. The server runs on the backup: this copy must never run again.
   t.session->Abandon("switched over to " + t.host + " at epoch " + std::to_string(handed->epoch));
+  // The paused copy holds exactly the final epoch: the best basis for the new primary's
+  // re-protection towards here (if it ran on a replica taken over here, those files are it).
+  KeepAsBasis(uuid);
   if (Status destroyed = launcher_->Destroy(uuid); !destroyed.ok()) {
     log.Error("switched over, but the paused copy here cannot be destroyed: {}",
               destroyed.ToString());
-  } else {
-    // A copy that once failed over to here ran on its replica: those files hold the final
-    // epoch, the best basis for the new primary's re-protection towards here (it asks for the
-    // basis once the server runs there). Freed only if it does not come in time.
-    loop_.RunAfter(kReplicaBasisGrace, [this, uuid, replica_mark] {
-      if (Status freed = registry_->DiscardIfUnused(uuid, replica_mark); !freed.ok()) {
-        InstanceLog(uuid).Error("cannot free the replica the copy here ran on: {}",
-                                freed.ToString());
-      }
-    });
   }
   (void)OnLoop<bool>(
       [this, uuid, host = t.host] {

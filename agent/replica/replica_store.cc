@@ -831,6 +831,53 @@ Status HashPieces(const std::string& path, uint64_t size, uint64_t unit,
 
 }  // namespace
 
+namespace {
+
+// Copies the first `size` bytes of `from` over `to` (same offsets), leaving all-zero chunks
+// unwritten (the target is zero already) and stopping at the end of a shorter source.
+Status CopyInto(const std::string& from, const std::string& to, uint64_t size) {
+  StatusOr<ScopedFd> in = OpenFile(from, O_RDONLY);
+  if (!in.ok()) return in.status();
+  StatusOr<ScopedFd> out = OpenFile(to, O_WRONLY);
+  if (!out.ok()) return out.status();
+  StatusOr<uint64_t> have = FileSize(in->get(), from);
+  if (!have.ok()) return have.status();
+  size = std::min(size, *have);
+  std::string buf(kReadChunk, '\0');
+  for (uint64_t off = 0; off < size;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadChunk, size - off));
+    NOVA_DT_RETURN_IF_ERROR(PReadAll(in->get(), buf.data(), n, off, from));
+    if (std::string_view(buf.data(), n).find_first_not_of('\0') != std::string_view::npos) {
+      NOVA_DT_RETURN_IF_ERROR(PWriteAll(out->get(), std::string_view(buf.data(), n), off, to));
+    }
+    off += n;
+  }
+  return Fsync(out->get(), to);
+}
+
+}  // namespace
+
+Status ReplicaStore::CreateBasis(const std::string& dir, const ReplicaGeometry& geometry,
+                                 const std::string& ram_file,
+                                 const std::map<std::string, std::string>& disk_files,
+                                 const ReplicaOptions& options) {
+  // Preallocated as any replica: a seed over it later applies epochs in place.
+  auto created = Create(dir, geometry, options);
+  if (!created.ok()) return created.status();
+  Status st;
+  if (!ram_file.empty()) st = CopyInto(ram_file, (*created)->ram_path(), geometry.ram_size);
+  for (const auto& d : geometry.disks) {
+    auto it = disk_files.find(d.name);
+    if (!st.ok() || it == disk_files.end() || it->second.empty()) continue;
+    st = CopyInto(it->second, (*created)->disk_path(d.name), d.size);
+  }
+  if (!st.ok()) {
+    (*created)->Destroy().IgnoreError();
+    return st;
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<core::ReplicaBasis> HashReplica(const ReplicaStore& store) {
   core::ReplicaBasis basis;
   const ReplicaGeometry& g = store.geometry();

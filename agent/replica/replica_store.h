@@ -48,6 +48,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -140,6 +141,17 @@ class ReplicaStore {
   // files are inconsistent or corrupt in a way that could hide a mix of epochs (re-seed).
   static StatusOr<std::unique_ptr<ReplicaStore>> Open(const std::string& dir,
                                                       const ReplicaOptions& options = {});
+  // Creates a replica that is not seeded (committed_epoch() 0) holding what a host has left of a
+  // server it no longer runs: the bytes of `ram_file` and of raw disk images (`disk_files`:
+  // disk name -> path; "" or a missing name leaves that part zero). It serves as the basis of
+  // a later seed towards this host (core/replica_basis.h); it is never restored from.
+  // A source shorter than its part leaves the rest zero; a longer one is cut. AlreadyExists
+  // when `dir` holds a replica; errors of Create() and of reading the sources (the directory
+  // is then removed).
+  static Status CreateBasis(const std::string& dir, const ReplicaGeometry& geometry,
+                            const std::string& ram_file,
+                            const std::map<std::string, std::string>& disk_files,
+                            const ReplicaOptions& options = {});
   // Removes the replica files of `dir` and the directory. OK when `dir` does not exist;
   // FailedPrecondition when `dir` holds files that are not a replica's (left untouched).
   static Status Destroy(const std::string& dir);

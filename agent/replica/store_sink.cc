@@ -292,6 +292,22 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
   return absl::OkStatus();
 }
 
+StatusOr<uint64_t> ReplicaRegistry::KeepBasis(
+    const std::string& uuid, const ReplicaGeometry& geometry, const std::string& ram_file,
+    const std::map<std::string, std::string>& disk_files) {
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);  // no stream opens meanwhile
+  if (entry->streaming) {
+    return absl::FailedPreconditionError("a replication stream of " + uuid + " is open here");
+  }
+  Status st = ReplicaStore::CreateBasis(ReplicaDir(replica_path_, uuid), geometry, ram_file,
+                                        disk_files, options_);
+  if (!st.ok() && !absl::IsAlreadyExists(st)) return st;
+  entry->fenced = false;
+  entry->basis_id = 0;
+  return entry->stream_id;
+}
+
 uint64_t ReplicaRegistry::Relinquish(const std::string& uuid) {
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);

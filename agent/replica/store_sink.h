@@ -74,6 +74,14 @@ class ReplicaRegistry {
   // DiscardIfUnused() frees them. No-op for a server never taken over here.
   // Returns a mark for DiscardIfUnused().
   uint64_t Relinquish(const std::string& instance_uuid);
+  // A copy of `instance_uuid` that ran here is going away (another host runs the server now):
+  // keeps what it leaves — its RAM file (if it still has one) and raw disk images — as a replica
+  // that is not seeded (ReplicaStore::CreateBasis), the basis of a later re-protection towards
+  // here. Nothing is done while a stream for the server is open or a replica exists already.
+  // Returns a mark for DiscardIfUnused() (to free it if no re-protection comes).
+  StatusOr<uint64_t> KeepBasis(const std::string& instance_uuid, const ReplicaGeometry& geometry,
+                               const std::string& ram_file,
+                               const std::map<std::string, std::string>& disk_files);
   // Frees the replica directory unless it was used since Relinquish() returned `mark`: a stream
   // opened for the server, or its basis was handed out (the new primary seeds over it: the
   // files a copy switched away from here ran on are the best basis there is).

@@ -133,9 +133,9 @@ class SwitchoverTest : public novadt::testing::PairRigTest {
 
 TEST_F(SwitchoverTest, PlannedSwitchoverAndFailbackLoseAndRepeatNothingAndReprotect) {
   ASSERT_NO_FATAL_FAILURE(BringUp(Options("so1")));
-  // a ran the server from Nova's disk (no replica there): b seeds a in full. b ran it from its
-  // replica: a seeds b over those files.
-  const std::string there = MoveAndCheck("a", "b", /*incremental=*/false);
+  // Each move keeps the paused copy (its RAM and disks at the final epoch, or the replica it
+  // ran on) as the basis of the re-protection towards the old host: only what changed goes.
+  const std::string there = MoveAndCheck("a", "b", /*incremental=*/true);
   ASSERT_FALSE(HasFailure());
   const std::string back = MoveAndCheck("b", "a", /*incremental=*/true);
   ASSERT_FALSE(HasFailure());
@@ -167,9 +167,16 @@ TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsB
   ASSERT_TRUE(started.ok()) << started << "\n" << Log("a");
   ASSERT_TRUE(WaitForProtected("b", "a", 3, seconds(120))) << Log("b") << "\n" << Log("a");
   const double reprotect_ms = MsSince(restarted);
+  // a kept the disk its dead copy left (its RAM died with QEMU): the seed leaves out what that
+  // disk and the all-zero pages already hold.
+  const auto b_view = Server("b");
+  ASSERT_TRUE(b_view);
+  EXPECT_GT(b_view->seed_basis_bytes(), 0u) << Log("a");
   ExpectOneCountingGuest("failover a -> b", seen > 0 ? seen - 1 : 0, seen);
-  std::printf("failover: kill -> running on b %.0f ms; a's agent back -> protected b -> a %.0f ms\n",
-              failover_ms, reprotect_ms);
+  std::printf("failover: kill -> running on b %.0f ms; a's agent back -> protected b -> a %.0f ms "
+              "(seed sent %.1f MiB, %.1f MiB already there)\n",
+              failover_ms, reprotect_ms, b_view->seed_bytes() / 1048576.0,
+              b_view->seed_basis_bytes() / 1048576.0);
 
   const std::string back = MoveAndCheck("b", "a", /*incremental=*/true);
   ASSERT_FALSE(HasFailure());
