@@ -20,8 +20,12 @@
 
 namespace novadt::core {
 
+// ProtectionEntry::backup_host of a server that runs here unprotected after a failover or
+// switchover and waits to be protected again towards [replication] reprotect_hosts.
+inline constexpr char kReprotectPending[] = "*";
+
 struct ProtectionEntry {
-  std::string backup_host;
+  std::string backup_host;  // or kReprotectPending
   // How many times protection of this server was recovered after an agent restart (for status
   // and logs: a server that keeps needing recovery points at a crashing agent).
   uint64_t incarnation = 0;

@@ -365,6 +365,9 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
   log.Info("{}", b.view.reason);
   if (!cfg_.replication.reprotect_hosts.empty()) {
     reprotect_[uuid] = {b.open.primary_host, clock_.Now(), ""};
+    // Persisted: an agent restarted before the re-protection still does it.
+    protections_[uuid] = {core::kReprotectPending, 0};
+    PersistProtections();
   }
   Emit({.event_type = "dt.pair.failover.end",
         .instance_uuid = uuid,

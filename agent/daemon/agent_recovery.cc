@@ -82,7 +82,13 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
   for (const auto& [uuid, entry] : listed) {
     if (stopping_) return;
     const InstanceLog log(uuid);
-    log.Info("recovering protection towards {} after an agent restart", entry.backup_host);
+    const bool pending = entry.backup_host == core::kReprotectPending;
+    if (pending && cfg_.replication.reprotect_hosts.empty()) {
+      forget(uuid, "waited for re-protection, but [replication] reprotect_hosts is empty now");
+      continue;
+    }
+    log.Info("recovering protection towards {} after an agent restart",
+             pending ? "[replication] reprotect_hosts" : entry.backup_host);
     // The hypervisor connection comes up asynchronously: wait for it (bounded).
     StatusOr<core::DomainInfo> info = absl::UnavailableError("not asked yet");
     for (int i = 0; i < 300 && !stopping_; ++i) {
@@ -146,9 +152,13 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
       }
       if (!claimed) continue;
     }
-    loop_.Post([this, uuid, backup = entry.backup_host] {
+    loop_.Post([this, uuid, backup = entry.backup_host, pending] {
       if (sessions_.count(uuid)) return;  // protected again meanwhile (RPC)
       const InstanceLog log(uuid);
+      if (pending) {  // it failed or switched over to here: TryReprotect picks the host
+        reprotect_[uuid] = {"(before the agent restart)", clock_.Now(), ""};
+        return;
+      }
       if (Status st = StartSession(uuid, backup); !st.ok()) {
         const std::string reason = "protection after the agent restart failed: " +
                                    std::string(st.message());

@@ -9,8 +9,10 @@
 //     ([replication] reprotect_hosts), over the replica files the old copy ran on if it ran on
 //     one (incremental: only what differs is sent).
 //   - failover, then re-protection towards the returning old primary, then failback: a's QEMU and
-//     agent are SIGKILLed, b takes over; when a's agent is back, b protects the server towards a
-//     by itself; a planned failback brings it home without a value lost.
+//     agent are SIGKILLed, b takes over (and b's agent is SIGKILLed and restarted while it waits:
+//     the pending re-protection is persisted); when a's agent is back, b protects the server
+//     towards a by itself, over the disk a's dead copy left; a planned failback brings it home
+//     without a value lost.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
@@ -161,6 +163,11 @@ TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsB
   ASSERT_TRUE(b);
   EXPECT_EQ(b->state(), "unprotected") << b->reason();
   EXPECT_NE(b->reason().find("waiting for a re-protection host"), std::string::npos) << b->reason();
+  // b's agent crashes and restarts meanwhile: the pending re-protection is in its protection
+  // table, so it still happens once a returns.
+  ASSERT_TRUE(rig_->StopAgent("b", /*kill=*/true).ok());
+  Status b_started = rig_->StartAgent("b", AgentSettings("b"));
+  ASSERT_TRUE(b_started.ok()) << b_started << "\n" << Log("b");
 
   const auto restarted = SteadyClock::now();
   Status started = rig_->StartAgent("a", AgentSettings("a"));
@@ -182,8 +189,11 @@ TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsB
   ASSERT_FALSE(HasFailure());
   FaultRow("failover, then the old primary returns",
            "survivor re-protects towards it by itself; planned failback loses nothing",
-           "kill → running on b " + Ms(failover_ms) + "; a's agent back → protected b→a " +
-               Ms(reprotect_ms) + "; failback " + back);
+           "kill → running on b " + Ms(failover_ms) + "; b's agent killed and restarted "
+           "meanwhile; a's agent back → protected b→a " + Ms(reprotect_ms) + " (seed sent " +
+               std::to_string(b_view->seed_bytes() >> 20) + " MiB, " +
+               std::to_string(b_view->seed_basis_bytes() >> 20) + " MiB already there); failback " +
+               back);
 }
 
 }  // namespace

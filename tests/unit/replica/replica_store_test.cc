@@ -459,6 +459,210 @@ TEST_F(ReplicaStoreTest, HashReplicaHashesEveryPageAndEveryDiskBlock) {
   EXPECT_FALSE(basis->ram_pages[0] == zero->ram_pages[0]);
 }
 
+// `bytes` cut or zero-padded to `size`: what a part of a basis holds of a source.
+std::string Fitted(std::string bytes, uint64_t size) {
+  bytes.resize(size, '\0');
+  return bytes;
+}
+
+// Checks `basis` hashes exactly `ram` per page and `disks` per basis block.
+::testing::AssertionResult HashesOf(const core::ReplicaBasis& basis, const std::string& ram,
+                                    const std::map<std::string, std::string>& disks) {
+  if (basis.ram_size_bytes != ram.size() || basis.ram_pages.size() != ram.size() / kPage) {
+    return ::testing::AssertionFailure() << "RAM size " << basis.ram_size_bytes;
+  }
+  for (uint64_t p = 0; p < basis.ram_pages.size(); ++p) {
+    if (!(basis.ram_pages[p] == core::HashContent(std::string_view(ram).substr(p * kPage, kPage)))) {
+      return ::testing::AssertionFailure() << "RAM page " << p;
+    }
+  }
+  if (basis.disk_blocks.size() != disks.size()) {
+    return ::testing::AssertionFailure() << basis.disk_blocks.size() << " disks hashed";
+  }
+  for (const auto& [name, image] : disks) {
+    auto it = basis.disk_blocks.find(name);
+    if (it == basis.disk_blocks.end()) return ::testing::AssertionFailure() << "no disk " << name;
+    if (it->second.size() != core::BasisBlockCount(image.size())) {
+      return ::testing::AssertionFailure() << name << ": " << it->second.size() << " blocks";
+    }
+    for (uint64_t b = 0; b < it->second.size(); ++b) {
+      if (!(it->second[b] == core::HashContent(std::string_view(image).substr(
+                                 b * core::kBasisBlockSize, core::kBasisBlockSize)))) {
+        return ::testing::AssertionFailure() << name << " block " << b;
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class CreateBasisTest : public ReplicaStoreTest {
+ protected:
+  static constexpr uint64_t kMiB = 1 << 20;
+  CreateBasisTest() {
+    geometry_.ram_size = 3 * kMiB + 8 * kPage;
+    geometry_.disks = {{"vda", 2 * kMiB + 70000}, {"vdb", 20 * 1024}, {"vdc", 100000}};
+    // RAM: data, an all-zero MiB, data; shorter than the guest's RAM (not a whole MiB).
+    ram_ = Fill(1, kMiB) + std::string(kMiB, '\0') + Fill(2, kMiB / 2 + 100);
+    // vda: an all-zero MiB, data, zeroes, data; longer than the disk (cut).
+    vda_ = std::string(kMiB, '\0') + Fill(3, kMiB) + std::string(20000, '\0') +
+           Fill(4, kMiB + 12345);
+    ram_file_ = sources_.Write("ram", ram_);
+    vda_file_ = sources_.Write("vda.raw", vda_);
+  }
+
+  ScratchDir sources_{"nova-dt-basis-src"};
+  std::string ram_, vda_, ram_file_, vda_file_;
+};
+
+TEST_F(CreateBasisTest, TheBasisHoldsTheSourceBytesAndOpensNotSeeded) {
+  ASSERT_GT(geometry_.ram_size, ram_.size());
+  ASSERT_LT(geometry_.disks[0].size, vda_.size());
+  // vdb has no source at all, vdc an empty path: both stay zero.
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, ram_file_,
+                                        {{"vda", vda_file_}, {"vdc", ""}})
+                  .ok());
+  auto store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->committed_epoch(), 0u);
+  const ReplicaGeometry& g = (*store)->geometry();
+  EXPECT_EQ(g.ram_size, geometry_.ram_size);
+  ASSERT_EQ(g.disks.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(g.disks[i].name, geometry_.disks[i].name);
+    EXPECT_EQ(g.disks[i].size, geometry_.disks[i].size);
+  }
+
+  const std::string ram = Fitted(ram_, geometry_.ram_size);
+  const std::string vda = Fitted(vda_, geometry_.disks[0].size);
+  const std::string ram_img = Slurp((*store)->ram_path());
+  ASSERT_EQ(ram_img.size(), geometry_.ram_size);
+  EXPECT_TRUE(ram_img.substr(0, ram_.size()) == ram_) << "the source's bytes";
+  EXPECT_TRUE(ram_img.substr(ram_.size()) == std::string(geometry_.ram_size - ram_.size(), '\0'))
+      << "zero beyond the shorter source";
+  EXPECT_TRUE(ram_img == ram);
+  const std::string vda_img = Slurp((*store)->disk_path("vda"));
+  ASSERT_EQ(vda_img.size(), geometry_.disks[0].size) << "the longer source is cut";
+  EXPECT_TRUE(vda_img == vda);
+  EXPECT_TRUE(Slurp((*store)->disk_path("vdb")) == std::string(20 * 1024, '\0'));
+  EXPECT_TRUE(Slurp((*store)->disk_path("vdc")) == std::string(100000, '\0'));
+  // The sources are left as they were.
+  EXPECT_TRUE(Slurp(ram_file_) == ram_);
+  EXPECT_TRUE(Slurp(vda_file_) == vda_);
+
+  // As a basis: its hashes are those of the source bytes.
+  auto basis = HashReplica(**store);
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(HashesOf(*basis, ram,
+                       {{"vda", vda},
+                        {"vdb", std::string(20 * 1024, '\0')},
+                        {"vdc", std::string(100000, '\0')}}));
+  EXPECT_TRUE(basis->ram_pages[256 + 3] == core::HashZeroes(kPage)) << "the zero MiB";
+  EXPECT_TRUE(basis->disk_blocks.at("vda")[0] == core::HashZeroes(core::kBasisBlockSize));
+
+  // It is a replica like any other: a seed over it (Unseed, epoch 1) keeps the other bytes.
+  ASSERT_TRUE((*store)->Unseed().ok());
+  ASSERT_TRUE((*store)->BeginEpoch(1).ok());
+  ASSERT_TRUE((*store)->AddPages({1}, std::string(kPage, 'p')).ok());
+  ASSERT_TRUE((*store)->AddDiskWrite("vda", 5, "written").ok());
+  ASSERT_TRUE((*store)->SetDeviceState("seeded over the basis").ok());
+  ASSERT_TRUE((*store)->Commit().ok());
+  Model m;
+  m.epoch = 1;
+  m.ram = ram;
+  m.ram.replace(kPage, kPage, std::string(kPage, 'p'));
+  m.disks["vda"] = vda;
+  m.disks["vda"].replace(5, 7, "written");
+  m.disks["vdb"] = std::string(20 * 1024, '\0');
+  m.disks["vdc"] = std::string(100000, '\0');
+  m.devstate = "seeded over the basis";
+  EXPECT_TRUE(ReplicaEquals(**store, m));
+}
+
+TEST_F(CreateBasisTest, NoSourcesLeaveEveryPartZero) {
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, "", {}).ok());
+  auto store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->committed_epoch(), 0u);
+  EXPECT_TRUE(ReplicaEquals(**store, EmptyModel(geometry_)));
+
+  // Only a disk, no RAM file (the copy's QEMU was gone already).
+  ASSERT_TRUE((*store)->Destroy().ok());
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, "", {{"vda", vda_file_}}).ok());
+  store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  Model m = EmptyModel(geometry_);
+  m.disks["vda"] = Fitted(vda_, geometry_.disks[0].size);
+  EXPECT_TRUE(ReplicaEquals(**store, m));
+}
+
+TEST_F(CreateBasisTest, AShortSourceLeavesTheRestZeroAndALongOneIsCut) {
+  // A source of 1 byte, one of exactly the part's size plus one, one empty file.
+  const std::string one = sources_.Write("one", "\x7f");
+  const std::string empty = sources_.Write("empty", "");
+  const std::string plus_one = sources_.Write("plus-one", Fill(9, 20 * 1024 + 1));
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, one,
+                                        {{"vda", empty}, {"vdb", plus_one}, {"vdc", one}})
+                  .ok());
+  auto store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  Model m = EmptyModel(geometry_);
+  m.ram[0] = '\x7f';
+  m.disks["vdb"] = Fill(9, 20 * 1024);
+  m.disks["vdc"][0] = '\x7f';
+  EXPECT_TRUE(ReplicaEquals(**store, m));
+}
+
+TEST_F(CreateBasisTest, AnExistingReplicaIsAlreadyExistsAndUntouched) {
+  geometry_ = SmallGeometry();
+  auto seeded = CreateSeeded(2);
+  ASSERT_TRUE(seeded);
+  seeded.reset();
+  Status st = ReplicaStore::CreateBasis(Dir(), geometry_, ram_file_, {{"vda", vda_file_}});
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists) << st;
+  auto store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(ReplicaEquals(**store, models_[2]));
+  store->reset();
+
+  // An existing basis too.
+  ASSERT_TRUE(ReplicaStore::Destroy(Dir()).ok());
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, "", {{"vdb", ram_file_}}).ok());
+  st = ReplicaStore::CreateBasis(Dir(), geometry_, ram_file_, {{"vda", vda_file_}});
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists) << st;
+  store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  Model m = EmptyModel(geometry_);
+  m.disks["vdb"] = ram_.substr(0, 20 * 1024);
+  EXPECT_TRUE(ReplicaEquals(**store, m));
+}
+
+TEST_F(CreateBasisTest, AMissingSourceFailsAndLeavesNoDirectory) {
+  const std::string missing = sources_.path() + "/no-such-file";
+  Status st = ReplicaStore::CreateBasis(Dir(), geometry_, missing, {{"vda", vda_file_}});
+  EXPECT_FALSE(st.ok());
+  EXPECT_THAT(std::string(st.message()), HasSubstr("no-such-file")) << st;
+  EXPECT_FALSE(std::filesystem::exists(Dir()));
+
+  // A missing disk source, after the RAM was copied.
+  st = ReplicaStore::CreateBasis(Dir(), geometry_, ram_file_, {{"vda", vda_file_}, {"vdc", missing}});
+  EXPECT_FALSE(st.ok());
+  EXPECT_FALSE(std::filesystem::exists(Dir()));
+  EXPECT_EQ(ReplicaStore::Open(Dir()).status().code(), absl::StatusCode::kNotFound);
+
+  // A bad geometry is refused before anything is made.
+  ReplicaGeometry bad = geometry_;
+  bad.ram_size = 1000;
+  EXPECT_EQ(ReplicaStore::CreateBasis(Dir(), bad, ram_file_, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(Dir()));
+
+  // Nothing is in the way of a later basis.
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, ram_file_, {{"vda", vda_file_}}).ok());
+  auto store = ReplicaStore::Open(Dir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(Slurp((*store)->ram_path()) == Fitted(ram_, geometry_.ram_size));
+}
+
 TEST_F(ReplicaStoreTest, DestroyRemovesTheReplicaButNotForeignFiles) {
   auto store = CreateSeeded(2);
   ASSERT_TRUE(store->Destroy().ok());
