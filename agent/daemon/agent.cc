@@ -316,6 +316,21 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
   Backup& b = backups_[uuid];
   const InstanceLog log(uuid);
   const bool planned = !b.waiters.empty();
+  if (b.phase == Backup::Phase::kFailingOver && !result.ok()) {
+    // Before the caller of a planned take-over hears of the failure (it then claims back):
+    // nothing runs here (a failed restore leaves no domain), so a later stream from the primary
+    // is not refused as taken over — that would make a primary that still runs the server (it
+    // resumed after a failed switchover, or was only partitioned) destroy the last copy.
+    registry_->Relinquish(uuid);
+    if (planned && witness_) {
+      // The old primary keeps its paused copy: give the claim back so it may resume it.
+      if (Status released = witness_->Release(uuid, cfg_.defaults.host);
+          !released.ok() && !absl::IsFailedPrecondition(released)) {
+        log.Error("cannot give the witness claim back to {}: {}", b.open.primary_host,
+                  released.ToString());
+      }
+    }
+  }
   for (auto& waiter : b.waiters) {
     waiter->set_value(b.phase == Backup::Phase::kFailingOver
                           ? result
@@ -333,14 +348,6 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
     b.view.state = "degraded";
     b.view.reason = "failover failed: " + std::string(result.status().message());
     log.Error("{}", b.view.reason);
-    if (planned && witness_) {
-      // The old primary keeps its paused copy: give the claim back so it may resume it.
-      if (Status released = witness_->Release(uuid, cfg_.defaults.host);
-          !released.ok() && !absl::IsFailedPrecondition(released)) {
-        log.Error("cannot give the witness claim back to {}: {}", b.open.primary_host,
-                  released.ToString());
-      }
-    }
     Emit({.event_type = "dt.pair.failover.error",
           .priority = "ERROR",
           .instance_uuid = uuid,

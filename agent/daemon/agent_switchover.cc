@@ -14,8 +14,10 @@
 //
 // Re-protection (Agent::TryReprotect): a server that failed over or switched over to this host
 // is protected again towards the first [replication] reprotect_hosts entry that answers hellos
-// and that Nova has not disabled — e.g. the old primary once it is back. A full seed: the old
-// primary's RAM is gone with its QEMU, and its disks are not reused (not incremental yet).
+// and that Nova has not disabled — e.g. the old primary once it is back. The seed sends only what
+// differs from the basis the old host kept (Agent::KeepAsBasis: the paused copy of a switchover,
+// or the disks a dead or stale copy left). A pending re-protection is persisted in the
+// protection table (core::kReprotectPending).
 #include <chrono>
 #include <future>
 #include <thread>
@@ -127,7 +129,15 @@ StatusOr<core::SwitchoverResult> Agent::RecoverFailedSwitchover(
   if (witness_) {
     // Only the owner may run the guest: winning the claim back proves the backup did not
     // take over (and, with the generation bumped, never can from that replica).
+    // A backup whose restore failed releases its claim right after answering: when it said so,
+    // retry for a few seconds.
+    const auto until = clock_.Now() + std::chrono::seconds(definite ? 5 : 0);
     auto claimed = witness_->Claim(uuid, cfg_.defaults.host);
+    while (!claimed.ok() && absl::IsFailedPrecondition(claimed.status()) &&
+           clock_.Now() < until && !stopping_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      claimed = witness_->Claim(uuid, cfg_.defaults.host);
+    }
     may_resume = claimed.ok();
     if (!claimed.ok()) whose = "; witness: " + std::string(claimed.status().message());
   }

@@ -1,5 +1,6 @@
 #include "agent/libvirt/domain_xml.h"
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -64,7 +65,7 @@ StatusOr<uint64_t> MemoryBytes(std::string_view domain_xml) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (value.empty() || used != value.size()) {
+  if (value.empty() || used != value.size() || value[0] < '0' || value[0] > '9') {
     return absl::InvalidArgumentError("domain XML has no valid <memory>: '" + value + "'");
   }
   if (unit.empty()) unit = "KiB";
@@ -74,7 +75,12 @@ StatusOr<uint64_t> MemoryBytes(std::string_view domain_xml) {
       {"GB", 1000000000}, {"G", 1ull << 30}, {"GiB", 1ull << 30}, {"TB", 1000000000000ull},
       {"T", 1ull << 40}, {"TiB", 1ull << 40}};
   for (const auto& [name, factor] : kUnits) {
-    if (unit == name) return n * factor;
+    if (unit != name) continue;
+    if (n > std::numeric_limits<uint64_t>::max() / factor) {
+      return absl::InvalidArgumentError("domain XML <memory> " + value + " " + unit +
+                                        " does not fit 64 bits of bytes");
+    }
+    return n * factor;
   }
   return absl::InvalidArgumentError("domain XML <memory> has an unknown unit '" + unit + "'");
 }

@@ -174,7 +174,7 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
       }
       entry->streaming = true;
       entry->primary_host = open.primary_host;
-      stream_id = ++entry->stream_id;
+      stream_id = entry->stream_id = ++stream_ids_;
       InstanceLog(open.instance_uuid)
           .Info("replica {} in {} for a stream from {}",
                 open.basis_id ? "seeded in place over its basis" : "created", dir,
@@ -224,7 +224,7 @@ StatusOr<core::ReplicaBasis> ReplicaRegistry::Basis(const std::string& primary_h
       if (entry->store) entry->store->Abort();
       entry->store = nullptr;
       entry->streaming = false;
-      ++entry->stream_id;
+      entry->stream_id = ++stream_ids_;
     }
     entry->basis_id = 0;
     auto opened = ReplicaStore::Open(ReplicaDir(replica_path_, uuid), options_);

@@ -3,6 +3,7 @@
 // the fence that ends replication of a server for good when the backup takes it over.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -95,7 +96,7 @@ class ReplicaRegistry {
     bool fenced = false;         // taken over here: every stream refused (TakenOverRefusal)
     bool discarded = false;      // freed: the open sink refuses; the next stream starts afresh
     std::string primary_host;    // of the open (or last) stream
-    uint64_t stream_id = 0;      // the open sink's; an older sink was superseded
+    uint64_t stream_id = 0;      // the open sink's (registry-unique); older sinks superseded
     ReplicaStore* store = nullptr;  // the open sink's store, under mu
     uint64_t basis_id = 0;          // the last basis handed out; 0: none valid
     uint64_t basis_stream_id = 0;   // stream_id when it was hashed: valid while unchanged
@@ -110,6 +111,9 @@ class ReplicaRegistry {
   const ReplicaEvents events_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> entries_;  // guarded by mu_
+  // Stream ids are unique across entries (an entry erased by Discard() and made anew must not
+  // reuse the ids of marks handed out before).
+  std::atomic<uint64_t> stream_ids_{0};
 };
 
 }  // namespace novadt::replica

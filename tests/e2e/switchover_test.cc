@@ -196,5 +196,48 @@ TEST_F(SwitchoverTest, SurvivorReprotectsTowardsTheReturningOldPrimaryThenFailsB
                back);
 }
 
+// The backup cannot restore (its libvirtd is gone): the take-over fails after the final epoch.
+// The primary wins its witness claim back (the backup released it), resumes its paused copy and
+// protects it towards the backup again — which must accept the stream (it runs nothing), or the
+// primary would stand down the last running copy. Nothing is lost or repeated.
+TEST_F(SwitchoverTest, FailedTakeOverResumesThePrimaryAndProtectsAgain) {
+  ASSERT_NO_FATAL_FAILURE(BringUp(Options("so3")));
+  const std::string pid = novadt::testing::ReadFile(rig_->dir() + "/b/libvirtd.pid");
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(::kill(std::stoi(pid), SIGKILL), 0);
+  const size_t seen = rig_->ObserverValues().size();
+  const double before = UnixNow();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(90));
+  nova_dt::v1::SwitchoverRequest req;
+  req.set_instance_uuid(kGuestUuid);
+  nova_dt::v1::SwitchoverReply reply;
+  const grpc::Status st = Control("a")->Switchover(&ctx, req, &reply);
+  EXPECT_FALSE(st.ok()) << "the backup cannot restore, yet the switchover succeeded";
+  EXPECT_NE(st.error_message().find("the guest runs here again"), std::string::npos)
+      << st.error_message();
+  EXPECT_TRUE(WaitFor([&] { return DomState("a").find("running") != std::string::npos; },
+                      seconds(10)))
+      << DomState("a") << "\n" << Log("a");
+  const int64_t last = rig_->ObserverValues().back();
+  EXPECT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last + 25; }, seconds(20)))
+      << "the guest does not count on a\n" << Log("a");
+  EXPECT_TRUE(WaitForProtected("a", "b", 3, seconds(60)))
+      << "not protected again\n" << Log("a") << "\n" << Log("b");
+  ExpectOneCountingGuest("failed take-over", seen > 0 ? seen - 1 : 0);
+  const double gap = LargestGapMs(before);
+  const auto a = Server("a");
+  std::printf("failed take-over: switchover answered '%s'; guest paused up to %.0f ms; "
+              "protected again (seed sent %.1f MiB)\n",
+              st.error_message().c_str(), gap, a ? a->seed_bytes() / 1048576.0 : -1.0);
+  char seed[64];
+  std::snprintf(seed, sizeof seed, "%.1f MiB", a ? a->seed_bytes() / 1048576.0 : -1.0);
+  FaultRow("planned switchover, backup cannot restore (its libvirtd killed)",
+           "the primary resumes its copy and is protected again; nothing lost or repeated",
+           std::string("switchover answered \"restore failed … the guest runs here again\"; ") +
+               "largest observer gap " + Ms(gap) + "; protected towards b again (seed sent " +
+               seed + "); values consecutive");
+}
+
 }  // namespace
 }  // namespace novadt

@@ -237,9 +237,7 @@ TEST(DomainXmlTest, MemoryWithAnUnknownUnitIsInvalidArgument) {
   }
 }
 
-// BUG: agent/libvirt/domain_xml.cc MemoryBytes parses the number with std::stoull, which
-// accepts a leading '-' and negates in unsigned arithmetic: <memory>-1</memory> comes out as
-// 2^64 - 1024 bytes instead of InvalidArgument ("missing or malformed").
+// std::stoull would take a leading '-' and wrap.
 TEST(DomainXmlTest, NegativeMemoryIsInvalidArgument) {
   for (const char* value : {"-1", "-262144", " -5 "}) {
     auto bytes = MemoryBytes(Domain(std::string("<memory unit='KiB'>") + value + "</memory>"));
@@ -248,9 +246,7 @@ TEST(DomainXmlTest, NegativeMemoryIsInvalidArgument) {
   }
 }
 
-// BUG: agent/libvirt/domain_xml.cc MemoryBytes multiplies the number by the unit's factor
-// without an overflow check: a size beyond 2^64 bytes wraps around to a small (wrong) size
-// instead of being refused as malformed.
+// A size beyond 2^64 bytes must not wrap to a small one.
 TEST(DomainXmlTest, MemoryBeyondSixtyFourBitsIsInvalidArgument) {
   // 2^24 TiB = 2^64 bytes wraps to 0; 2^24 + 1 TiB wraps to 1 TiB.
   for (const char* xml : {"<memory unit='TiB'>16777216</memory>",

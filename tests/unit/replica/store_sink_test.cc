@@ -563,5 +563,273 @@ TEST_F(StoreSinkTest, ADiscardInvalidatesABasis) {
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())));
 }
 
+// What a copy that ran here leaves (ReplicaRegistry::KeepBasis): a RAM file and a raw image of
+// TestOpen()'s shape, in a directory of their own.
+class KeepBasisTest : public StoreSinkTest {
+ protected:
+  static constexpr uint64_t kPageSize = core::kGuestPageSize;
+  KeepBasisTest() {
+    // RAM: pages of distinct bytes with a run of all-zero pages; the image: data, a zero block.
+    for (uint64_t p = 0; p < 64; ++p) {
+      ram_ += (p >= 20 && p < 30) ? std::string(kPageSize, '\0')
+                                  : std::string(kPageSize, static_cast<char>('A' + p % 26));
+    }
+    for (uint64_t b = 0; b < 16; ++b) {
+      disk_ += b == 5 ? std::string(core::kBasisBlockSize, '\0')
+                      : std::string(core::kBasisBlockSize, static_cast<char>('a' + b));
+    }
+    ram_file_ = sources_.Write("ram", ram_);
+    disk_file_ = sources_.Write("disk.raw", disk_);
+  }
+  static ReplicaGeometry Geometry() {
+    ReplicaGeometry g;
+    g.ram_size = TestOpen().ram_size_bytes;
+    for (const auto& d : TestOpen().disks) g.disks.push_back({d.name, d.size_bytes});
+    return g;
+  }
+  StatusOr<uint64_t> Keep() {
+    return registry_->KeepBasis(Uuid(), Geometry(), ram_file_, {{"vda", disk_file_}});
+  }
+  bool ReplicaExists() { return std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())); }
+  static core::StreamOpen From(const std::string& host, uint64_t basis_id = 0) {
+    core::StreamOpen o = WithBasis(basis_id);
+    o.primary_host = host;
+    return o;
+  }
+  // A stream from `host` over basis `basis_id` committing SeedOverBasis(), then closed.
+  void SeedOver(const std::string& host, uint64_t basis_id) {
+    auto r = core::ReplicationReceiver::Start(From(host, basis_id), Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::OkStatus());
+  }
+  // The kept bytes with SeedOverBasis()'s page 3 and vda block 3.
+  std::string SeededRam() const {
+    std::string ram = ram_;
+    ram.replace(3 * kPageSize, kPageSize, std::string(kPageSize, 'x'));
+    return ram;
+  }
+  std::string SeededDisk() const {
+    std::string disk = disk_;
+    disk.replace(3 * core::kBasisBlockSize, core::kBasisBlockSize,
+                 std::string(core::kBasisBlockSize, 'y'));
+    return disk;
+  }
+
+  novadt::testing::ScratchDir sources_{"nova-dt-kept-copy"};
+  std::string ram_, disk_, ram_file_, disk_file_;
+};
+
+TEST_F(KeepBasisTest, AKeptCopyIsABasisAndAStreamNamingItSeedsInPlaceOverIt) {
+  Factory();
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  ASSERT_TRUE(ReplicaExists());
+  EXPECT_EQ(CommittedEpoch(), 0u) << "a kept copy is never restored from";
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram_);
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == disk_);
+
+  auto basis = registry_->Basis("some-host", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_NE(basis->id, 0u);
+  EXPECT_TRUE(basis->Validate().ok()) << basis->Validate();
+  EXPECT_TRUE(basis->Fits(TestOpen().ram_size_bytes, TestOpen().disks));
+  ASSERT_EQ(basis->ram_pages.size(), 64u);
+  for (uint64_t p = 0; p < 64; ++p) {
+    EXPECT_TRUE(basis->ram_pages[p] ==
+                core::HashContent(std::string_view(ram_).substr(p * kPageSize, kPageSize)))
+        << "page " << p;
+  }
+  EXPECT_TRUE(basis->ram_pages[25] == core::HashZeroes(kPageSize));
+  ASSERT_EQ(basis->disk_blocks.at("vda").size(), 16u);
+  for (uint64_t b = 0; b < 16; ++b) {
+    EXPECT_TRUE(basis->disk_blocks.at("vda")[b] ==
+                core::HashContent(std::string_view(disk_).substr(b * core::kBasisBlockSize,
+                                                                 core::kBasisBlockSize)))
+        << "block " << b;
+  }
+  EXPECT_TRUE(basis->disk_blocks.at("vda")[5] == core::HashZeroes(core::kBasisBlockSize));
+
+  // The new primary's seed sends one page and one block; the rest is the kept copy's.
+  SeedOver("some-host", basis->id);
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1}));
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_TRUE(ReplicaFile("ram.img") == SeededRam());
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, kPageSize), std::string(kPageSize, 'A'));
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == SeededDisk());
+  EXPECT_EQ(ReplicaFile("disk-vda.raw").substr(0, 512), std::string(512, 'a'));
+  // The seed used it: it is kept.
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  EXPECT_TRUE(ReplicaExists());
+  EXPECT_EQ(CommittedEpoch(), 1u);
+}
+
+TEST_F(KeepBasisTest, KeepBasisWhileAStreamIsOpenIsRefusedAndChangesNothing) {
+  auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  const std::string ram = ReplicaFile("ram.img");
+  const std::string disk = ReplicaFile("disk-vda.raw");
+
+  auto mark = Keep();
+  EXPECT_TRUE(absl::IsFailedPrecondition(mark.status())) << mark.status();
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram);
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == disk);
+  // The stream carries on undisturbed.
+  for (const auto& item : novadt::testing::SmallEpoch(2)) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1, 2}));
+  ASSERT_EQ(closed_.size(), 1u);
+  EXPECT_TRUE(closed_[0].ok()) << closed_[0];
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+  // A basis handed out after it is the stream's replica, not the copy's files.
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(basis->ram_pages[0] == core::HashContent(std::string(kPageSize, 'c')));
+}
+
+TEST_F(KeepBasisTest, AnExistingReplicaIsKeptAsItIs) {
+  StreamEpochs(TestOpen(), 2);
+  const std::string ram = ReplicaFile("ram.img");
+  const std::string disk = ReplicaFile("disk-vda.raw");
+  ASSERT_FALSE(ram == ram_);
+
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram) << "not overwritten by the copy's RAM";
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == disk);
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  // It is the basis a re-protection gets.
+  auto basis = registry_->Basis("rig-b", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(basis->ram_pages[0] == core::HashContent(std::string(kPageSize, 'c')));
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram);
+}
+
+TEST_F(KeepBasisTest, TheMarkOfAnExistingReplicaFreesItWhenUnused) {
+  StreamEpochs(TestOpen(), 1);
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  EXPECT_FALSE(ReplicaExists());
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-b", Uuid()).status()));
+}
+
+// A copy ran here on the replica it took over and goes away (another host runs the server now):
+// the new primary may protect it towards here again.
+TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereClearsTheFence) {
+  StreamEpochs(TestOpen(), 2);
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(core::IsTakenOverRefusal(
+      core::ReplicationReceiver::Start(From("rig-b"), Factory()).status()));
+  {  // the copy that ran here changed the files
+    std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/ram.img",
+                      std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(9 * 4096);
+    out << std::string(4096, 'r');
+  }
+  const std::string ram = ReplicaFile("ram.img");
+
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram) << "the files the copy ran on are kept";
+  auto basis = registry_->Basis("rig-b", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  EXPECT_TRUE(basis->ram_pages[9] == core::HashContent(std::string(kPageSize, 'r')));
+  SeedOver("rig-b", basis->id);
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(9 * 4096, 4096), std::string(4096, 'r'));
+  EXPECT_EQ(ReplicaFile("ram.img").substr(3 * 4096, 4096), std::string(4096, 'x'));
+}
+
+TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereAcceptsAFullSeedToo) {
+  StreamEpochs(TestOpen(), 1);
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(std::filesystem::remove_all(ReplicaDir(dir_.path(), Uuid())) > 0);
+  ASSERT_TRUE(core::IsTakenOverRefusal(
+      core::ReplicationReceiver::Start(From("rig-b"), Factory()).status()));
+  // No replica left: the copy's files are kept, and the fence goes.
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram_);
+  EXPECT_EQ(CommittedEpoch(), 0u);
+  auto r = core::ReplicationReceiver::Start(From("rig-b"), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::OkStatus());
+  r->reset();
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_EQ(ReplicaFile("ram.img").substr(4096, 4096), std::string(4096, '\0'))
+      << "a full seed starts afresh";
+}
+
+TEST_F(KeepBasisTest, DiscardIfUnusedFreesAKeptCopyNothingUsed) {
+  Factory();
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  ASSERT_TRUE(ReplicaExists());
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  EXPECT_FALSE(ReplicaExists());
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("some-host", Uuid()).status()));
+  // Again: nothing to free.
+  EXPECT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  // The sources are the copy's, not the registry's.
+  EXPECT_EQ(ReadFile(ram_file_), ram_);
+  // A later stream seeds anew.
+  StreamEpochs(TestOpen(), 1);
+  EXPECT_EQ(CommittedEpoch(), 1u);
+}
+
+TEST_F(KeepBasisTest, DiscardIfUnusedKeepsAKeptCopyWhoseBasisWasHandedOut) {
+  Factory();
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  auto basis = registry_->Basis("some-host", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  ASSERT_TRUE(ReplicaExists()) << "its basis was handed out: kept";
+  EXPECT_TRUE(ReplicaFile("ram.img") == ram_);
+  // And the basis is still good.
+  SeedOver("some-host", basis->id);
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_TRUE(ReplicaFile("ram.img") == SeededRam());
+  EXPECT_TRUE(ReplicaFile("disk-vda.raw") == SeededDisk());
+}
+
+TEST_F(KeepBasisTest, DiscardIfUnusedKeepsAKeptCopyOnceAStreamOpened) {
+  auto factory = Factory();
+  auto mark = Keep();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  {  // a stream open right now
+    auto r = core::ReplicationReceiver::Start(From("some-host"), factory);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+    ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+    EXPECT_TRUE(ReplicaExists());
+    for (const auto& item : novadt::testing::SmallEpoch(2)) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::OkStatus());
+  }
+  // ... and once it has ended.
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  EXPECT_TRUE(ReplicaExists());
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  EXPECT_EQ(committed_, (std::vector<uint64_t>{1, 2}));
+}
+
+// Discard() erases the entry; marks handed out before must not match the streams of the new
+// one (stream ids are unique across the registry).
+TEST_F(KeepBasisTest, DiscardIfUnusedKeepsTheReplicaOfAStreamOpenedAfterADiscard) {
+  StreamEpochs(TestOpen(), 1);  // stream 1 of the entry
+  auto mark = Keep();           // an existing replica: kept, mark 1
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  ASSERT_TRUE(registry_->Discard(Uuid()).ok());
+  StreamEpochs(From("rig-b"), 2);  // a new stream after the mark: stream 1 of a new entry
+  ASSERT_EQ(CommittedEpoch(), 2u);
+  ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
+  EXPECT_TRUE(ReplicaExists()) << "a stream opened since the mark: its replica must be kept";
+}
+
 }  // namespace
 }  // namespace novadt::replica
