@@ -523,7 +523,8 @@ void Agent::KeepAsBasis(const std::string& uuid) {
   replica::ReplicaGeometry geometry{*memory, {}};
   for (const auto& d : *disks) geometry.disks.push_back({d.target, d.capacity_bytes});
   std::map<std::string, std::string> files;
-  std::string kept = "RAM";
+  auto ram = launcher_->DomainRamFile(uuid);  // only while QEMU runs
+  std::string kept = ram.ok() ? "RAM" : "";
   for (const auto& s : *sources) {
     if (s.file.empty() || (s.format != "raw" && !s.format.empty())) {
       log.Info("disk {} is not a raw image file ({}): not kept", s.target,
@@ -531,10 +532,8 @@ void Agent::KeepAsBasis(const std::string& uuid) {
       continue;
     }
     files[s.target] = s.file;
-    kept += ", " + s.target;
+    kept += (kept.empty() ? "" : ", ") + s.target;
   }
-  auto ram = launcher_->DomainRamFile(uuid);  // only while QEMU runs
-  if (!ram.ok()) kept.erase(0, std::string("RAM").size() + (files.empty() ? 0 : 2));
   auto mark = registry_->KeepBasis(uuid, geometry, ram.ok() ? *ram : "", files);
   if (!mark.ok()) {
     log.Warn("nothing of the copy here kept for a re-protection: {}", mark.status().ToString());

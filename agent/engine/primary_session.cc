@@ -218,6 +218,9 @@ void PrimarySession::OnStreamDone(const Status& st, uint64_t generation) {
     std::lock_guard<std::mutex> lock(mu_);
     if (generation != generation_ || stopping_) return;
     if (core::IsTakenOverRefusal(st)) taken_over_ = true;
+    // The backup's file system is full: seeding in place over the replica needs more room than
+    // replacing it (a full seed frees the old replica first).
+    if (absl::IsResourceExhausted(st)) full_seed_next_ = true;
   }
   Degrade(st.ok() ? "backup closed the replication stream"
                   : "replication stream ended: " + std::string(st.message()));
@@ -467,6 +470,13 @@ Status PrimarySession::Drain(core::EpochStream& stream) {
 
 StatusOr<std::optional<core::ReplicaBasis>> PrimarySession::FetchBasis() {
   const InstanceLog log(parts_.open.instance_uuid);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (std::exchange(full_seed_next_, false)) {
+      log.Info("seeding in full: the backup ran out of space (a new replica replaces the old)");
+      return std::nullopt;
+    }
+  }
   auto basis = parts_.link->Basis(parts_.backup_address, parts_.open, options_.basis_timeout);
   if (!basis.ok()) {
     if (core::IsTakenOverRefusal(basis.status())) return basis.status();
@@ -482,6 +492,93 @@ StatusOr<std::optional<core::ReplicaBasis>> PrimarySession::FetchBasis() {
   return std::optional<core::ReplicaBasis>(*std::move(basis));
 }
 
+namespace {
+
+std::string_view PageBytes(const char* page) { return {page, core::kGuestPageSize}; }
+
+}  // namespace
+
+// What a seed has sent so far: the hash of every page as the replica holds it (sent in this
+// epoch, or the basis's), and the disk filter, which must see every write in order.
+struct PrimarySession::SeedCopy {
+  SeedCopy(core::EpochStream& stream, uint64_t pages, const core::ReplicaBasis* basis,
+           const std::vector<core::DiskGeometry>& disks)
+      : epoch1(stream, 1), sent_hash(pages), basis(basis),
+        filter(basis ? core::DiskBasisFilter(disks, basis->disk_blocks)
+                     : core::DiskBasisFilter()) {}
+  core::EpochWriter epoch1;
+  std::vector<core::ContentHash> sent_hash;
+  const core::ReplicaBasis* basis;  // may be null
+  core::DiskBasisFilter filter;
+  uint64_t sent_bytes = 0;    // page and disk payload
+  uint64_t basis_pages = 0;   // left out: the basis holds them
+};
+
+Status PrimarySession::SendDiskWrites(SeedCopy& copy, std::vector<core::DiskWrite> writes) {
+  std::vector<core::DiskWrite> out;
+  out.reserve(writes.size());
+  for (auto& w : writes) copy.filter.Filter(std::move(w), out);
+  for (const auto& w : out) copy.sent_bytes += w.data.size();
+  return copy.epoch1.DiskWrites(out);
+}
+
+Status PrimarySession::SendAllPages(SeedCopy& copy) {
+  const uint64_t pages = copy.sent_hash.size();
+  core::StagedEpoch slice, to_send;
+  for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
+    if (Stopping()) return absl::CancelledError("stopped while seeding");
+    const uint64_t n = std::min(options_.seed_slice_pages, pages - first);
+    NOVA_DT_RETURN_IF_ERROR(parts_.stager->StageRange(first, n, slice));
+    // Hash the copy, not the live page: what is remembered as sent must be the bytes sent.
+    for (uint64_t i = 0; i < n; ++i) {
+      copy.sent_hash[first + i] =
+          core::HashContent(PageBytes(slice.page_data.data() + i * core::kGuestPageSize));
+    }
+    if (copy.basis) {
+      to_send.page_index.clear();
+      to_send.page_data.clear();
+      for (uint64_t i = 0; i < n; ++i) {
+        if (copy.sent_hash[first + i] == copy.basis->ram_pages[first + i]) {
+          ++copy.basis_pages;
+          continue;
+        }
+        to_send.page_index.push_back(first + i);
+        to_send.page_data.append(slice.page_data, i * core::kGuestPageSize,
+                                 core::kGuestPageSize);
+      }
+    }
+    const core::StagedEpoch& out = copy.basis ? to_send : slice;
+    copy.sent_bytes += out.page_data.size();
+    NOVA_DT_RETURN_IF_ERROR(copy.epoch1.Pages(out));
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<uint64_t> PrimarySession::SendChangedPages(SeedCopy& copy) {
+  core::StagedEpoch to_send;
+  uint64_t sent = 0;
+  const auto flush = [&]() -> Status {
+    if (to_send.page_index.empty()) return absl::OkStatus();
+    sent += to_send.page_data.size();
+    Status st = copy.epoch1.Pages(to_send);
+    to_send.page_index.clear();
+    to_send.page_data.clear();
+    return st;
+  };
+  for (uint64_t p = 0; p < copy.sent_hash.size(); ++p) {
+    if (core::HashContent(PageBytes(parts_.stager->page(p))) == copy.sent_hash[p]) continue;
+    if (Stopping()) return absl::CancelledError("stopped while seeding");
+    to_send.page_index.push_back(p);
+    to_send.page_data.append(parts_.stager->page(p), core::kGuestPageSize);
+    copy.sent_hash[p] = core::HashContent(
+        PageBytes(to_send.page_data.data() + to_send.page_data.size() - core::kGuestPageSize));
+    if (to_send.page_index.size() >= options_.seed_slice_pages) NOVA_DT_RETURN_IF_ERROR(flush());
+  }
+  NOVA_DT_RETURN_IF_ERROR(flush());
+  copy.sent_bytes += sent;
+  return sent;
+}
+
 Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged,
                             const core::ReplicaBasis* basis) {
   // Output is not held while seeding: without a committed replica there is nothing to fail
@@ -490,106 +587,48 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
   NOVA_DT_RETURN_IF_ERROR(checkpointer_.Prepare());
   NOVA_DT_RETURN_IF_ERROR(PauseAndArm());
   NOVA_DT_RETURN_IF_ERROR(parts_.capture->Start(options_.capture_ready_timeout));
-  core::EpochWriter epoch1(stream, 1);
-  NOVA_DT_RETURN_IF_ERROR(epoch1.Begin());
-  uint64_t sent_bytes = 0, basis_bytes = 0;
-  // Disk writes go in capture order, less the blocks the basis holds (one filter for the whole
-  // epoch: it must see every write in order).
-  core::DiskBasisFilter filter =
-      basis ? core::DiskBasisFilter(parts_.open.disks, basis->disk_blocks) : core::DiskBasisFilter();
-  const auto send_disk_writes = [&](std::vector<core::DiskWrite> writes) {
-    std::vector<core::DiskWrite> out;
-    out.reserve(writes.size());
-    for (auto& w : writes) filter.Filter(std::move(w), out);
-    for (const auto& w : out) sent_bytes += w.data.size();
-    return epoch1.DiskWrites(out);
-  };
-  // The disks' initial copy is buffered by now: it goes while the guest runs, so that what
-  // follows the first pause (and gates the first ack, i.e. held output) stays small.
-  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
-  const uint64_t pages = parts_.stager->page_count();
-  // The copy below races with the guest. The dirty tracker knows what changed since it was
-  // armed, not what the copy caught: a page changed and changed back while it was copied would
-  // look clean but reach the replica half-way. So remember (the hash of) what was sent, and at
-  // the first pause send every page whose bytes differ from it. With a basis, a page whose bytes
-  // the backup's basis already holds is not sent: the replica has it (and it counts as sent).
-  std::vector<core::ContentHash> sent_hash(pages);
-  const auto page_bytes = [](const char* page) {
-    return std::string_view(page, core::kGuestPageSize);
-  };
-  core::StagedEpoch slice, to_send;
-  // Each pass ends with a barrier: the next pass (and finally the pause) starts once the backup
-  // has everything sent so far, so what the pause sends is not queued behind it.
+  const InstanceLog log(parts_.open.instance_uuid);
+  SeedCopy copy(stream, parts_.stager->page_count(), basis, parts_.open.disks);
+  NOVA_DT_RETURN_IF_ERROR(copy.epoch1.Begin());
+  // Everything before the first pause goes while the guest runs, and each pass ends with a
+  // barrier (Drain): the next pass, and finally the pause, starts once the backup has all sent
+  // so far — so what the pause sends, whose ack gates the first held output, is not queued
+  // behind megabytes still in flight.
+  //
+  // 1. The disks' initial copy (buffered by the capture by now).
+  NOVA_DT_RETURN_IF_ERROR(SendDiskWrites(copy, parts_.capture->TakeWrites()));
   NOVA_DT_RETURN_IF_ERROR(Drain(stream));
-  for (uint64_t first = 0; first < pages; first += options_.seed_slice_pages) {
-    if (Stopping()) return absl::CancelledError("stopped while seeding");
-    const uint64_t n = std::min(options_.seed_slice_pages, pages - first);
-    NOVA_DT_RETURN_IF_ERROR(parts_.stager->StageRange(first, n, slice));
-    core::StagedEpoch* out = &slice;
-    if (basis) {
-      to_send.page_index.clear();
-      to_send.page_data.clear();
-    }
-    for (uint64_t i = 0; i < n; ++i) {
-      const char* page = slice.page_data.data() + i * core::kGuestPageSize;
-      sent_hash[first + i] = core::HashContent(page_bytes(page));
-      if (!basis) continue;
-      out = &to_send;
-      if (sent_hash[first + i] == basis->ram_pages[first + i]) {
-        basis_bytes += core::kGuestPageSize;
-      } else {
-        to_send.page_index.push_back(first + i);
-        to_send.page_data.append(page, core::kGuestPageSize);
-      }
-    }
-    sent_bytes += out->page_data.size();
-    NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(*out));
-  }
-  // The guest's disk writes since the initial copy go with each pass too.
-  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
+  // 2. All of RAM. The copy races with the guest: the dirty tracker knows what changed since it
+  // was armed, not what the copy caught (a page changed and changed back while it was copied
+  // would look clean but reach the replica half-way). Hence the hashes of what was sent.
+  NOVA_DT_RETURN_IF_ERROR(SendAllPages(copy));
+  NOVA_DT_RETURN_IF_ERROR(SendDiskWrites(copy, parts_.capture->TakeWrites()));
   NOVA_DT_RETURN_IF_ERROR(Drain(stream));
-  // Pre-copy rounds (as live migration's): what changed since it was sent goes again while the
-  // guest runs, until a round (sent and received) takes at most a quarter of the degrade bound.
-  // The first pause then sends about what changed during that round, and its ack — which gates
-  // the first held output — comes well within the bound, even on a slow link.
+  // 3. Pre-copy rounds (as live migration's): what changed since it was sent, until a round
+  // (sent and received) takes at most a quarter of the degrade bound. The first pause then
+  // sends about what changed during that round, and its ack comes well within the bound.
   for (int round = 0; round < options_.seed_precopy_rounds; ++round) {
     const auto round_start = clock_.Now();
-    const uint64_t bytes_before = sent_bytes;
-    const auto flush = [&]() -> Status {
-      if (to_send.page_index.empty()) return absl::OkStatus();
-      sent_bytes += to_send.page_data.size();
-      Status st = epoch1.Pages(to_send);
-      to_send.page_index.clear();
-      to_send.page_data.clear();
-      return st;
-    };
-    for (uint64_t p = 0; p < pages; ++p) {
-      if (core::HashContent(page_bytes(parts_.stager->page(p))) == sent_hash[p]) continue;
-      if (Stopping()) return absl::CancelledError("stopped while seeding");
-      // Copy, then hash the copy: what is remembered as sent must be the bytes sent.
-      to_send.page_index.push_back(p);
-      to_send.page_data.append(parts_.stager->page(p), core::kGuestPageSize);
-      sent_hash[p] = core::HashContent(
-          page_bytes(to_send.page_data.data() + to_send.page_data.size() - core::kGuestPageSize));
-      if (to_send.page_index.size() >= options_.seed_slice_pages) NOVA_DT_RETURN_IF_ERROR(flush());
-    }
-    NOVA_DT_RETURN_IF_ERROR(flush());
-    NOVA_DT_RETURN_IF_ERROR(send_disk_writes(parts_.capture->TakeWrites()));
+    auto sent = SendChangedPages(copy);
+    if (!sent.ok()) return sent.status();
+    NOVA_DT_RETURN_IF_ERROR(SendDiskWrites(copy, parts_.capture->TakeWrites()));
     NOVA_DT_RETURN_IF_ERROR(Drain(stream));
     const auto took = clock_.Now() - round_start;
-    InstanceLog(parts_.open.instance_uuid)
-        .Info("seeding round {}: {:.1f} MiB changed since sent, received in {} ms", round + 1,
-               (sent_bytes - bytes_before) / 1048576.0,
-               std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
+    log.Info("seeding round {}: {:.1f} MiB changed since sent, received in {} ms", round + 1,
+             *sent / 1048576.0,
+             std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
     if (took <= options_.degrade_after / 4) break;
   }
-  // At the first pause the replica lacks exactly the pages whose bytes differ from what it
-  // got: that set replaces the tracker's (which holds every page changed since it was armed,
-  // also those the rounds sent again since).
+  // 4. The first pause: the replica lacks exactly the pages whose bytes differ from what it
+  // got; that set replaces the tracker's (every page changed since it was armed, also those
+  // the rounds sent again since).
+  const uint64_t pages = copy.sent_hash.size();
   const auto what_the_replica_lacks = [&](dirty::DirtyPages& dirty) {
     dirty = dirty::DirtyPages(pages);
     for (uint64_t p = 0; p < pages; ++p) {
-      if (core::HashContent(page_bytes(parts_.stager->page(p))) != sent_hash[p]) dirty.Insert(p);
+      if (core::HashContent(PageBytes(parts_.stager->page(p))) != copy.sent_hash[p]) {
+        dirty.Insert(p);
+      }
     }
   };
   {
@@ -606,22 +645,21 @@ Status PrimarySession::Seed(core::EpochStream& stream, core::StagedEpoch& staged
     unacked_[1] = clock_.Now();
     last_checkpoint_ = 1;
   }
-  NOVA_DT_RETURN_IF_ERROR(epoch1.Pages(staged));
-  const uint64_t before_pause = sent_bytes;
-  sent_bytes += staged.page_data.size();
-  NOVA_DT_RETURN_IF_ERROR(send_disk_writes(std::move(staged.disk_writes)));
-  InstanceLog(parts_.open.instance_uuid)
-      .Info("seeding: the first pause took {} pages and {:.1f} MiB in all, device state {} KiB",
-            staged.page_index.size(), (sent_bytes - before_pause) / 1048576.0,
-            staged.device_state.size() / 1024);
+  NOVA_DT_RETURN_IF_ERROR(copy.epoch1.Pages(staged));
+  const uint64_t before_pause = copy.sent_bytes;
+  copy.sent_bytes += staged.page_data.size();
+  NOVA_DT_RETURN_IF_ERROR(SendDiskWrites(copy, std::move(staged.disk_writes)));
+  log.Info("seeding: the first pause took {} pages and {:.1f} MiB in all, device state {} KiB",
+           staged.page_index.size(), (copy.sent_bytes - before_pause) / 1048576.0,
+           staged.device_state.size() / 1024);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    seed_bytes_ = sent_bytes;
-    seed_basis_bytes_ = basis_bytes + filter.skipped_bytes();
+    seed_bytes_ = copy.sent_bytes;
+    seed_basis_bytes_ = copy.basis_pages * core::kGuestPageSize + copy.filter.skipped_bytes();
   }
   device_states_.Reset();  // a new stream: its first state goes whole
   EncodeDeviceState(staged);
-  return epoch1.End(staged.device_state, staged.device_state_encoding);
+  return copy.epoch1.End(staged.device_state, staged.device_state_encoding);
 }
 
 Status PrimarySession::Protect() {
@@ -759,6 +797,7 @@ void PrimarySession::EpochThread() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (core::IsTakenOverRefusal(st)) taken_over_ = true;
+      if (absl::IsResourceExhausted(st)) full_seed_next_ = true;  // see OnStreamDone
       if (handover_requested_) {  // the attempt ended before the final epoch was taken
         handover_requested_ = false;
         handover_outcome_ = st.ok() ? absl::AbortedError("protection ended") : st;

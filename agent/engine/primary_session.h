@@ -168,10 +168,17 @@ class PrimarySession {
   // One protection attempt: seed, then checkpoint until degraded or stopped. Returns why it
   // ended (OK when stopped).
   Status Protect();
-  // Streams epoch 1: all RAM and the disks' initial copy, leaving out what `basis` (may be
-  // null) already holds.
+  // Streams epoch 1: the disks' initial copy, all RAM and pre-copy rounds while the guest runs,
+  // then the first pause — leaving out what `basis` (may be null) already holds.
   Status Seed(core::EpochStream& stream, core::StagedEpoch& staged,
               const core::ReplicaBasis* basis);
+  // Seeding steps (the epoch thread's), over what the seed has sent so far.
+  struct SeedCopy;
+  Status SendDiskWrites(SeedCopy& copy, std::vector<core::DiskWrite> writes);
+  // Every page, in slices; those the basis holds are left out.
+  Status SendAllPages(SeedCopy& copy);
+  // The pages whose bytes changed since they were sent; returns their payload bytes.
+  StatusOr<uint64_t> SendChangedPages(SeedCopy& copy);
   // The backup's basis for the next stream, or none (full seed; why is logged). The taken-over
   // refusal is returned as an error.
   StatusOr<std::optional<core::ReplicaBasis>> FetchBasis();
@@ -225,6 +232,7 @@ class PrimarySession {
   Clock::Duration seed_time_{0};
   uint64_t seed_bytes_ = 0;        // guarded by mu_
   uint64_t sync_sent_ = 0;         // guarded by mu_: the last Sync() token
+  bool full_seed_next_ = false;    // guarded by mu_: the backup was out of space
   uint64_t synced_ = 0;            // guarded by mu_: the last token the backup answered
   uint64_t seed_basis_bytes_ = 0;  // guarded by mu_
   std::deque<Clock::Duration> pauses_;  // the last 1000 pause totals

@@ -104,19 +104,18 @@ grpc::Status ServeBasis(
     o->set_size_bytes(d.size_bytes);
   }
   head.set_disk_block_bytes(core::kBasisBlockSize);
-  bool first_chunk = true;
+  // The first chunk carries the head (every basis has RAM, so there is one).
+  nova_dt::v1::BasisChunk next = head;
   const auto send = [&](const std::string& disk, const std::vector<core::ContentHash>& hashes) {
-    // At least one chunk per part, so that an empty part is still named.
-    for (size_t from = 0; first_chunk || from < hashes.size(); from += kHashesPerChunk) {
-      nova_dt::v1::BasisChunk c = first_chunk ? head : nova_dt::v1::BasisChunk();
-      first_chunk = false;
+    for (size_t from = 0; from < hashes.size(); from += kHashesPerChunk) {
+      nova_dt::v1::BasisChunk c;
+      c.Swap(&next);
       c.set_basis_id(b->id);
       c.set_disk(disk);
       c.set_first(from);
       const size_t n = std::min(kHashesPerChunk, hashes.size() - from);
       AppendHashes(hashes.data() + from, n, *c.mutable_hashes());
       if (!writer->Write(c)) return false;
-      if (hashes.empty()) break;
     }
     return true;
   };

@@ -68,4 +68,17 @@ std::string LastLines(const std::string& text, int lines);
 
 std::string ReadFile(const std::string& path);
 
+// `n` deterministic pseudo-random bytes (xorshift64), different for every `seed`.
+inline std::string PseudoRandomBytes(uint64_t seed, size_t n) {
+  std::string s(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
 }  // namespace novadt::testing

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/test_util.h"
+
 namespace novadt::core {
 namespace {
 
@@ -14,15 +16,7 @@ constexpr uint64_t kBlock = kBasisBlockSize;
 
 // Deterministic bytes, different for every seed.
 std::string Bytes(uint64_t seed, size_t n) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
+  return novadt::testing::PseudoRandomBytes(seed, n);
 }
 
 DiskWrite Data(const std::string& disk, uint64_t offset, std::string data) {

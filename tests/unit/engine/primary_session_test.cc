@@ -388,6 +388,28 @@ TEST_F(PrimarySessionTest, SeedWithABasisSendsOnlyWhatTheBackupLacks) {
   session_->Stop();
 }
 
+// A backup out of space cannot seed in place over its replica (even the epoch record's
+// rewrite needs room); a full seed frees the old replica first. So after RESOURCE_EXHAUSTED
+// the next seed ignores the basis.
+TEST_F(PrimarySessionTest, ABackupOutOfSpaceIsSeededInFullNextTime) {
+  core::ReplicaBasis basis;
+  basis.id = 42;
+  basis.ram_size_bytes = kPages * kPage;
+  basis.disks = novadt::testing::TestOpen().disks;
+  basis.ram_pages.assign(kPages, core::ContentHash{});
+  basis.disk_blocks["vda"].assign(core::BasisBlockCount(basis.disks[0].size_bytes), {});
+  link_.SetBasis(basis);
+  {
+    std::lock_guard<std::mutex> lock(link_.state->mu);
+    link_.state->fail_on = "commit 1";
+    link_.state->fail_with = absl::ResourceExhaustedError("No space left on device");
+  }
+  StartSession(Fast());
+  ASSERT_TRUE(WaitFor([&] { return link_.opens.load() >= 2; }, seconds(5)));
+  EXPECT_EQ(link_.last_basis_id.load(), 0u) << "the second seed still named the basis";
+  session_->Stop();
+}
+
 TEST_F(PrimarySessionTest, ABasisOfAnotherShapeOrNoneMeansAFullSeed) {
   core::ReplicaBasis other;
   other.id = 7;

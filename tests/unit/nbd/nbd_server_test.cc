@@ -483,14 +483,21 @@ class Qmp {
   ~Qmp() {
     if (fd_ >= 0) ::close(fd_);
   }
+  // False (and may be called again) while QEMU does not accept connections yet: its socket
+  // file appears (bind) before it listens.
   bool Connect(const std::string& path) {
+    if (fd_ >= 0) ::close(fd_);
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
     timeval tv{20, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return false;
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+      return false;
+    }
     return ReadLine().find("\"QMP\"") != std::string::npos &&
            Execute(R"({"execute": "qmp_capabilities"})").find("return") != std::string::npos;
   }
@@ -540,15 +547,10 @@ TEST_F(NbdServerTest, QemuWriteBlockingMirrorCapturesWritesBeforeTheyComplete) {
        "-qmp", "unix:" + qmp_path + ",server=on,wait=off", "-drive",
        "file=" + src_path + ",format=raw,if=none,id=drive0"},
       dir_.path() + "/qemu.log");
-  ASSERT_TRUE(novadt::testing::WaitFor(
-      [&] {
-        struct stat st;
-        return ::lstat(qmp_path.c_str(), &st) == 0;
-      },
-      std::chrono::seconds(20)))
-      << ReadFile(dir_.path() + "/qemu.log");
   Qmp qmp;
-  ASSERT_TRUE(qmp.Connect(qmp_path)) << ReadFile(dir_.path() + "/qemu.log");
+  ASSERT_TRUE(novadt::testing::WaitFor([&] { return qmp.Connect(qmp_path); },
+                                       std::chrono::seconds(20)))
+      << ReadFile(dir_.path() + "/qemu.log");
 
   std::string r = qmp.Execute(
       R"({"execute": "blockdev-add", "arguments": {"driver": "nbd", "node-name": "tgt",)"

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "agent/replica/replica_store.h"
+#include "tests/support/test_util.h"
 
 namespace novadt::replica {
 
@@ -55,15 +56,7 @@ inline Model EmptyModel(const ReplicaGeometry& g) {
 }
 
 inline std::string Fill(uint64_t seed, size_t n) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
+  return novadt::testing::PseudoRandomBytes(seed, n);
 }
 
 // Epoch 1 is a full seed; later epochs dirty a few pages (some twice) and write overlapping
