@@ -186,9 +186,9 @@ class ReplicationLink {
                                                       const StreamOpen& open,
                                                       EpochStreamCallbacks callbacks) = 0;
   // Asks the backup at `address` for its basis of `open.instance_uuid` (core/replica_basis.h),
-  // as `open.primary_host`, to be named in the next Open()'s StreamOpen::basis_id. NotFound: it holds nothing usable (seed in
-  // full); the taken-over refusal as for Open(); Unimplemented: a link without bases. Blocks
-  // the calling thread, bounded by `timeout`.
+  // as `open.primary_host`, to be named in the next Open()'s StreamOpen::basis_id. NotFound:
+  // it holds nothing usable (seed in full); the taken-over refusal as for Open();
+  // Unimplemented: a link without bases. Blocks the calling thread, bounded by `timeout`.
   virtual StatusOr<ReplicaBasis> Basis(const std::string& address, const StreamOpen& open,
                                         std::chrono::milliseconds timeout) {
     (void)address, (void)open, (void)timeout;

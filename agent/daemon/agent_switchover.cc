@@ -129,8 +129,8 @@ StatusOr<core::SwitchoverResult> Agent::RecoverFailedSwitchover(
   if (witness_) {
     // Only the owner may run the guest: winning the claim back proves the backup did not
     // take over (and, with the generation bumped, never can from that replica).
-    // A backup whose restore failed releases its claim right after answering: when it said so,
-    // retry for a few seconds.
+    // A backup whose restore failed gives its claim back before it answers; when it said so,
+    // retry for a few seconds all the same (a slow witness, an older backup).
     const auto until = clock_.Now() + std::chrono::seconds(definite ? 5 : 0);
     auto claimed = witness_->Claim(uuid, cfg_.defaults.host);
     while (!claimed.ok() && absl::IsFailedPrecondition(claimed.status()) &&

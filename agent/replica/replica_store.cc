@@ -822,16 +822,13 @@ Status HashPieces(const std::string& path, uint64_t size, uint64_t unit,
     const size_t n = static_cast<size_t>(std::min(chunk, size - off));
     NOVA_DT_RETURN_IF_ERROR(PReadAll(fd->get(), buf.data(), n, off, path));
     for (size_t p = 0; p < n; p += unit) {
-      out.push_back(core::HashContent(std::string_view(buf).substr(p, std::min<size_t>(unit, n - p))));
+      out.push_back(
+          core::HashContent(std::string_view(buf).substr(p, std::min<size_t>(unit, n - p))));
     }
     off += n;
   }
   return absl::OkStatus();
 }
-
-}  // namespace
-
-namespace {
 
 // Copies the first `size` bytes of `from` over `to` (same offsets), leaving all-zero chunks
 // unwritten (the target is zero already) and stopping at the end of a shorter source.

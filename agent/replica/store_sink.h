@@ -40,8 +40,8 @@ class ReplicaRegistry {
 
   // Makes sinks for incoming streams. A new stream (re)seeds: the server's replica is
   // re-created with the stream's geometry, its epochs start at 1 — or, for a stream naming a
-  // valid basis (Basis()), reopened in place and un-seeded (FailedPrecondition for a stale one). (Resuming an existing replica
-  // after an agent restart needs the committed epoch in the handshake — pair-safety work.)
+  // valid basis (Basis()), reopened in place and un-seeded (FailedPrecondition for a stale one):
+  // a replica is never resumed at its epoch, it is re-seeded over its basis.
   // Refused: a stream from another primary while one is open (FailedPrecondition; one from the
   // same primary replaces the open one), and any stream for a server taken over here
   // (core::TakenOverRefusal). The registry must outlive the factory's sinks.
