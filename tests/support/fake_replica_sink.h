@@ -30,6 +30,10 @@ struct FakeReplicaState {
     std::lock_guard<std::mutex> lock(mu);
     return calls;
   }
+  std::vector<uint64_t> Pages() {
+    std::lock_guard<std::mutex> lock(mu);
+    return pages;
+  }
   std::vector<uint64_t> Committed() {
     std::lock_guard<std::mutex> lock(mu);
     return committed;

@@ -331,11 +331,7 @@ TEST_F(PrimarySessionTest, PageChangedAndRevertedDuringTheSeedingCopyIsSentAgain
   o.epoch = seconds(10);  // only the seeding epoch matters here
   StartSession(o);
   ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
-  std::vector<uint64_t> pages;
-  {
-    std::lock_guard<std::mutex> lock(link_.state->mu);
-    pages = link_.state->pages;
-  }
+  const std::vector<uint64_t> pages = link_.state->Pages();
   // Once in the copy (all 64 pages), once more at the first pause for page 9.
   EXPECT_EQ(std::count(pages.begin(), pages.end(), 9u), 2) << "page 9 was not sent again";
 }
@@ -372,11 +368,7 @@ TEST_F(PrimarySessionTest, SeedWithABasisSendsOnlyWhatTheBackupLacks) {
     EXPECT_NE(*c, "disk vda 0+131072") << "the block the basis holds went again";
     EXPECT_NE(*c, "disk vda 0+65536") << "the block the basis holds went again";
   }
-  std::vector<uint64_t> pages;
-  {
-    std::lock_guard<std::mutex> lock(link_.state->mu);
-    pages = link_.state->pages;
-  }
+  const std::vector<uint64_t> pages = link_.state->Pages();
   ASSERT_GE(pages.size(), 2u);
   EXPECT_EQ(pages[0], 3u);
   EXPECT_EQ(pages[1], 5u);
@@ -423,10 +415,7 @@ TEST_F(PrimarySessionTest, ABasisOfAnotherShapeOrNoneMeansAFullSeed) {
   StartSession(o);
   ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
   EXPECT_EQ(link_.last_basis_id.load(), 0u);
-  {
-    std::lock_guard<std::mutex> lock(link_.state->mu);
-    EXPECT_GE(link_.state->pages.size(), kPages);
-  }
+  EXPECT_GE(link_.state->Pages().size(), kPages);
   EXPECT_EQ(session_->status().seed_basis_bytes, 0u);
   session_->Stop();
 }
@@ -454,11 +443,7 @@ TEST_F(PrimarySessionTest, PageChangedAfterTheCopyGoesAgainBeforeTheFirstPause) 
   o.epoch = seconds(10);  // only the seeding epoch matters here
   StartSession(o);
   ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
-  std::vector<uint64_t> pages;
-  {
-    std::lock_guard<std::mutex> lock(link_.state->mu);
-    pages = link_.state->pages;
-  }
+  const std::vector<uint64_t> pages = link_.state->Pages();
   // The copy's 64 pages, then the round: page 5 alone; the pause resends at most the page the
   // fake guest dirties while paused, never page 5 once more.
   ASSERT_GE(pages.size(), kPages + 1);
