@@ -109,6 +109,17 @@ Exchange of the agents' RPC API and notifications (the agents'
         'agent_topic',
         default='nova_dt_agent',
         help='RPC topic of the nova-dt agents; one server per compute host.'),
+    cfg.IntOpt(
+        'agent_call_timeout',
+        default=10,
+        min=1,
+        help="""
+Seconds the controller waits for an agent's answer to an RPC call. Before it
+acts on a ``dt.pair.failover.end``, the controller asks the new host's agent
+(``status``) whether the server runs there as the primary; without an answer
+in time nothing is changed and the question is asked again at the next
+``resume_interval``.
+"""),
     cfg.ListOpt(
         'agent_notification_topics',
         default=['notifications'],

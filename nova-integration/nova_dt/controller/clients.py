@@ -132,3 +132,12 @@ class AgentAPI(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def unprotect(self, host, instance_uuid):
         """Ask the agent on ``host`` to stop protecting the server (cast)."""
+
+    @abc.abstractmethod
+    def status(self, host):
+        """The status of the agent on ``host`` (RPC call ``status``, docs/bus.md): a dict with
+        ``host`` and ``protected_servers`` (each with ``instance_uuid``, ``role``, ``state``).
+
+        Waits at most the client's timeout.
+        :raises Exception: no answer in time, or the agent's failure.
+        """

@@ -7,7 +7,8 @@
   through the cell mappings), as ``nova-manage`` does: the API has no call that moves a server's
   host without Nova rebuilding or migrating it.
 - Neutron: Nova's own neutron client factory (``[neutron]`` credentials), admin context.
-- Agents: oslo.messaging RPC casts on the agents' exchange and topic (docs/bus.md).
+- Agents: oslo.messaging RPC casts (and the ``status`` call) on the agents' exchange and topic
+  (docs/bus.md).
 """
 
 import contextlib
@@ -272,13 +273,14 @@ class NovaNeutronNetwork(clients.NetworkAPI):
 
 
 class RpcAgents(clients.AgentAPI):
-    """The agents' RPC API: casts to topic ``agent_topic``, server = compute host."""
+    """The agents' RPC API on topic ``agent_topic``, server = compute host: casts, and the
+    ``status`` call (at most ``timeout`` seconds)."""
 
     VERSION = '1.0'
 
-    def __init__(self, transport, exchange='nova_dt', topic='nova_dt_agent'):
+    def __init__(self, transport, exchange='nova_dt', topic='nova_dt_agent', timeout=10):
         target = messaging.Target(exchange=exchange, topic=topic, version=self.VERSION)
-        self._client = messaging.get_rpc_client(transport, target)
+        self._client = messaging.get_rpc_client(transport, target, timeout=timeout)
 
     @staticmethod
     def _context():
@@ -295,3 +297,6 @@ class RpcAgents(clients.AgentAPI):
                  {'uuid': instance_uuid, 'host': host})
         self._client.prepare(server=host).cast(
             self._context(), 'unprotect', instance_uuid=instance_uuid)
+
+    def status(self, host):
+        return self._client.prepare(server=host).call(self._context(), 'status')

@@ -64,6 +64,18 @@ NO_BACKUP = 'no_backup'        # no DT-capable host with room: retried every res
 FAILING_OVER = 'failing_over'  # a failover reconciliation runs
 RELEASING = 'releasing'        # the server is being deleted
 
+# What the controller makes of an agent's dt.pair.failover.end (failover_verdict). The event
+# cannot be trusted by itself (anyone allowed to publish on the agents' exchange can send one),
+# and acting on it rewrites the server's host, ports and allocations.
+IGNORE = 'ignore'   # nothing to do: a redelivery, already reconciled, or being deleted
+REFUSE = 'refuse'   # not this pair's failover: never acted on (logged, recorded in the pair)
+VERIFY = 'verify'   # plausible: ask the new host's agent whether the server runs there
+ACCEPT = 'accept'   # the new host's agent runs the server as primary: reconcile
+
+# A failover event not acted on, as recorded in its pair (Pair.failover_claim['verdict']).
+CLAIM_REFUSED = 'refused'        # REFUSE: kept for the operator, never retried
+CLAIM_UNVERIFIED = 'unverified'  # the new host's agent did not answer: asked again at resume
+
 # Nova events (instance.<action>.<phase>) that start jobs.
 CREATE_END = 'instance.create.end'
 DELETE_EVENTS = ('instance.delete.start', 'instance.delete.end')
@@ -136,11 +148,11 @@ class Pair(object):
     """The controller's record of one DT server: its primary, its backup and the running job."""
 
     FIELDS = ('instance_uuid', 'project_id', 'user_id', 'peer_az', 'primary_host',
-              'backup_host', 'backup_rp', 'status', 'reason')
+              'backup_host', 'backup_rp', 'status', 'reason', 'failover_claim')
 
     def __init__(self, instance_uuid, project_id=None, user_id=None, peer_az=None,
                  primary_host=None, backup_host=None, backup_rp=None, status=PROTECTING,
-                 reason=None, job=None):
+                 reason=None, job=None, failover_claim=None):
         self.instance_uuid = instance_uuid
         self.project_id = project_id
         self.user_id = user_id
@@ -151,6 +163,10 @@ class Pair(object):
         self.status = status
         self.reason = reason
         self.job = job
+        # The last failover event of this server that was not acted on: dict of new_host,
+        # old_host, verdict (CLAIM_REFUSED or CLAIM_UNVERIFIED) and reason; None once a
+        # failover was accepted (or none was ever refused).
+        self.failover_claim = failover_claim
 
     @property
     def reservation(self):
@@ -261,27 +277,96 @@ def plan_instance_event(event, pair):
     return pair
 
 
-def plan_failover(event, pair):
-    """The pair after an agent's failover.end, or None when it is already reconciled.
+Verdict = collections.namedtuple('Verdict', ['action', 'reason'])
+Verdict.__doc__ = """What to do with a failover event (IGNORE, REFUSE, VERIFY or ACCEPT) and why."""
 
-    An unknown server (no record: e.g. protected by hand) is reconciled too; a server being
-    deleted is not.
+
+def failover_verdict(event, pair, agent_status=None):
+    """What to do with an agent's failover.end, given the server's record (None if unknown).
+
+    Without ``agent_status``, from the controller's record alone: IGNORE (a redelivery, a
+    failover already reconciled or being reconciled, a server being deleted), REFUSE, or VERIFY.
+    The event can be this pair's failover only if the controller knows the server, its new host
+    is the pair's recorded backup and, when the event names the lost primary, that is the
+    pair's primary. A planned switchover is reported with the same event (the backup took the
+    server over) and is judged the same way.
+
+    :param agent_status: the new host's agent's answer to the RPC ``status`` (docs/bus.md). Then
+        ACCEPT when that agent (``host``) lists the server with role ``primary``, which it
+        reports from the moment it restored the server (Agent::OnFailoverDone, also at the end
+        of a switchover) and while it protects it again; REFUSE otherwise (e.g. role
+        ``backup``: its primary still runs).
+    :returns: a Verdict.
     """
+    if pair is not None:
+        if pair.job is not None and pair.job.kind == RELEASE:
+            return Verdict(IGNORE, 'the server is being deleted')
+        if pair.primary_host == event.new_host:
+            return Verdict(IGNORE, 'the controller has the server on %s already'
+                           % event.new_host)
     if pair is None:
-        pair = Pair(event.instance_uuid, primary_host=event.old_host)
-    elif pair.job is not None and pair.job.kind == RELEASE:
+        return Verdict(REFUSE, 'the controller protects no such server')
+    if not pair.backup_host:
+        return Verdict(REFUSE, 'the pair has no backup host (status %s); new host %s'
+                       % (pair.status, event.new_host))
+    if event.new_host != pair.backup_host:
+        return Verdict(REFUSE, 'new host %s is not the pair\'s backup host %s'
+                       % (event.new_host, pair.backup_host))
+    if event.old_host and event.old_host != pair.primary_host:
+        return Verdict(REFUSE, 'lost primary %s is not the pair\'s primary host %s'
+                       % (event.old_host, pair.primary_host))
+    if agent_status is None:
+        return Verdict(VERIFY, None)
+    servers = agent_status.get('protected_servers') if isinstance(agent_status, dict) else None
+    if not isinstance(servers, list):
+        return Verdict(REFUSE, 'the status of the agent on %s has no protected_servers list'
+                       % event.new_host)
+    if agent_status.get('host') != event.new_host:
+        return Verdict(REFUSE, 'the status asked of %s came from the agent on %r'
+                       % (event.new_host, agent_status.get('host')))
+    views = [v for v in servers
+             if isinstance(v, dict) and v.get('instance_uuid') == event.instance_uuid]
+    if not views:
+        return Verdict(REFUSE, 'the agent on %s does not have the server'
+                       % event.new_host)
+    if not any(v.get('role') == 'primary' for v in views):
+        return Verdict(REFUSE, 'the agent on %s has the server as %s, not as the primary'
+                       % (event.new_host, ', '.join(
+                           '%s (%s)' % (v.get('role'), v.get('state')) for v in views)))
+    return Verdict(ACCEPT, None)
+
+
+def record_failover_claim(pair, event, verdict, reason):
+    """The pair with a failover event that was not acted on recorded in it.
+
+    :param verdict: CLAIM_REFUSED, or CLAIM_UNVERIFIED to ask the new host's agent again.
+    """
+    pair.failover_claim = {'new_host': event.new_host, 'old_host': event.old_host,
+                           'verdict': verdict, 'reason': reason}
+    return pair
+
+
+def unverified_failover(pair):
+    """The FailoverEvent of the pair's unverified claim (to verify again), or None."""
+    claim = pair.failover_claim
+    if not claim or claim.get('verdict') != CLAIM_UNVERIFIED:
         return None
-    elif (pair.job is not None and pair.job.kind == FAILOVER and
-          pair.job.new_host == event.new_host):
-        return None
-    elif pair.job is None and pair.primary_host == event.new_host:
-        return None
+    return FailoverEvent(instance_uuid=pair.instance_uuid, new_host=claim['new_host'],
+                         old_host=claim.get('old_host'))
+
+
+def plan_failover(event, pair):
+    """The pair after an agent's failover.end, with the failover job in it.
+
+    REQUIRES: ``failover_verdict(event, pair, <the new host's status>)`` is ACCEPT.
+    """
     old_host = event.old_host or pair.primary_host
     pair.primary_host = event.new_host
     pair.backup_host = None
     pair.backup_rp = None
     pair.status = FAILING_OVER
     pair.reason = None
+    pair.failover_claim = None
     pair.job = Job(FAILOVER, new_host=event.new_host, old_host=old_host,
                    exclude=sorted({h for h in (event.new_host, old_host) if h}))
     return pair

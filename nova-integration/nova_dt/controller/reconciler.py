@@ -107,30 +107,79 @@ class Reconciler(object):
             return self._run(pair)
 
     def handle_agent_notification(self, event_type, payload):
-        """React to an agent's dt.pair.* notification; returns the pair's record (or None)."""
+        """React to an agent's dt.pair.* notification; returns the pair's record (or None).
+
+        Only ``dt.pair.failover.end`` is acted on, and only when it is the failover of a pair
+        the controller knows, to that pair's backup, and the new host's agent confirms it runs
+        the server as the primary (``planner.failover_verdict``). Anything else leaves Nova,
+        Neutron and Placement untouched; why is logged and recorded in the pair.
+        """
         event = planner.read_failover_event(event_type, payload)
         if event is None:
             return None
         with self._lock:
-            current = self.store.get(event.instance_uuid)
-            pair = planner.plan_failover(event, current)
-            if pair is None:
-                return current
-            LOG.info("Server %(uuid)s failed over from %(old)s to %(new)s: reconciling",
-                     {'uuid': event.instance_uuid, 'old': event.old_host or '?',
-                      'new': event.new_host})
+            return self._handle_failover(event, self.store.get(event.instance_uuid))[1]
+
+    def _handle_failover(self, event, current):
+        """(True, the record) if the failover was accepted (its job ran), else (False, record)."""
+        verdict = planner.failover_verdict(event, current)
+        if verdict.action == planner.VERIFY:
+            # Before anything is written: the event alone proves nothing (whoever may publish
+            # on the agents' exchange can send it), the agent of the new host answers for it.
+            try:
+                status = self.agents.status(event.new_host)
+            except Exception as e:
+                return False, self._not_acted_on(
+                    event, current, planner.CLAIM_UNVERIFIED,
+                    'the agent on %s did not answer whether the server runs there (asked '
+                    'again at the next resume): %s' % (event.new_host,
+                                                       str(e) or type(e).__name__))
+            verdict = planner.failover_verdict(event, current, status)
+        if verdict.action == planner.IGNORE:
+            LOG.debug("Server %(uuid)s: nothing to do for its failover to %(new)s: %(reason)s",
+                      {'uuid': event.instance_uuid, 'new': event.new_host,
+                       'reason': verdict.reason})
+            if current is not None and planner.unverified_failover(current) == event:
+                current.failover_claim = None  # moot
+                self.store.put(current)
+            return False, current
+        if verdict.action == planner.REFUSE:
+            return False, self._not_acted_on(event, current, planner.CLAIM_REFUSED,
+                                             verdict.reason)
+        pair = planner.plan_failover(event, current)
+        LOG.info("Server %(uuid)s failed over from %(old)s to %(new)s (confirmed by its agent): "
+                 "reconciling", {'uuid': event.instance_uuid, 'old': pair.job.old_host or '?',
+                                 'new': event.new_host})
+        self.store.put(pair)
+        return True, self._run(pair)
+
+    def _not_acted_on(self, event, pair, verdict, reason):
+        """Log (and record in the pair, if there is one) a failover event left alone."""
+        LOG.warning("Server %(uuid)s: not acting on its failover to %(new)s (lost primary "
+                    "%(old)s): %(reason)s; Nova, Neutron and Placement are left as they are",
+                    {'uuid': event.instance_uuid, 'new': event.new_host,
+                     'old': event.old_host or '?', 'reason': reason})
+        if pair is not None:
+            planner.record_failover_claim(pair, event, verdict, reason)
             self.store.put(pair)
-            return self._run(pair)
+        return pair
 
     def resume(self):
         """Run every unfinished job again, and look for backups for servers that have none.
 
-        Servers Nova no longer has (their delete notification was lost) are released.
+        Servers Nova no longer has (their delete notification was lost) are released. A
+        failover whose new host's agent did not answer is verified again.
         """
         with self._lock:
             for pair in self.store.all():
                 if pair.job is None or pair.job.kind != planner.RELEASE:
                     self._release_if_gone(pair)
+                claimed = planner.unverified_failover(pair)
+                if claimed is not None:
+                    LOG.info("Asking the agent on %(new)s again whether server %(uuid)s runs "
+                             "there", {'new': claimed.new_host, 'uuid': pair.instance_uuid})
+                    if self._handle_failover(claimed, pair)[0]:
+                        continue  # confirmed: its failover job ran
                 if pair.job is None and planner.plan_retry_protection(pair) is not None:
                     self.store.put(pair)
                 if pair.job is not None:

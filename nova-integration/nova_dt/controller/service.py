@@ -122,7 +122,8 @@ def make_reconciler(conf, agent_transport):
         compute=nova_clients.NovaObjectsCompute(),
         network=nova_clients.NovaNeutronNetwork(),
         agents=nova_clients.RpcAgents(agent_transport, conf.nova_dt.agent_exchange,
-                                      conf.nova_dt.agent_topic),
+                                      conf.nova_dt.agent_topic,
+                                      timeout=conf.nova_dt.agent_call_timeout),
         links=links, link_delay=link_delay,
         step_attempts=conf.nova_dt.step_attempts,
         retry_interval=conf.nova_dt.retry_interval)

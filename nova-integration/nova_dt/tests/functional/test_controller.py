@@ -123,13 +123,16 @@ class TestDTPairs(base.DTFunctionalTestCase):
         self.assertEqual({}, self.allocations(self.reservation(server)))
         self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}, self.usages('host2'))
 
-    def failover(self, server, primary, new='host2', force_down=True):
+    def failover(self, server, primary, new='host2', force_down=True, genuine=True):
         """What happens when ``primary`` dies: the backup's agent restores the server on
         ``new`` and says so; Nova's view of the dead host is that its nova-compute is down
-        (forced down here, as an operator or a host monitor does)."""
+        (forced down here, as an operator or a host monitor does). Not ``genuine``: only the
+        event, nothing happened on the agents (the controller asks ``new``'s agent, a fake)."""
         if force_down:
             service = self.admin_api.get_services(binary='nova-compute', host=primary)[0]
             self.admin_api.put_service_force_down(service['id'], True)
+        if genuine:
+            self.agents.fail_over(server['id'], new)
         self.feed_agent_notification('dt.pair.failover.end', {
             'instance_uuid': server['id'], 'host': new, 'role': 'primary',
             'state': 'running', 'reason': '', 'peer_host': primary, 'committed_epoch': 7,
@@ -277,12 +280,60 @@ class TestDTPairs(base.DTFunctionalTestCase):
                          self.allocations(self.reservation(server)))
         self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
 
-    def test_failover_back_to_a_lost_primary_closes_its_record(self):
+    def nova_view(self, *servers):
+        """What a failover would change: hosts, port bindings, allocations, usages, records."""
+        return ([self.admin_api.get_server(s['id'])['OS-EXT-SRV-ATTR:host'] for s in servers],
+                [self.allocations(s['id']) for s in servers],
+                [self.allocations(self.reservation(s)) for s in servers],
+                {h: self.usages(h) for h in self.HOSTS},
+                sorted((p['id'], p.get('binding:host_id'))
+                       for p in self.neutron.list_ports(True)['ports']),
+                self.admin_api.api_get('/os-migrations').body['migrations'])
+
+    def test_forged_failover_events_change_nothing(self):
+        server = self.boot_protected()
+        primary = self.host_of(server)
+        other = 'host3' if primary == 'host1' else 'host1'
+        plain = self.boot(self._create_flavor(memory_mb=512, vcpu=1, disk=1, ephemeral=0))
+        before = self.nova_view(server, plain)
+        pair = self.pair(server).to_dict()
+        for target, new, old, reason in (
+                (plain, 'host2', self.host_of(plain), 'the controller protects no such server'),
+                (server, other, primary, "new host %s is not the pair's backup host host2"
+                 % other),
+                (server, 'host2', other, "lost primary %s is not the pair's primary host %s"
+                 % (other, primary)),
+                # The pair's own hosts; host2's agent (a fake) still backs the server up.
+                (server, 'host2', primary, 'the agent on host2 has the server as backup '
+                 '(protected), not as the primary')):
+            self.failover(target, old, new=new, force_down=False, genuine=False)
+            self.assertEqual(before, self.nova_view(server, plain), reason)
+            self.assertIn('Server %s: not acting on its failover to %s' % (target['id'], new),
+                          self.stdlog.logger.output)
+            self.assertIn(reason, self.stdlog.logger.output)
+        record = self.pair(server).to_dict()
+        self.assertEqual('refused', record.pop('failover_claim')['verdict'])
+        pair.pop('failover_claim')
+        self.assertEqual(pair, record)
+        self.assertIsNone(self.pair(plain))
+        self.assertEqual(1, len(self.agents.casts))
+        # The genuine one is reconciled.
+        self.failover(server, primary)
+        self.assertEqual('host2', self.host_of(server))
+        self.assertEqual({self.rp('host2'): self.resources}, self.allocations(server['id']))
+
+    def test_failover_to_a_backup_with_a_pending_record_closes_it(self):
         server = self.boot_protected()
         primary = self.host_of(server)
         self.failover(server, primary)
-        # The agents bring the server back to the lost primary (e.g. protected by hand there)
-        # before its nova-compute restarted: the guest there is the server again.
+        # The controller never makes a host with a pending evacuation record of the server
+        # its backup; a pair recorded so anyway (e.g. by an earlier version) whose agents bring
+        # the server back to the lost primary before its nova-compute restarted: the guest there
+        # is the server again.
+        pair = self.pair(server)
+        pair.backup_host, pair.backup_rp = primary, self.rp(primary)
+        self.controller.store.put(pair)
+        self.agents.run(primary, server['id'], 'backup', 'protected', 'host2')
         self.failover(server, 'host2', new=primary, force_down=False)
         self.assertEqual(primary, self.host_of(server))
         self.assertEqual([(primary, 'host2', 'completed'), ('host2', primary, 'done')],

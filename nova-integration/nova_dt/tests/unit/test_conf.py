@@ -15,7 +15,8 @@ NAMES = {'capable_metadata_key', 'link_stats_file', 'link_stats_max_age',
          'default_link_capacity', 'replication_message_bytes', 'weight_multiplier',
          # nova-dt-controller
          'state_dir', 'agent_transport_url', 'agent_notification_transport_url',
-         'agent_exchange', 'agent_topic', 'agent_notification_topics', 'notification_pool',
+         'agent_exchange', 'agent_topic', 'agent_call_timeout', 'agent_notification_topics',
+         'notification_pool',
          'step_attempts', 'retry_interval', 'resume_interval'}
 
 

@@ -218,19 +218,51 @@ class FakeNetwork(Injector, clients.NetworkAPI):
 
 
 class FakeAgents(Injector, clients.AgentAPI):
+    """The agents of all hosts: what each has of which server follows the casts, as on the
+    real agents (docs/bus.md), and ``fail_over`` does what a backup's agent does."""
+
     def __init__(self):
         super().__init__()
         self.casts = []
+        self.servers = collections.defaultdict(dict)  # host -> uuid -> view (status' entries)
+        self.status_calls = []
+
+    def run(self, host, instance_uuid, role, state, peer_host=None):
+        """Test set-up: the agent on ``host`` reports the server with ``role`` and ``state``."""
+        self.servers[host][instance_uuid] = {'instance_uuid': instance_uuid, 'role': role,
+                                             'state': state, 'peer_host': peer_host or ''}
+
+    def fail_over(self, instance_uuid, new_host):
+        """What the backup's agent does before it sends dt.pair.failover.end: it runs the
+        server as primary (Agent::OnFailoverDone); the lost primary's agent is gone."""
+        view = self.servers[new_host].get(instance_uuid) or {}
+        lost = view.get('peer_host')
+        if lost:
+            self.servers[lost].pop(instance_uuid, None)
+        self.run(new_host, instance_uuid, 'primary', 'unprotected', lost)
 
     def protect(self, host, instance_uuid, backup_host):
         self._enter('protect')
         self.casts.append(('protect', host, instance_uuid, backup_host))
+        self.run(host, instance_uuid, 'primary', 'seeding', backup_host)
+        self.run(backup_host, instance_uuid, 'backup', 'protected', host)
         self._leave('protect')
 
     def unprotect(self, host, instance_uuid):
         self._enter('unprotect')
         self.casts.append(('unprotect', host, instance_uuid))
+        view = self.servers[host].get(instance_uuid)
+        if view and view['role'] == 'primary':
+            if view['peer_host']:
+                self.servers[view['peer_host']].pop(instance_uuid, None)
+            view.update(state='unprotected', peer_host='')
         self._leave('unprotect')
+
+    def status(self, host):
+        self._enter('status')
+        self.status_calls.append(host)
+        return {'host': host, 'version': 'fake',
+                'protected_servers': [dict(v) for v in self.servers[host].values()]}
 
 
 def host(name, az, capable=True, enabled=True, rp=None, aggregates=None):

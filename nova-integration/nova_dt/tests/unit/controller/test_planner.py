@@ -78,6 +78,22 @@ def failover(new='h2', old='h1'):
                                        fakes.failover_payload(U, new, old))
 
 
+def protected(primary='h1', backup='h2'):
+    """A pair the controller protects: ``primary`` to ``backup``, no job."""
+    pair = planner.plan_instance_event(create(primary), None)
+    pair.job, pair.status, pair.backup_host, pair.backup_rp = (
+        None, planner.PROTECTED, backup, backup and 'rp-' + backup)
+    return pair
+
+
+def agent(host, *views):
+    """An agent's answer to the RPC status: (role, state) of U per view."""
+    return {'host': host, 'version': '0.1', 'peers': [], 'protected_servers': [
+        {'instance_uuid': U, 'role': role, 'state': state, 'peer_host': 'h1'}
+        for role, state in views] + [
+        {'instance_uuid': 'other', 'role': 'primary', 'state': 'protected'}]}
+
+
 class TestPlans(test.NoDBTestCase):
 
     def test_create_of_dt_flavor_plans_protection(self):
@@ -115,11 +131,13 @@ class TestPlans(test.NoDBTestCase):
         self.assertIsNone(planner.plan_instance_event(delete('end'), pair))
 
     def test_failover_plans_reconciliation(self):
-        pair = planner.plan_instance_event(create(), None)
-        pair.job, pair.backup_host, pair.backup_rp = None, 'h2', 'rp-h2'
+        pair = protected()
+        pair.failover_claim = {'new_host': 'h3', 'old_host': 'h1', 'verdict': 'refused',
+                               'reason': 'x'}
         pair = planner.plan_failover(failover(), pair)
-        self.assertEqual(('h2', None, None, planner.FAILING_OVER),
-                         (pair.primary_host, pair.backup_host, pair.backup_rp, pair.status))
+        self.assertEqual(('h2', None, None, planner.FAILING_OVER, None),
+                         (pair.primary_host, pair.backup_host, pair.backup_rp, pair.status,
+                          pair.failover_claim))
         self.assertEqual(planner.JOB_STEPS[planner.FAILOVER], pair.job.steps)
         self.assertEqual(('h2', 'h1', ['h1', 'h2']),
                          (pair.job.new_host, pair.job.old_host, pair.job.exclude))
@@ -141,28 +159,9 @@ class TestPlans(test.NoDBTestCase):
              planner.RECORD_EVACUATION, planner.CHOOSE_BACKUP),
             steps[:5])
 
-    def test_failover_repeated_or_done_changes_nothing(self):
-        pair = planner.plan_failover(failover(), None)
-        self.assertIsNone(planner.plan_failover(failover(), pair))
-        pair.job = None
-        self.assertIsNone(planner.plan_failover(failover(), pair))
-        # A second failover back to h1 is a new one.
-        self.assertEqual('h1', planner.plan_failover(failover('h1', 'h2'), pair).primary_host)
-
-    def test_failover_of_unknown_server_is_reconciled(self):
-        pair = planner.plan_failover(failover(), None)
-        self.assertEqual((U, 'h2', 'h1'), (pair.instance_uuid, pair.job.new_host,
-                                           pair.job.old_host))
-
     def test_failover_without_peer_host_uses_recorded_primary(self):
-        pair = planner.plan_instance_event(create(), None)
-        pair.job = None
-        pair = planner.plan_failover(failover(old=None), pair)
+        pair = planner.plan_failover(failover(old=None), protected())
         self.assertEqual('h1', pair.job.old_host)
-
-    def test_failover_of_server_being_deleted_is_ignored(self):
-        pair = planner.plan_instance_event(delete(), planner.plan_instance_event(create(), None))
-        self.assertIsNone(planner.plan_failover(failover(), pair))
 
     def test_retry_protection_only_without_backup(self):
         pair = planner.Pair(U, primary_host='h1', status=planner.NO_BACKUP)
@@ -172,7 +171,7 @@ class TestPlans(test.NoDBTestCase):
             planner.Pair(U, primary_host='h1', status=planner.PROTECTED)))
 
     def test_records_round_trip(self):
-        pair = planner.plan_failover(failover(), None)
+        pair = planner.plan_failover(failover(), protected())
         pair.job.advance()
         pair.job.failures = 2
         pair.job.migration_uuid = 'm1'
@@ -184,6 +183,86 @@ class TestPlans(test.NoDBTestCase):
         d = pair.to_dict()
         del d['job']['migration_uuid']
         self.assertIsNone(planner.Pair.from_dict(d).job.migration_uuid)
+        # A failover not acted on, and a record written before those were recorded.
+        planner.record_failover_claim(pair, failover('h3'), planner.CLAIM_UNVERIFIED, 'r')
+        again = planner.Pair.from_dict(pair.to_dict())
+        self.assertEqual({'new_host': 'h3', 'old_host': 'h1', 'verdict': 'unverified',
+                          'reason': 'r'}, again.failover_claim)
+        d = pair.to_dict()
+        del d['failover_claim']
+        self.assertIsNone(planner.Pair.from_dict(d).failover_claim)
+
+
+class TestFailoverVerdict(test.NoDBTestCase):
+    """Which failover events the controller acts on (security issue #11, item 6)."""
+
+    def verdict(self, event, pair, status=None):
+        return tuple(planner.failover_verdict(event, pair, status))
+
+    def test_the_pairs_failover_is_verified_then_accepted(self):
+        pair = protected()
+        self.assertEqual((planner.VERIFY, None), self.verdict(failover(), pair))
+        self.assertEqual((planner.VERIFY, None), self.verdict(failover(old=None), pair))
+        for views in ([('primary', 'unprotected')],      # restored, not protected yet
+                      [('primary', 'seeding')],          # protected again since
+                      [('backup', 'failing-over'), ('primary', 'protected')]):
+            self.assertEqual((planner.ACCEPT, None),
+                             self.verdict(failover(), pair, agent('h2', *views)), views)
+
+    def test_what_is_refused_before_asking(self):
+        for event, pair, reason in (
+                (failover(), None, 'the controller protects no such server'),
+                (failover('h3'), protected(), "new host h3 is not the pair's backup host h2"),
+                (failover(old='h3'), protected(),
+                 "lost primary h3 is not the pair's primary host h1"),
+                (failover(), protected(backup=None),
+                 'the pair has no backup host (status protected); new host h2'),
+                (failover(), planner.plan_instance_event(create(), None),
+                 'the pair has no backup host (status protecting); new host h2')):
+            self.assertEqual((planner.REFUSE, reason), self.verdict(event, pair))
+            # What an agent says does not change it.
+            self.assertEqual((planner.REFUSE, reason),
+                             self.verdict(event, pair, agent('h2', ('primary', 'seeding'))))
+
+    def test_what_the_agent_refuses(self):
+        pair = protected()
+        for status, reason in (
+                (agent('h2', ('backup', 'protected')),
+                 'the agent on h2 has the server as backup (protected), not as the primary'),
+                (agent('h2', ('backup', 'degraded')), 'as backup (degraded)'),
+                (agent('h2'), 'the agent on h2 does not have the server'),
+                (agent('h3', ('primary', 'unprotected')),
+                 "the status asked of h2 came from the agent on 'h3'"),
+                ({'host': 'h2', 'protected_servers': 'x'}, 'has no protected_servers list'),
+                ([], 'has no protected_servers list'),
+                (None, None)):
+            verdict = self.verdict(failover(), pair, status)
+            if status is None:
+                self.assertEqual(planner.VERIFY, verdict[0])
+                continue
+            self.assertEqual(planner.REFUSE, verdict[0], status)
+            self.assertIn(reason, verdict[1])
+
+    def test_redeliveries_and_deleted_servers_are_ignored(self):
+        pair = planner.plan_failover(failover(), protected())
+        self.assertEqual(planner.IGNORE, self.verdict(failover(), pair)[0])   # in progress
+        pair.job = None
+        self.assertEqual(planner.IGNORE, self.verdict(failover(), pair)[0])   # done
+        pair = planner.plan_instance_event(delete(), protected())
+        self.assertEqual(planner.IGNORE, self.verdict(failover(), pair)[0])
+        # A failover back to h1 is a new one, and h1 is no backup of the pair (none yet).
+        pair = planner.plan_failover(failover(), protected())
+        self.assertEqual(planner.REFUSE, self.verdict(failover('h1', 'h2'), pair)[0])
+
+    def test_claims(self):
+        pair = protected()
+        self.assertIsNone(planner.unverified_failover(pair))
+        planner.record_failover_claim(pair, failover(), planner.CLAIM_UNVERIFIED, 'silent')
+        self.assertEqual(failover(), planner.unverified_failover(pair))
+        planner.record_failover_claim(pair, failover(), planner.CLAIM_REFUSED, 'no')
+        self.assertIsNone(planner.unverified_failover(pair))
+        self.assertEqual({'new_host': 'h2', 'old_host': 'h1', 'verdict': 'refused',
+                          'reason': 'no'}, pair.failover_claim)
 
 
 class TestChooseBackup(test.NoDBTestCase):

@@ -1,5 +1,6 @@
 """The reconciler on fakes: each job's effects, idempotency, retries, and resuming after a crash."""
 
+import copy
 import os
 
 import fixtures
@@ -56,7 +57,11 @@ class ReconcilerTestCase(test.NoDBTestCase):
         return self.rec.handle_nova_notification('instance.create.end',
                                                  fakes.payload(uuid, host, specs))
 
-    def failover(self, new='b1', old='a1', uuid=U):
+    def failover(self, new='b1', old='a1', uuid=U, genuine=True):
+        """An agent's dt.pair.failover.end; ``genuine``: the agent on ``new`` took the server
+        over first (else the event is all there is)."""
+        if genuine:
+            self.agents.fail_over(uuid, new)
         return self.rec.handle_agent_notification('dt.pair.failover.end',
                                                   fakes.failover_payload(uuid, new, old))
 
@@ -238,7 +243,8 @@ class TestRelease(ReconcilerTestCase):
         self.assertEqual(0, self.placement.calls['delete_allocations'])
 
 
-class TestFailover(ReconcilerTestCase):
+class FailoverTestCase(ReconcilerTestCase):
+    """U booted on a1 and protected to b1."""
 
     EVACUATION = {'instance_uuid': U, 'migration_type': 'evacuation', 'status': 'done',
                   'source_compute': 'a1', 'source_node': 'a1-node',
@@ -266,20 +272,35 @@ class TestFailover(ReconcilerTestCase):
             self.assertEqual(('protect', 'b1', U, new_backup), self.agents.casts[-1])
             self.assertEqual(planner.PROTECTED, pair.status)
 
+
+class TestFailover(FailoverTestCase):
+
     def test_failover_reconciles_nova_neutron_placement_and_reprotects(self):
         self.failover()
         # The lost primary a1 is never the new backup; a2 is the other az1 host.
         self.assert_reconciled('a2')
         self.assertEqual(2, len(self.agents.casts))
 
+    def test_failover_reconciles_once_its_agent_confirmed(self):
+        self.failover()
+        self.assertEqual(['b1'], self.agents.status_calls)
+        self.assertIsNone(self.record().failover_claim)
+        self.assertIn('Server %s failed over from a1 to b1 (confirmed by its agent)' % U,
+                      self.stdlog.logger.output)
+
     def test_repeated_failover_event_is_a_no_op(self):
         self.failover()
         calls = dict(self.placement.calls)
-        self.failover()
+        self.rec.handle_agent_notification('dt.pair.failover.end',
+                                           fakes.failover_payload(U, 'b1', 'a1'))
         self.assertEqual(calls, dict(self.placement.calls))
         self.assertEqual(1, self.compute.calls['set_instance_host'])
         self.assertEqual(1, self.compute.calls['create_evacuation'])
         self.assertEqual(1, len(self.compute.migrations))
+        # Neither asked again nor refused: a redelivery.
+        self.assertEqual(['b1'], self.agents.status_calls)
+        self.assertIsNone(self.record().failover_claim)
+        self.assertNotIn('not acting on', self.stdlog.logger.output)
 
     def test_no_new_backup(self):
         self.compute.host_views['a2'] = fakes.host('a2', 'az1', enabled=False)
@@ -356,10 +377,17 @@ class TestFailover(ReconcilerTestCase):
         self.assertEqual((planner.PROTECTED, 'a1'), (pair.status, pair.backup_host))
         self.assertEqual({'rp-a1': fakes.FLAVOR}, self.claim_of())
 
-    def test_failover_back_to_the_lost_primary_closes_its_record(self):
+    def test_failover_to_a_backup_with_a_pending_record_closes_it(self):
         self.failover()
-        # The agents fail the server over to a1 while a1's record is still pending (a1 was
-        # never its backup since; e.g. protected by hand).
+        # The controller never chooses a host with a pending record of the server as its
+        # backup; a pair recorded so anyway (e.g. by an earlier version) and failed over to it:
+        # a1's nova-compute must then keep the server.
+        pair = self.record()
+        self.placement.delete_allocations(pair.reservation)
+        pair.backup_host, pair.backup_rp = 'a1', 'rp-a1'
+        self.placement.set_allocations(pair.reservation, {'rp-a1': fakes.FLAVOR})
+        self.rec.store.put(pair)
+        self.agents.run('a1', U, 'backup', 'protected', 'b1')
         self.failover(new='a1', old='b1')
         self.assertEqual({'host': 'a1', 'node': 'a1-node', 'az': 'az1'},
                          self.compute.instances[U])
@@ -384,16 +412,175 @@ class TestFailover(ReconcilerTestCase):
         self.assertEqual(('unprotect', 'b1', U), self.agents.casts[-1])
 
     def test_no_evacuation_record_without_a_lost_primary_in_nova(self):
-        # A server protected by hand whose allocation is already on b2, failed over from a
-        # host Nova does not know: nothing to tell, the failover goes on.
+        # A pair whose primary Nova no longer has a compute node for (e.g. removed from Nova
+        # since), with its allocation already on b2: nothing to tell, the failover goes on.
         self.boot(V, host='b2')
         self.compute.instances[V] = {'host': 'gone', 'node': 'gone-node', 'az': None}
+        self.rec.store.put(planner.Pair(V, primary_host='gone', backup_host='b2',
+                                        backup_rp='rp-b2', status=planner.PROTECTED))
+        self.agents.run('b2', V, 'backup', 'protected', 'gone')
         self.failover(new='b2', old='gone', uuid=V)
         self.assertEqual({'host': 'b2', 'node': 'b2-node', 'az': 'az2'},
                          self.compute.instances[V])
         self.assertEqual([], self.compute.records(V))
         self.assertEqual(0, self.compute.calls['create_evacuation'])
         self.assertEqual(planner.PROTECTED, self.record(V).status)
+
+
+class TestFailoverVerification(FailoverTestCase):
+    """A dt.pair.failover.end is acted on only for a pair the controller knows, to that pair's
+    backup, once the new host's agent said it runs the server as the primary. Anything else
+    leaves Nova, Neutron, Placement and the agents as they are, and is logged (and recorded in
+    the pair) with the reason."""
+
+    WRITES = ((('compute', 'set_instance_host'), ('compute', 'create_evacuation'),
+               ('compute', 'complete_evacuation'), ('network', 'bind_port'),
+               ('placement', 'put_allocations'), ('placement', 'post_allocations'),
+               ('placement', 'delete_allocations'), ('agents', 'protect'),
+               ('agents', 'unprotect')))
+
+    def setUp(self):
+        super().setUp()
+        # A server the controller does not know (no DT flavor, or protected by hand).
+        self.boot(V, host='a2')
+
+    def world(self):
+        """Everything a failover would change, and how often each write was called."""
+        return copy.deepcopy((
+            self.compute.instances, self.compute.migrations, self.network.port_table,
+            self.placement.consumers, self.agents.casts,
+            [getattr(self, target).calls[method] for target, method in self.WRITES]))
+
+    def assert_refused(self, before, reason, uuid=U, new='b1'):
+        self.assertEqual(before, self.world())
+        self.assertIn('Server %s: not acting on its failover to %s' % (uuid, new),
+                      self.stdlog.logger.output)
+        self.assertIn(reason, self.stdlog.logger.output)
+
+    def assert_claim(self, verdict, reason, new='b1', old='a1'):
+        """The pair is as it was, with the event not acted on recorded."""
+        pair = self.record()
+        self.assertEqual(('a1', 'b1', 'rp-b1', planner.PROTECTED, None),
+                         (pair.primary_host, pair.backup_host, pair.backup_rp, pair.status,
+                          pair.job))
+        self.assertEqual({'new_host': new, 'old_host': old, 'verdict': verdict},
+                         {k: v for k, v in pair.failover_claim.items() if k != 'reason'})
+        self.assertIn(reason, pair.failover_claim['reason'])
+
+    def test_unknown_server_is_refused(self):
+        # Even an agent that says it runs the server does not make the controller move a
+        # server it does not protect.
+        self.agents.run('b2', V, 'primary', 'unprotected', 'a2')
+        before = self.world()
+        self.assertIsNone(self.failover(new='b2', old='a2', uuid=V, genuine=False))
+        self.assert_refused(before, 'the controller protects no such server', V, 'b2')
+        self.assertIsNone(self.record(V))
+        self.assertEqual([], self.agents.status_calls)
+
+    def test_new_host_not_the_backup_is_refused(self):
+        self.agents.run('b2', U, 'primary', 'unprotected', 'a1')  # b2's agent lies
+        before = self.world()
+        self.failover(new='b2', genuine=False)
+        reason = "new host b2 is not the pair's backup host b1"
+        self.assert_refused(before, reason, new='b2')
+        self.assert_claim(planner.CLAIM_REFUSED, reason, new='b2')
+        self.assertEqual([], self.agents.status_calls)
+
+    def test_lost_primary_not_the_pairs_primary_is_refused(self):
+        before = self.world()
+        self.failover(old='a2', genuine=False)
+        reason = "lost primary a2 is not the pair's primary host a1"
+        self.assert_refused(before, reason)
+        self.assert_claim(planner.CLAIM_REFUSED, reason, old='a2')
+        self.assertEqual([], self.agents.status_calls)
+
+    def test_pair_without_backup_is_refused(self):
+        self.compute.host_views['a2'] = fakes.host('a2', 'az1', enabled=False)
+        self.failover()
+        self.assertEqual(planner.NO_BACKUP, self.record().status)  # b1 now, no backup
+        before = self.world()
+        self.failover(new='a1', old='b1', genuine=False)
+        self.assert_refused(before, 'the pair has no backup host (status no_backup); new host '
+                            'a1', new='a1')
+
+    def test_agent_that_has_the_server_as_backup_refuses_it(self):
+        # A forged event for the right hosts: b1's agent still backs up a1, which runs.
+        before = self.world()
+        self.failover(genuine=False)
+        reason = 'the agent on b1 has the server as backup (protected), not as the primary'
+        self.assert_refused(before, reason)
+        self.assert_claim(planner.CLAIM_REFUSED, reason)
+        self.assertEqual(['b1'], self.agents.status_calls)
+
+    def test_agent_without_the_server_refuses_it(self):
+        del self.agents.servers['b1'][U]
+        before = self.world()
+        self.failover(genuine=False)
+        reason = 'the agent on b1 does not have the server'
+        self.assert_refused(before, reason)
+        self.assert_claim(planner.CLAIM_REFUSED, reason)
+
+    def test_answers_that_prove_nothing_are_refusals(self):
+        real_status = self.agents.status
+        for answer, reason in (
+                ({'host': 'b1'}, 'the status of the agent on b1 has no protected_servers list'),
+                (['not', 'a', 'status'], 'has no protected_servers list'),
+                # Answered on b1's queue by another agent, with the server as primary.
+                (dict(real_status('b2'), host='b2', protected_servers=[
+                    {'instance_uuid': U, 'role': 'primary', 'state': 'unprotected'}]),
+                 "the status asked of b1 came from the agent on 'b2'")):
+            self.agents.status = lambda host, answer=answer: answer
+            before = self.world()
+            self.failover(genuine=False)
+            self.assert_refused(before, reason)
+            self.assert_claim(planner.CLAIM_REFUSED, reason)
+
+    def test_agent_not_answering_leaves_it_to_the_next_resume(self):
+        self.agents.fail_over(U, 'b1')
+        self.agents.fail('status', exc=RuntimeError('Timed out waiting for a reply'))
+        before = self.world()
+        self.failover(genuine=False)
+        reason = ('the agent on b1 did not answer whether the server runs there (asked again '
+                  'at the next resume): Timed out waiting for a reply')
+        self.assert_refused(before, reason)
+        self.assert_claim(planner.CLAIM_UNVERIFIED, reason)
+        # Still silent at the first resume: still nothing done.
+        self.agents.fail('status', exc=RuntimeError('Timed out again'))
+        self.rec.resume()
+        self.assertEqual(before, self.world())
+        self.assert_claim(planner.CLAIM_UNVERIFIED, 'Timed out again')
+        # It answers: the failover is reconciled.
+        self.rec.resume()
+        self.assert_reconciled('a2')
+        self.assertIsNone(self.record().failover_claim)
+        self.assertEqual((3, ['b1']), (self.agents.calls['status'], self.agents.status_calls))
+
+    def test_unverified_failover_refused_at_resume_stays_untouched(self):
+        self.agents.fail('status')
+        before = self.world()
+        self.failover(genuine=False)
+        self.rec.resume()   # b1's agent answers now: it backs the server up
+        reason = 'the agent on b1 has the server as backup (protected), not as the primary'
+        self.assert_refused(before, reason)
+        self.assert_claim(planner.CLAIM_REFUSED, reason)
+        self.rec.resume()   # a refusal is not asked again
+        self.assertEqual(2, self.agents.calls['status'])
+
+    def test_genuine_failover_after_a_forged_one(self):
+        self.failover(new='b2', genuine=False)
+        self.failover(genuine=False)
+        self.assertEqual(planner.CLAIM_REFUSED, self.record().failover_claim['verdict'])
+        self.failover()
+        self.assert_reconciled('a2')
+        self.assertIsNone(self.record().failover_claim)
+
+    def test_forged_event_for_a_failed_over_pair(self):
+        self.failover()
+        # Replayed with the hosts swapped: a1 is not the new pair's backup (a2 is).
+        before = self.world()
+        self.failover(new='a1', old='b1', genuine=False)
+        self.assert_refused(before, "new host a1 is not the pair's backup host a2", new='a1')
+        self.assert_reconciled('a2')
 
 
 class TestResume(ReconcilerTestCase):

@@ -153,11 +153,12 @@ class TestLinkStatsListener(test.NoDBTestCase):
 
 
 class AgentEndpoint(object):
-    """A stand-in for the agent's RPC server (docs/bus.md: protect, unprotect)."""
+    """A stand-in for the agent's RPC server (docs/bus.md: protect, unprotect, status)."""
 
     target = messaging.Target(version='1.0')
 
-    def __init__(self):
+    def __init__(self, host):
+        self.host = host
         self.calls = []
 
     def protect(self, ctxt, instance_uuid, backup_host):
@@ -165,6 +166,11 @@ class AgentEndpoint(object):
 
     def unprotect(self, ctxt, instance_uuid):
         self.calls.append(('unprotect', instance_uuid))
+
+    def status(self, ctxt):
+        self.calls.append(('status',))
+        return {'host': self.host, 'protected_servers': [
+            {'instance_uuid': U, 'role': 'primary', 'state': 'unprotected'}]}
 
 
 class TestRpcAgents(test.NoDBTestCase):
@@ -174,7 +180,7 @@ class TestRpcAgents(test.NoDBTestCase):
         transport = messaging.get_rpc_transport(CONF, url='fake:/')
         endpoints = {}
         for host in ('host1', 'host2'):
-            endpoints[host] = AgentEndpoint()
+            endpoints[host] = AgentEndpoint(host)
             server = messaging.get_rpc_server(
                 transport, messaging.Target(exchange='nova_dt', topic='nova_dt_agent',
                                             server=host),
@@ -188,6 +194,14 @@ class TestRpcAgents(test.NoDBTestCase):
         wait_for(lambda: endpoints['host1'].calls and endpoints['host2'].calls)
         self.assertEqual([('protect', U, 'host2')], endpoints['host1'].calls)
         self.assertEqual([('unprotect', U)], endpoints['host2'].calls)
+        # The status call is answered by the agent of that host, within the timeout.
+        self.assertEqual('host2', agents.status('host2')['host'])
+        self.assertEqual([('unprotect', U), ('status',)], endpoints['host2'].calls)
+        self.assertEqual(1, len(endpoints['host1'].calls))
+        started = time.monotonic()
+        self.assertRaises(messaging.MessagingTimeout,
+                          nova_clients.RpcAgents(transport, timeout=1).status, 'host3')
+        self.assertLess(time.monotonic() - started, 5)
 
 
 class TestControllerService(test.NoDBTestCase):
