@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "agent/common/status.h"
 
@@ -62,9 +63,13 @@ class ProtectionTable {
 
   const std::string& path() const { return path_; }
 
-  // The file format (exposed for tests).
+  // The file format (exposed for tests and fuzzing). Decode() never throws: any bytes that are
+  // not a table Encode() wrote (bad numbers included) are DataLoss naming what is wrong.
   static std::string Encode(const ProtectionMap& entries);
-  static StatusOr<ProtectionMap> Decode(const std::string& text);
+  static StatusOr<ProtectionMap> Decode(std::string_view text);
+  // The last line of the format, "end <count> <checksum of body>\n", for a `body` (header and
+  // entry lines) of `count` entries: lets a test or fuzz target seal bytes of its own.
+  static std::string Trailer(std::string_view body, size_t count);
 
  private:
   const std::string path_;

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -211,6 +212,75 @@ std::string EncodeJournalHeader(uint64_t epoch) {
   std::string out(kJournalMagic);
   PutU64(&out, epoch);
   return out;
+}
+
+Status MemoryJournalSource::Read(char* dst, size_t n) {
+  if (bytes_.size() - pos_ < n) return absl::DataLossError("journal: truncated record");
+  std::memcpy(dst, bytes_.data() + pos_, n);
+  pos_ += n;
+  return absl::OkStatus();
+}
+
+Status ReplayJournal(uint64_t epoch, uint64_t size, const ReplicaGeometry& geometry,
+                     JournalSource& src, JournalVisitor& visitor) {
+  char head[kJournalHeaderSize];
+  if (size < sizeof head) return absl::DataLossError("journal: shorter than its header");
+  NOVA_DT_RETURN_IF_ERROR(src.Read(head, sizeof head));
+  if (std::string_view(head, kJournalMagic.size()) != kJournalMagic ||
+      GetU64(head + kJournalMagic.size()) != epoch) {
+    return absl::DataLossError("journal: bad header");
+  }
+  const uint64_t pages = geometry.ram_size / kReplicaPageSize;
+  // Bytes of the journal not read yet.
+  auto left = [&] { return src.pos() < size ? size - src.pos() : 0; };
+  std::string buf;
+  while (src.pos() < size) {
+    NOVA_DT_RETURN_IF_ERROR(visitor.BeforeRecord());
+    char type;
+    NOVA_DT_RETURN_IF_ERROR(src.Read(&type, 1));
+    if (static_cast<uint8_t>(type) == kRecordPages) {
+      char cnt[4];
+      NOVA_DT_RETURN_IF_ERROR(src.Read(cnt, 4));
+      const uint32_t count = GetU32(cnt);
+      // Checked before the index array is allocated: a corrupt count must not ask for 32 GiB.
+      if (count > left() / (8 + kReplicaPageSize)) {
+        return absl::DataLossError("journal: page record longer than the journal");
+      }
+      std::string idx(static_cast<size_t>(count) * 8, '\0');
+      NOVA_DT_RETURN_IF_ERROR(src.Read(idx.data(), idx.size()));
+      buf.resize(kReplicaPageSize);
+      for (uint32_t i = 0; i < count; ++i) {
+        const uint64_t page = GetU64(idx.data() + size_t{i} * 8);
+        if (page >= pages) return absl::DataLossError("journal: page beyond guest RAM");
+        NOVA_DT_RETURN_IF_ERROR(src.Read(buf.data(), kReplicaPageSize));
+        NOVA_DT_RETURN_IF_ERROR(visitor.Page(page, buf));
+      }
+    } else if (static_cast<uint8_t>(type) == kRecordDiskWrite) {
+      char h[20];
+      NOVA_DT_RETURN_IF_ERROR(src.Read(h, sizeof h));
+      const uint32_t disk = GetU32(h);
+      uint64_t offset = GetU64(h + 4);
+      uint64_t len = GetU64(h + 12);
+      if (disk >= geometry.disks.size() || offset > geometry.disks[disk].size ||
+          len > geometry.disks[disk].size - offset) {
+        return absl::DataLossError("journal: disk write beyond the disk");
+      }
+      // Checked before any of it is applied: a truncated record changes nothing.
+      if (len > left()) return absl::DataLossError("journal: disk write longer than the journal");
+      while (len > 0) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(len, kJournalReadChunk));
+        buf.resize(n);
+        NOVA_DT_RETURN_IF_ERROR(src.Read(buf.data(), n));
+        NOVA_DT_RETURN_IF_ERROR(visitor.DiskBytes(disk, offset, buf));
+        offset += n;
+        len -= n;
+      }
+    } else {
+      return absl::DataLossError("journal: unknown record type");
+    }
+  }
+  if (src.pos() != size) return absl::DataLossError("journal: last record runs past its end");
+  return absl::OkStatus();
 }
 
 }  // namespace novadt::replica

@@ -56,6 +56,50 @@ inline constexpr uint8_t kRecordPages = 1;
 inline constexpr uint8_t kRecordDiskWrite = 2;
 std::string EncodeJournalHeader(uint64_t epoch);
 
+// Sequential reader over the bytes of a journal (in memory, or journal.redo in the store).
+class JournalSource {
+ public:
+  virtual ~JournalSource() = default;
+  // Exactly n bytes, or DataLoss when fewer are left (or the I/O error).
+  virtual Status Read(char* dst, size_t n) = 0;
+  // Bytes read so far.
+  virtual uint64_t pos() const = 0;
+};
+
+class MemoryJournalSource final : public JournalSource {
+ public:
+  explicit MemoryJournalSource(std::string_view bytes) : bytes_(bytes) {}
+  Status Read(char* dst, size_t n) override;
+  uint64_t pos() const override { return pos_; }
+
+ private:
+  std::string_view bytes_;
+  size_t pos_ = 0;
+};
+
+// What a replayed journal asks for, in record order.
+class JournalVisitor {
+ public:
+  virtual ~JournalVisitor() = default;
+  // Called before each record (the store's kApplyRecord fault point); an error stops the replay.
+  virtual Status BeforeRecord() { return absl::OkStatus(); }
+  // RAM page `page` (below ram_size / kReplicaPageSize) gets `bytes` (kReplicaPageSize long).
+  virtual Status Page(uint64_t page, std::string_view bytes) = 0;
+  // Disk `disk` (an index into geometry.disks) gets `bytes` at `offset`; the range lies within
+  // the disk. A long write comes as consecutive pieces of at most kJournalReadChunk bytes.
+  virtual Status DiskBytes(size_t disk, uint64_t offset, std::string_view bytes) = 0;
+};
+inline constexpr size_t kJournalReadChunk = 1 << 20;
+
+// Replays the journal of `epoch`, the first `size` bytes of `src`, against `geometry`. Every
+// count, page index, disk index, offset and length is checked against the geometry and the
+// bytes left before it is used: a journal that is not what Commit() wrote is DataLoss (bad
+// header, truncated record, page beyond RAM, write beyond a disk, unknown record type), never
+// an out-of-range write, an allocation the journal cannot fill, or a throw. The visitor's
+// first error stops the replay and is returned.
+Status ReplayJournal(uint64_t epoch, uint64_t size, const ReplicaGeometry& geometry,
+                     JournalSource& src, JournalVisitor& visitor);
+
 // Little-endian helpers.
 void PutU8(std::string* out, uint8_t v);
 void PutU16(std::string* out, uint16_t v);

@@ -114,32 +114,8 @@ StatusOr<uint64_t> HashFile(int fd, uint64_t size, std::string_view path) {
   return XXH3_64bits_digest(h.get());
 }
 
-// Sequential reader over the bytes of a journal, in memory or in journal.redo.
-class ByteSource {
- public:
-  virtual ~ByteSource() = default;
-  // Exactly n bytes or DataLoss.
-  virtual Status Read(char* dst, size_t n) = 0;
-  virtual uint64_t pos() const = 0;
-};
-
-class MemorySource final : public ByteSource {
- public:
-  explicit MemorySource(std::string_view b) : b_(b) {}
-  Status Read(char* dst, size_t n) override {
-    if (b_.size() - pos_ < n) return absl::DataLossError("journal: truncated record");
-    std::memcpy(dst, b_.data() + pos_, n);
-    pos_ += n;
-    return absl::OkStatus();
-  }
-  uint64_t pos() const override { return pos_; }
-
- private:
-  std::string_view b_;
-  size_t pos_ = 0;
-};
-
-class FileSource final : public ByteSource {
+// journal.redo, read in chunks.
+class FileSource final : public JournalSource {
  public:
   FileSource(int fd, uint64_t size, std::string path)
       : fd_(fd), size_(size), path_(std::move(path)) {}
@@ -256,8 +232,8 @@ class ReplicaStoreImpl final : public ReplicaStore {
   Status WriteAtomic(std::string_view name, const std::string& bytes, CommitStep write,
                      CommitStep rename, CommitStep dirsync);
   // Commit steps 3-5 for `mark`, reading the journal from `src`.
-  Status ApplyAndFinish(const CommitMark& mark, ByteSource& src);
-  Status ApplyJournal(uint64_t epoch, uint64_t size, ByteSource& src);
+  Status ApplyAndFinish(const CommitMark& mark, JournalSource& src);
+  Status ApplyJournal(uint64_t epoch, uint64_t size, JournalSource& src);
   Status SyncReplica();
   Status Recover();
 
@@ -574,60 +550,27 @@ Status ReplicaStoreImpl::SyncReplica() {
   return absl::OkStatus();
 }
 
-Status ReplicaStoreImpl::ApplyJournal(uint64_t epoch, uint64_t size, ByteSource& src) {
-  char head[kJournalHeaderSize];
-  NOVA_DT_RETURN_IF_ERROR(src.Read(head, sizeof head));
-  if (std::string_view(head, kJournalMagic.size()) != kJournalMagic ||
-      GetU64(head + kJournalMagic.size()) != epoch) {
-    return absl::DataLossError("journal: bad header");
-  }
-  const uint64_t pages = record_.geometry.ram_size / kReplicaPageSize;
-  std::string buf;
-  while (src.pos() < size) {
-    NOVA_DT_RETURN_IF_ERROR(Step(CommitStep::kApplyRecord));
-    char type;
-    NOVA_DT_RETURN_IF_ERROR(src.Read(&type, 1));
-    if (static_cast<uint8_t>(type) == kRecordPages) {
-      char cnt[4];
-      NOVA_DT_RETURN_IF_ERROR(src.Read(cnt, 4));
-      uint32_t count = GetU32(cnt);
-      std::string idx(static_cast<size_t>(count) * 8, '\0');
-      NOVA_DT_RETURN_IF_ERROR(src.Read(idx.data(), idx.size()));
-      buf.resize(kReplicaPageSize);
-      for (uint32_t i = 0; i < count; ++i) {
-        uint64_t page = GetU64(idx.data() + i * 8);
-        if (page >= pages) return absl::DataLossError("journal: page beyond guest RAM");
-        NOVA_DT_RETURN_IF_ERROR(src.Read(buf.data(), kReplicaPageSize));
-        NOVA_DT_RETURN_IF_ERROR(
-            PWriteAll(ram_.get(), buf, page * kReplicaPageSize, path(kRamFile)));
-      }
-    } else if (static_cast<uint8_t>(type) == kRecordDiskWrite) {
-      char h[20];
-      NOVA_DT_RETURN_IF_ERROR(src.Read(h, sizeof h));
-      uint32_t disk = GetU32(h);
-      uint64_t offset = GetU64(h + 4);
-      uint64_t len = GetU64(h + 12);
-      if (disk >= disks_.size() || offset > record_.geometry.disks[disk].size ||
-          len > record_.geometry.disks[disk].size - offset) {
-        return absl::DataLossError("journal: disk write beyond the disk");
-      }
-      std::string p = path(DiskFileName(record_.geometry.disks[disk].name));
-      while (len > 0) {
-        size_t n = static_cast<size_t>(std::min<uint64_t>(len, kReadChunk));
-        buf.resize(n);
-        NOVA_DT_RETURN_IF_ERROR(src.Read(buf.data(), n));
-        NOVA_DT_RETURN_IF_ERROR(PWriteAll(disks_[disk].get(), buf, offset, p));
-        offset += n;
-        len -= n;
-      }
-    } else {
-      return absl::DataLossError("journal: unknown record type");
+Status ReplicaStoreImpl::ApplyJournal(uint64_t epoch, uint64_t size, JournalSource& src) {
+  // Writes each record in place, in journal order.
+  class Apply final : public JournalVisitor {
+   public:
+    explicit Apply(ReplicaStoreImpl& store) : store_(store) {}
+    Status BeforeRecord() override { return store_.Step(CommitStep::kApplyRecord); }
+    Status Page(uint64_t page, std::string_view bytes) override {
+      return PWriteAll(store_.ram_.get(), bytes, page * kReplicaPageSize, store_.path(kRamFile));
     }
-  }
-  return absl::OkStatus();
+    Status DiskBytes(size_t disk, uint64_t offset, std::string_view bytes) override {
+      return PWriteAll(store_.disks_[disk].get(), bytes, offset,
+                       store_.path(DiskFileName(store_.record_.geometry.disks[disk].name)));
+    }
+
+   private:
+    ReplicaStoreImpl& store_;
+  } apply(*this);
+  return ReplayJournal(epoch, size, record_.geometry, src, apply);
 }
 
-Status ReplicaStoreImpl::ApplyAndFinish(const CommitMark& mark, ByteSource& src) {
+Status ReplicaStoreImpl::ApplyAndFinish(const CommitMark& mark, JournalSource& src) {
   Status st = ApplyJournal(mark.epoch, mark.journal_size, src);
   if (st.ok()) st = SyncReplica();
   EpochRecord next = record_;
@@ -717,7 +660,7 @@ Status ReplicaStoreImpl::Commit() {
   ScopedFd journal = std::move(ep_.journal);
   ep_ = OpenEpoch();
   if (in_memory) {
-    MemorySource src(buf);
+    MemoryJournalSource src(buf);
     return ApplyAndFinish(mark, src);
   }
   std::string().swap(buf);

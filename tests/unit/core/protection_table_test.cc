@@ -102,6 +102,58 @@ TEST_F(ProtectionTableTest, GarbageAndEditedFilesAreDataLossNotCrashes) {
   EXPECT_TRUE(ProtectionTable(path_).Load()->empty());
 }
 
+// The input that crashed the agent at every start (found by fuzzing, fuzz/corpus/
+// protection_table/crash-incarnation-overflow): an intact, correctly sealed table whose
+// incarnation does not fit in 64 bits. std::stoull threw std::out_of_range out of Load(); now
+// it is a corrupt table like any other: DataLoss, moved aside, and the agent starts empty.
+TEST_F(ProtectionTableTest, AnIncarnationBeyond64BitsLoadsAsCorruptAndIsQuarantined) {
+  const std::string body =
+      "nova-dt-protection-table 1\nuuid-1\thost-b\t18446744073709551616\n";
+  Write(body + ProtectionTable::Trailer(body, 1));
+  ProtectionTable table(path_);
+  auto t = table.Load();
+  ASSERT_TRUE(absl::IsDataLoss(t.status())) << t.status();
+  EXPECT_NE(t.status().message().find("malformed entry"), std::string::npos) << t.status();
+  ASSERT_TRUE(table.QuarantineCorrupt().ok());
+  EXPECT_TRUE(fs::exists(path_ + ".corrupt"));
+  EXPECT_FALSE(fs::exists(path_));
+  auto after = table.Load();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(after->empty());
+}
+
+// Every number of the format is read whole, in range, digits only; anything else is DataLoss.
+TEST_F(ProtectionTableTest, MalformedNumbersAreDataLossWhereverTheyAre) {
+  const std::string head = "nova-dt-protection-table 1\n";
+  for (const char* incarnation :
+       {"99999999999999999999999999", "-1", "+1", " 1", "1 ", "0x10", "1e3", ""}) {
+    const std::string body = head + "uuid-1\thost-b\t" + incarnation + "\n";
+    auto t = ProtectionTable::Decode(body + ProtectionTable::Trailer(body, 1));
+    EXPECT_TRUE(absl::IsDataLoss(t.status())) << "'" << incarnation << "': " << t.status();
+  }
+  const std::string body = head + "uuid-1\thost-b\t7\n";
+  for (const char* trailer :
+       {"end 99999999999999999999999 1\n", "end -1 1\n", "end 1 -1\n",
+        "end 1 99999999999999999999999\n", "end 1\n", "end 1 2 3\n", "end  1 2\n"}) {
+    auto t = ProtectionTable::Decode(body + trailer);
+    EXPECT_TRUE(absl::IsDataLoss(t.status())) << trailer << t.status();
+  }
+  // Leading zeros are still the number; the largest incarnation is read back exactly.
+  const std::string max_body = head + "uuid-1\thost-b\t018446744073709551615\n";
+  auto t = ProtectionTable::Decode(max_body + ProtectionTable::Trailer(max_body, 1));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->at("uuid-1").incarnation, 18446744073709551615ull);
+}
+
+TEST_F(ProtectionTableTest, ADuplicateServerIsDataLoss) {
+  const std::string body =
+      "nova-dt-protection-table 1\nuuid-1\thost-b\t1\nuuid-1\thost-c\t2\n";
+  EXPECT_TRUE(absl::IsDataLoss(ProtectionTable::Decode(body + ProtectionTable::Trailer(body, 1))
+                                   .status()));
+  EXPECT_TRUE(absl::IsDataLoss(ProtectionTable::Decode(body + ProtectionTable::Trailer(body, 2))
+                                   .status()));
+}
+
 TEST_F(ProtectionTableTest, RefusesEntriesItCouldNotReadBack) {
   ProtectionTable table(path_);
   ASSERT_TRUE(table.Save(old_).ok());

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <vector>
+
 namespace novadt::replica {
 namespace {
 
@@ -74,6 +77,111 @@ TEST(GeometryTest, Validation) {
   }
   g.disks = {{"vda", 10}, {"vda", 20}};
   EXPECT_EQ(ValidateGeometry(g).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Journals written by hand, record by record, as Commit() lays them out (replica_format.h).
+std::string PagesRecord(const std::vector<uint64_t>& pages, char fill) {
+  std::string out;
+  PutU8(&out, kRecordPages);
+  PutU32(&out, static_cast<uint32_t>(pages.size()));
+  for (uint64_t p : pages) PutU64(&out, p);
+  for (size_t i = 0; i < pages.size(); ++i) out.append(kReplicaPageSize, fill + i);
+  return out;
+}
+
+std::string DiskRecord(uint32_t disk, uint64_t offset, uint64_t length, char fill) {
+  std::string out;
+  PutU8(&out, kRecordDiskWrite);
+  PutU32(&out, disk);
+  PutU64(&out, offset);
+  PutU64(&out, length);
+  out.append(length, fill);
+  return out;
+}
+
+// Records what a replay asks for.
+struct Recorder final : JournalVisitor {
+  Status Page(uint64_t page, std::string_view bytes) override {
+    calls.push_back("page " + std::to_string(page) + " " + std::string(1, bytes[0]) + " " +
+                    std::to_string(bytes.size()));
+    return absl::OkStatus();
+  }
+  Status DiskBytes(size_t disk, uint64_t offset, std::string_view bytes) override {
+    calls.push_back("disk " + std::to_string(disk) + " " + std::to_string(offset) + " " +
+                    std::string(1, bytes[0]) + " " + std::to_string(bytes.size()));
+    return absl::OkStatus();
+  }
+  std::vector<std::string> calls;
+};
+
+Status Replay(const std::string& journal, Recorder* recorder, uint64_t epoch = 42) {
+  MemoryJournalSource src(journal);
+  return ReplayJournal(epoch, journal.size(), SampleRecord().geometry, src, *recorder);
+}
+
+TEST(JournalTest, ReplaysEveryRecordInOrder) {
+  const std::string journal = EncodeJournalHeader(42) + PagesRecord({3, 255}, 'a') +
+                              DiskRecord(1, 12340, 5, 'x') + PagesRecord({3}, 'z');
+  Recorder r;
+  ASSERT_TRUE(Replay(journal, &r).ok());
+  EXPECT_EQ(r.calls, (std::vector<std::string>{"page 3 a 4096", "page 255 b 4096",
+                                                "disk 1 12340 x 5", "page 3 z 4096"}));
+}
+
+// A page count no journal of this size can hold is refused before anything is allocated for it
+// (4 Gi pages would have asked for a 32 GiB index array).
+TEST(JournalTest, AnImpossiblePageCountIsDataLossNotAHugeAllocation) {
+  std::string journal = EncodeJournalHeader(42);
+  PutU8(&journal, kRecordPages);
+  PutU32(&journal, std::numeric_limits<uint32_t>::max());
+  journal.append(64, '\0');
+  Recorder r;
+  const Status st = Replay(journal, &r);
+  EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+  EXPECT_TRUE(r.calls.empty());
+}
+
+TEST(JournalTest, OutOfRangeRecordsAreDataLoss) {
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const std::string head = EncodeJournalHeader(42);
+  for (const std::string& bad : {
+           PagesRecord({256}, 'a'),                // RAM is 256 pages
+           PagesRecord({kMax}, 'a'),
+           DiskRecord(2, 0, 1, 'x'),               // two disks
+           DiskRecord(1, 12345, 1, 'x'),           // vdb is 12345 bytes
+           DiskRecord(1, 12000, 346, 'x'),
+           std::string(1, '\x03'),                 // unknown record type
+       }) {
+    Recorder r;
+    const Status st = Replay(head + bad, &r);
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+    EXPECT_TRUE(r.calls.empty());
+  }
+  // An offset near 2^64 must not wrap around the disk size check.
+  std::string wrap;
+  PutU8(&wrap, kRecordDiskWrite);
+  PutU32(&wrap, 0);
+  PutU64(&wrap, kMax);
+  PutU64(&wrap, 2);
+  Recorder r;
+  EXPECT_TRUE(absl::IsDataLoss(Replay(head + wrap + "xx", &r)));
+  EXPECT_TRUE(absl::IsDataLoss(Replay(EncodeJournalHeader(41) + DiskRecord(0, 0, 1, 'x'), &r)));
+  EXPECT_TRUE(r.calls.empty());
+}
+
+// A cut anywhere is DataLoss; a disk record cut short is refused before any of it is applied.
+TEST(JournalTest, EveryTruncationIsDataLoss) {
+  const std::string head = EncodeJournalHeader(42);
+  const std::string journal = head + DiskRecord(0, 0, 3000, 'x') + PagesRecord({1}, 'p');
+  for (size_t len = 0; len < journal.size(); ++len) {
+    if (len == head.size() || len == head.size() + 21 + 3000) continue;  // whole records
+    Recorder r;
+    const Status st = Replay(journal.substr(0, len), &r);
+    EXPECT_TRUE(absl::IsDataLoss(st)) << "cut at " << len << ": " << st;
+    if (len < head.size() + 21 + 3000) {
+      EXPECT_TRUE(r.calls.empty()) << "cut at " << len;
+    }
+  }
 }
 
 }  // namespace
