@@ -133,7 +133,9 @@ Topics of the agents' notifications (the agents'
         help="""
 Listener pool of the controller's notification queues. A pool gets its own
 queues, so the controller does not take notifications away from other
-consumers of nova's ``versioned_notifications`` (or the agents' topic).
+consumers of nova's ``versioned_notifications`` (or the agents' topic). With
+oslo's rabbit driver the queue of Nova's notifications is named after the pool,
+that of the agents' notifications ``<pool>.agents``.
 """),
     cfg.IntOpt(
         'step_attempts',

@@ -1,12 +1,16 @@
 """The nova-dt-controller process: notification listeners, periodic resume, oslo.service.
 
-Two oslo.messaging notification listeners, each in the ``[nova_dt] notification_pool`` pool (own
-queues, so other consumers of the same topics keep their notifications):
+Two oslo.messaging notification listeners in pools (own queues, so other consumers of the same
+topics keep their notifications):
 
 - Nova's versioned notifications: exchange ``nova`` (nova's control exchange), topics
-  ``[notifications] versioned_notifications_topics``, on nova's notification transport;
+  ``[notifications] versioned_notifications_topics``, on nova's notification transport, pool
+  ``[nova_dt] notification_pool``;
 - the agents' ``dt.pair.*``: exchange ``[nova_dt] agent_exchange``, topics
-  ``[nova_dt] agent_notification_topics``, on ``[nova_dt] agent_notification_transport_url``.
+  ``[nova_dt] agent_notification_topics``, on ``[nova_dt] agent_notification_transport_url``,
+  pool ``<notification_pool>.agents``. oslo's rabbit driver names a pool's queue after the pool
+  alone, so one pool for both would be one queue on a shared broker, with each listener taking
+  every other message of both sources.
 
 With ``[nova_dt] link_stats_file`` set, a third listener takes the agents' ``dt.link.stats``
 in a pool of this host's own and keeps that file up to date (link_stats_writer).
@@ -79,6 +83,12 @@ class LinkStatsEndpoint(NotificationEndpoint):
     filter_rule = messaging.NotificationFilter(event_type=r'^dt\.link\.stats$')
 
 
+def agent_pool(conf):
+    """The pool of the agents' listener: never Nova's (its queue would be the same)."""
+    pool = conf.nova_dt.notification_pool
+    return '%s.agents' % pool if pool else None
+
+
 def link_stats_pool(conf):
     """This controller host's own pool: every controller host sees every link report."""
     return '%s.link-stats.%s' % (conf.nova_dt.notification_pool or 'nova-dt-controller',
@@ -98,7 +108,7 @@ def make_listeners(reconciler, nova_transport, agent_transport, conf, executor='
         messaging.get_notification_listener(
             agent_transport, agent_targets(conf),
             [NotificationEndpoint(reconciler.handle_agent_notification, 'agent')],
-            executor=executor, pool=pool),
+            executor=executor, pool=agent_pool(conf)),
     ]
     if link_stats_collector is not None:
         listeners.append(messaging.get_notification_listener(
