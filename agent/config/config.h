@@ -103,6 +103,15 @@ struct NovaNotificationsSection {
 // [libvirt]
 struct LibvirtSection {
   std::string connection_uri = "qemu:///system";
+  // Nova's instances_path (nova.conf [DEFAULT]) as libvirtd sees it. A domain restored here from a
+  // peer's definition may name host files of its instance directory by Nova's names only:
+  // <instances_path>/<uuid>/kernel and .../ramdisk (direct kernel boot), .../console.log (serial
+  // console log). agent/libvirt/restore_xml.h has the whole allow-list.
+  std::string instances_path = "/var/lib/nova/instances";
+  // Further directories, as libvirtd sees them, any file below which such a domain may use as its
+  // kernel, initrd or serial console file or log (e.g. a test rig's guest images). A restored
+  // guest can read or overwrite any file below them. Empty: none.
+  std::vector<std::string> restore_file_dirs;
   // virConnectSetKeepAlive(): probe every interval, give up after `count` unanswered probes.
   int keepalive_interval_s = 5;
   int keepalive_count = 5;

@@ -748,6 +748,24 @@ Status LoadNovaNotifications(Options& opts, const DefaultSection& d,
   return ReadAmqpName(opts, kSection, "dead_letter_exchange", &n->dead_letter_exchange, true);
 }
 
+// A directory of the restore allow-list ([libvirt] instances_path, restore_file_dirs): an absolute
+// path without empty, '.' or '..' components or a trailing '/', and not "/" (which would allow any
+// host file). Paths in a peer's domain XML are compared with it as text.
+std::optional<std::string> CheckRestoreDir(std::string_view dir) {
+  if (dir.size() < 2 || dir[0] != '/' || dir.back() == '/') {
+    return "expected an absolute path other than / without a trailing '/'";
+  }
+  for (size_t start = 1; start <= dir.size();) {
+    const size_t end = std::min(dir.find('/', start), dir.size());
+    const std::string_view part = dir.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") {
+      return "expected a path without empty, '.' or '..' components";
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
 Status LoadLibvirt(Options& opts, LibvirtSection* l) {
   constexpr std::string_view kSection = "libvirt";
   std::string file;
@@ -755,6 +773,19 @@ Status LoadLibvirt(Options& opts, LibvirtSection* l) {
   if (l->connection_uri.find(':') == std::string::npos) {
     return opts.Invalid(file, kSection, "connection_uri",
                         "expected a libvirt URI such as 'qemu:///system'", l->connection_uri);
+  }
+  file.clear();
+  NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, "instances_path", &l->instances_path, &file));
+  if (std::optional<std::string> bad = CheckRestoreDir(l->instances_path)) {
+    return opts.Invalid(file, kSection, "instances_path", *bad, l->instances_path);
+  }
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadList(opts, kSection, "restore_file_dirs", &l->restore_file_dirs, false));
+  for (const std::string& dir : l->restore_file_dirs) {
+    if (std::optional<std::string> bad = CheckRestoreDir(dir)) {
+      StatusOr<std::optional<Setting>> s = opts.Get(kSection, "restore_file_dirs");
+      return opts.Invalid(s.ok() && *s ? (*s)->file : "", kSection, "restore_file_dirs", *bad, dir);
+    }
   }
   NOVA_DT_RETURN_IF_ERROR(
       ReadInt(opts, kSection, "keepalive_interval_s", 1, 600, &l->keepalive_interval_s));

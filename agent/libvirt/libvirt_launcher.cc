@@ -2,12 +2,11 @@
 
 #include "agent/libvirt/domain_xml.h"
 #include "agent/libvirt/errors.h"
+#include "agent/libvirt/restore_xml.h"
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
-#include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <libxml/xmlerror.h>
 #include <spdlog/spdlog.h>
 
 #include <mutex>
@@ -18,158 +17,24 @@
 namespace novadt::libvirt {
 namespace {
 
-constexpr char kQemuNsHref[] = "http://libvirt.org/schemas/domain/qemu/1.0";
-
-// ---------------------------------------------------------------------------------------------
-// Restore-XML derivation (libxml2).
-
 const xmlChar* X(const char* s) { return reinterpret_cast<const xmlChar*>(s); }
-
-bool Is(xmlNodePtr n, const char* name) {
-  return n && n->type == XML_ELEMENT_NODE && n->ns == nullptr && xmlStrEqual(n->name, X(name));
-}
-
-std::vector<xmlNodePtr> Children(xmlNodePtr parent, const char* name) {
-  std::vector<xmlNodePtr> out;
-  for (xmlNodePtr c = parent ? parent->children : nullptr; c; c = c->next) {
-    if (Is(c, name)) out.push_back(c);
-  }
-  return out;
-}
-
-xmlNodePtr Child(xmlNodePtr parent, const char* name) {
-  auto all = Children(parent, name);
-  return all.empty() ? nullptr : all.front();
-}
-
-// The attribute's value, "" when absent.
-std::string Attr(xmlNodePtr n, const char* name) {
-  xmlChar* v = n ? xmlGetNoNsProp(n, X(name)) : nullptr;
-  if (!v) return {};
-  std::string s(reinterpret_cast<const char*>(v));
-  xmlFree(v);
-  return s;
-}
-
-void Remove(xmlNodePtr n) {
-  xmlUnlinkNode(n);
-  xmlFreeNode(n);
-}
-
-// Removes every element named `name` in the subtree below `n` for which `pred` holds.
-template <typename Pred>
-void RemoveAll(xmlNodePtr n, const char* name, Pred pred) {
-  for (xmlNodePtr c = n->children; c;) {
-    xmlNodePtr next = c->next;
-    if (Is(c, name) && pred(c)) {
-      Remove(c);
-    } else if (c->type == XML_ELEMENT_NODE) {
-      RemoveAll(c, name, pred);
-    }
-    c = next;
-  }
-}
 
 bool StartsWith(const std::string& s, std::string_view prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
 
-Status Invalid(const std::string& what) {
-  return absl::InvalidArgumentError("restore XML: " + what);
-}
-
-Status CheckSharedFileMemory(xmlNodePtr domain) {
-  xmlNodePtr mb = Child(domain, "memoryBacking");
-  if (Attr(Child(mb, "source"), "type") != "file" ||
-      Attr(Child(mb, "access"), "mode") != "shared") {
-    return Invalid(
-        "guest RAM is not shared file-backed memory (<memoryBacking><source type='file'/>"
-        "<access mode='shared'/>); the replica RAM file cannot become guest RAM");
-  }
-  if (Child(Child(domain, "cpu"), "numa")) {
-    return Invalid("guests with NUMA cells (one RAM file per cell) are not supported");
-  }
-  return absl::OkStatus();
-}
-
-Status PointDisksAtReplica(xmlNodePtr devices,
-                           const std::map<std::string, std::string>& disk_images) {
-  size_t matched = 0;
-  for (xmlNodePtr disk : Children(devices, "disk")) {
-    const std::string device = Attr(disk, "device");
-    if (!device.empty() && device != "disk") continue;  // cdrom, floppy, lun: left as they are
-    const std::string dev = Attr(Child(disk, "target"), "dev");
-    auto it = disk_images.find(dev);
-    if (it == disk_images.end()) return Invalid("disk '" + dev + "' has no replica image");
-    ++matched;
-    xmlSetProp(disk, X("type"), X("file"));
-    for (const char* drop : {"source", "backingStore", "mirror"}) {
-      for (xmlNodePtr c : Children(disk, drop)) Remove(c);
-    }
-    xmlNodePtr driver = Child(disk, "driver");
-    if (!driver) {
-      driver = xmlNewChild(disk, nullptr, X("driver"), nullptr);
-      xmlSetProp(driver, X("name"), X("qemu"));
-    }
-    xmlSetProp(driver, X("type"), X("raw"));  // replica images are raw (ReplicaStore)
-    xmlNodePtr source = xmlNewChild(disk, nullptr, X("source"), nullptr);
-    xmlSetProp(source, X("file"), X(it->second.c_str()));
-  }
-  if (matched != disk_images.size()) {
-    return Invalid("replica images given for disks the domain does not have");
-  }
-  return absl::OkStatus();
-}
-
-// Drops what only a running domain's XML carries and the backup's libvirt must choose itself.
-void DropRuntimeParts(xmlNodePtr domain) {
-  xmlUnsetProp(domain, X("id"));
-  for (xmlNodePtr s : Children(domain, "seclabel")) {
-    if (Attr(s, "type") != "static") Remove(s);  // dynamic labels are per host and per start
-  }
-  RemoveAll(domain, "alias", [](xmlNodePtr a) { return !StartsWith(Attr(a, "name"), "ua-"); });
-  xmlNodePtr devices = Child(domain, "devices");
-  for (xmlNodePtr nic : Children(devices, "interface")) {
-    for (xmlNodePtr t : Children(nic, "target")) {
-      const std::string dev = Attr(t, "dev");
-      if (StartsWith(dev, "vnet") || StartsWith(dev, "macvtap")) Remove(t);
-    }
-  }
-  for (const char* kind : {"serial", "console", "parallel", "channel"}) {
-    for (xmlNodePtr c : Children(devices, kind)) {
-      if (Attr(c, "type") != "pty") continue;
-      xmlUnsetProp(c, X("tty"));
-      for (xmlNodePtr s : Children(c, "source")) Remove(s);  // the old host's /dev/pts/N
-    }
-  }
-}
-
-void AddIncomingDefer(xmlNodePtr domain) {
-  xmlNsPtr ns = xmlSearchNsByHref(domain->doc, domain, X(kQemuNsHref));
-  if (!ns) ns = xmlNewNs(domain, X(kQemuNsHref), X("qemu"));
-  xmlNodePtr cmdline = nullptr;
-  for (xmlNodePtr c = domain->children; c; c = c->next) {
-    if (c->type == XML_ELEMENT_NODE && c->ns && xmlStrEqual(c->ns->href, X(kQemuNsHref)) &&
-        xmlStrEqual(c->name, X("commandline"))) {
-      cmdline = c;
-    }
-  }
-  if (!cmdline) cmdline = xmlNewChild(domain, ns, X("commandline"), nullptr);
-  for (const char* v : {"-incoming", "defer"}) {
-    xmlNodePtr arg = xmlNewChild(cmdline, ns, X("arg"), nullptr);
-    xmlSetProp(arg, X("value"), X(v));
-  }
-}
-
-// The <uuid> of a domain XML.
+// The <uuid> of a domain XML (one DeriveRestoreXml() made).
 StatusOr<std::string> DomainUuidOf(const std::string& xml) {
   XmlDocPtr doc = ParseDomainXml(xml);
-  xmlNodePtr uuid = doc ? Child(xmlDocGetRootElement(doc.get()), "uuid") : nullptr;
-  xmlChar* text = uuid ? xmlNodeGetContent(uuid) : nullptr;
-  if (!text) return Invalid("domain XML has no <uuid>");
-  std::string out(reinterpret_cast<const char*>(text));
-  xmlFree(text);
-  return out;
+  xmlNodePtr root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
+  for (xmlNodePtr c = root ? root->children : nullptr; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || c->ns || !xmlStrEqual(c->name, X("uuid"))) continue;
+    xmlChar* text = xmlNodeGetContent(c);
+    std::string out(text ? reinterpret_cast<const char*>(text) : "");
+    xmlFree(text);
+    return out;
+  }
+  return absl::InvalidArgumentError("restore XML: domain XML has no <uuid>");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +52,7 @@ std::string ShortName(const std::string& name) {
 class LibvirtLauncher final : public core::DomainLauncher {
  public:
   LibvirtLauncher(const config::LibvirtSection& cfg, LauncherOptions options)
-      : uri_(cfg.connection_uri), options_(std::move(options)) {}
+      : cfg_(cfg), options_(std::move(options)) {}
 
   StatusOr<core::LaunchedDomain> StartPausedIncoming(const core::RestoreSpec& spec) override {
     auto xml = Derive(spec, /*incoming=*/true);
@@ -276,7 +141,7 @@ class LibvirtLauncher final : public core::DomainLauncher {
       }
       images[dev] = path.substr(options_.host_root.size());
     }
-    return DeriveRestoreXml(spec.domain_xml, images, incoming);
+    return DeriveRestoreXml(spec.domain_xml, images, incoming, cfg_);
   }
 
   // A reference to a live connection, (re)opened when needed.
@@ -284,8 +149,11 @@ class LibvirtLauncher final : public core::DomainLauncher {
     std::lock_guard<std::mutex> lock(mu_);
     if (!conn_ || virConnectIsAlive(conn_.get()) != 1) {
       conn_.reset();
-      virConnectPtr raw = virConnectOpen(uri_.c_str());
-      if (!raw) return absl::UnavailableError(LastError("cannot connect to " + uri_).message());
+      virConnectPtr raw = virConnectOpen(cfg_.connection_uri.c_str());
+      if (!raw) {
+        return absl::UnavailableError(
+            LastError("cannot connect to " + cfg_.connection_uri).message());
+      }
       conn_.reset(raw);
     }
     virConnectRef(conn_.get());
@@ -301,42 +169,13 @@ class LibvirtLauncher final : public core::DomainLauncher {
     return DomainPtr(dom);
   }
 
-  const std::string uri_;
+  const config::LibvirtSection cfg_;  // connection_uri; the restore allow-list's host file rules
   const LauncherOptions options_;
   std::mutex mu_;
   ConnectPtr conn_;  // guarded by mu_
 };
 
 }  // namespace
-
-StatusOr<std::string> DeriveRestoreXml(std::string_view domain_xml,
-                                       const std::map<std::string, std::string>& disk_images,
-                                       bool incoming) {
-  XmlDocPtr doc(xmlReadMemory(
-      domain_xml.data(), static_cast<int>(domain_xml.size()), "domain.xml", nullptr,
-      XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
-  if (!doc) {
-    const xmlError* e = xmlGetLastError();
-    return Invalid(std::string("domain XML does not parse: ") +
-                   (e && e->message ? e->message : "unknown error"));
-  }
-  xmlNodePtr domain = xmlDocGetRootElement(doc.get());
-  if (!Is(domain, "domain")) return Invalid("root element is not <domain>");
-  NOVA_DT_RETURN_IF_ERROR(CheckSharedFileMemory(domain));
-  xmlNodePtr devices = Child(domain, "devices");
-  if (!devices) return Invalid("no <devices>");
-  NOVA_DT_RETURN_IF_ERROR(PointDisksAtReplica(devices, disk_images));
-  DropRuntimeParts(domain);
-  if (incoming) AddIncomingDefer(domain);
-
-  xmlChar* buf = nullptr;
-  int size = 0;
-  xmlDocDumpFormatMemory(doc.get(), &buf, &size, 1);
-  if (!buf) return absl::ResourceExhaustedError("restore XML: cannot serialize");
-  std::string out(reinterpret_cast<const char*>(buf), static_cast<size_t>(size));
-  xmlFree(buf);
-  return out;
-}
 
 std::unique_ptr<core::DomainLauncher> MakeLibvirtLauncher(const config::LibvirtSection& cfg,
                                                           LauncherOptions options) {

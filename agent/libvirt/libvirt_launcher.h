@@ -1,7 +1,7 @@
-// core::DomainLauncher over libvirt's C API, and the restore-XML derivation it uses (libxml2).
+// core::DomainLauncher over libvirt's C API. The definitions it starts and defines are derived
+// from the peer's domain XML by DeriveRestoreXml() (restore_xml.h), never taken as given.
 #pragma once
 
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,20 +27,8 @@ struct LauncherOptions {
 // Connects to `cfg.connection_uri` lazily: its own connection, opened at the first call and
 // re-opened when libvirt reports it dead (no keepalive, events or back-off: a failover is a
 // one-shot operation that its caller retries; LibvirtHypervisor keeps the long-lived one).
+// Restore definitions follow cfg's allow-list options (instances_path, restore_file_dirs).
 std::unique_ptr<core::DomainLauncher> MakeLibvirtLauncher(const config::LibvirtSection& cfg,
                                                           LauncherOptions options = {});
-
-// Derives a definition from the primary's domain XML (core::RestoreSpec::domain_xml):
-// same name, UUID, memory and devices; every disk (device='disk') becomes a raw file disk on
-// `disk_images[target dev]` (backing chains dropped); runtime-only parts of a live XML are
-// removed (domain id, <seclabel>s, libvirt-generated device <alias>es (user aliases "ua-*"
-// stay), generated tap names (<target dev='vnet*'/>) of interfaces). With `incoming` true,
-// <qemu:commandline> gets `-incoming defer` (namespace declared): the restore XML for
-// virDomainCreateXML; false gives the clean XML for virDomainDefineXML.
-// InvalidArgument when the XML does not parse or is not a <domain>, when its RAM is not shared
-// file-backed memory, or when disks and `disk_images` do not match one to one.
-StatusOr<std::string> DeriveRestoreXml(std::string_view domain_xml,
-                                       const std::map<std::string, std::string>& disk_images,
-                                       bool incoming);
 
 }  // namespace novadt::libvirt

@@ -528,6 +528,41 @@ TEST_F(ConfigLoaderTest, BadStrings) {
                 "got 'qemu'");
 }
 
+TEST_F(ConfigLoaderTest, RestoreAllowListDirectories) {
+  StatusOr<AgentConfig> d = LoadOne("[DEFAULT]\nhost = c1\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->libvirt.instances_path, "/var/lib/nova/instances");
+  EXPECT_TRUE(d->libvirt.restore_file_dirs.empty());
+
+  StatusOr<AgentConfig> c = LoadOne(
+      "[libvirt]\ninstances_path = /srv/nova/instances\n"
+      "restore_file_dirs = /work/main/build/guest, /var/log/libvirt\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->libvirt.instances_path, "/srv/nova/instances");
+  EXPECT_THAT(c->libvirt.restore_file_dirs,
+              ElementsAre("/work/main/build/guest", "/var/log/libvirt"));
+
+  const std::string f = dir_ + "/agent.conf";
+  EXPECT_EQ(Error("[libvirt]\ninstances_path = nova/instances\n"),
+            f + ": [libvirt] instances_path: expected an absolute path other than / without a "
+                "trailing '/', got 'nova/instances'");
+  EXPECT_EQ(Error("[libvirt]\ninstances_path = /\n"),
+            f + ": [libvirt] instances_path: expected an absolute path other than / without a "
+                "trailing '/', got '/'");
+  EXPECT_EQ(Error("[libvirt]\ninstances_path = /var/lib/nova/instances/\n"),
+            f + ": [libvirt] instances_path: expected an absolute path other than / without a "
+                "trailing '/', got '/var/lib/nova/instances/'");
+  EXPECT_EQ(Error("[libvirt]\ninstances_path = /var/lib/nova/../../etc\n"),
+            f + ": [libvirt] instances_path: expected a path without empty, '.' or '..' "
+                "components, got '/var/lib/nova/../../etc'");
+  EXPECT_EQ(Error("[libvirt]\nrestore_file_dirs = /srv/kernels, /var//log\n"),
+            f + ": [libvirt] restore_file_dirs: expected a path without empty, '.' or '..' "
+                "components, got '/var//log'");
+  EXPECT_EQ(Error("[libvirt]\nrestore_file_dirs = /srv/kernels,\n"),
+            f + ": [libvirt] restore_file_dirs: empty item in the comma-separated list, got "
+                "'/srv/kernels,'");
+}
+
 TEST_F(ConfigLoaderTest, BadAddresses) {
   const std::string f = dir_ + "/agent.conf";
   auto listen = [&](const std::string& value) {
@@ -799,7 +834,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 60);
+  EXPECT_EQ(options, 62);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});

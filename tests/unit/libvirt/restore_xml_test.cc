@@ -1,170 +1,255 @@
-// DeriveRestoreXml: the primary's (live) domain XML -> the backup's restore / clean definitions.
-// The results are checked by parsing them with libvirt's own test driver too (it validates the
-// domain schema as virDomainDefineXML does on a real host).
+// DeriveRestoreXml: the primary's (live) domain XML -> the backup's restore / clean definitions,
+// new documents holding only what the allow-list carries. The results are checked by parsing them
+// with libvirt's own test driver too (it validates the domain schema as virDomainDefineXML does
+// on a real host).
+#include "agent/libvirt/restore_xml.h"
+
 #include <gtest/gtest.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
-#include "agent/libvirt/handles.h"
-#include "agent/libvirt/libvirt_launcher.h"
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "agent/libvirt/domain_xml.h"
+#include "agent/libvirt/handles.h"
+#include "tests/unit/libvirt/domain_fixtures.h"
 
 namespace novadt::libvirt {
 namespace {
 
-// A live XML as libvirt 9 prints it for the rig's test guest (trimmed), with runtime parts.
-constexpr char kLiveXml[] = R"(<domain type='qemu' id='3'>
-  <name>instance-0000002a</name>
-  <uuid>6a1f8a3e-0b7c-4e8d-9f10-2b3c4d5e6f70</uuid>
-  <memory unit='KiB'>262144</memory>
-  <currentMemory unit='KiB'>262144</currentMemory>
-  <memoryBacking>
-    <source type='file'/>
-    <access mode='shared'/>
-  </memoryBacking>
-  <vcpu placement='static'>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
-    <kernel>/opt/guest/vmlinux</kernel>
-  </os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='/var/lib/nova/instances/x/disk' index='2'/>
-      <backingStore type='file' index='3'>
-        <format type='raw'/>
-        <source file='/var/lib/nova/instances/_base/abc'/>
-      </backingStore>
-      <target dev='vda' bus='virtio'/>
-      <alias name='virtio-disk0'/>
-    </disk>
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source protocol='rbd' name='vms/x_disk.eph0'/>
-      <target dev='vdb' bus='virtio'/>
-      <alias name='ua-eph0'/>
-    </disk>
-    <disk type='file' device='cdrom'>
-      <source file='/var/lib/nova/instances/x/disk.config'/>
-      <target dev='hda' bus='ide'/>
-    </disk>
-    <interface type='bridge'>
-      <mac address='52:54:00:12:34:56'/>
-      <source bridge='br0'/>
-      <target dev='vnet7'/>
-      <model type='virtio'/>
-      <alias name='net0'/>
-    </interface>
-    <serial type='pty'>
-      <source path='/dev/pts/4'/>
-      <target port='0'/>
-      <alias name='serial0'/>
-    </serial>
-  </devices>
-  <seclabel type='dynamic' model='dac' relabel='yes'>
-    <label>+64055:+994</label>
-    <imagelabel>+64055:+994</imagelabel>
-  </seclabel>
-</domain>
-)";
+using fixtures::kNovaGeneratedXml;
+using fixtures::kNovaLiveXml;
+using fixtures::kNovaUuid;
+using fixtures::kRigGuestDir;
+using fixtures::kRigLiveXml;
+using fixtures::kRigUuid;
 
 const std::map<std::string, std::string> kImages = {
-    {"vda", "/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw"},
-    {"vdb", "/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vdb.raw"}};
+    {"vda", "/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw"}};
+
+config::LibvirtSection NovaHost() { return {}; }
+
+config::LibvirtSection RigHost() {
+  config::LibvirtSection cfg;
+  cfg.restore_file_dirs = {kRigGuestDir, "/var/log/libvirt"};
+  return cfg;
+}
 
 bool Has(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
 
-TEST(RestoreXmlTest, RestoreXmlKeepsIdentityPointsDisksAtReplicaAndDefersIncoming) {
-  auto xml = DeriveRestoreXml(kLiveXml, kImages, /*incoming=*/true);
+std::string Edit(std::string xml, std::string_view from, std::string_view to) {
+  const size_t at = xml.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "fixture has no '" << from << "'";
+    return "";
+  }
+  return xml.replace(at, from.size(), to);
+}
+
+TEST(RestoreXmlTest, RestoreXmlOfANovaServerKeepsItsGuestAndPointsTheDiskAtTheReplica) {
+  auto xml = DeriveRestoreXml(kNovaLiveXml, kImages, /*incoming=*/true, NovaHost());
   ASSERT_TRUE(xml.ok()) << xml.status();
   const std::string& x = *xml;
+  EXPECT_TRUE(
+      Has(x, "<domain xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\" type=\"kvm\">"))
+      << x;
   EXPECT_TRUE(Has(x, "<name>instance-0000002a</name>")) << x;
-  EXPECT_TRUE(Has(x, "<uuid>6a1f8a3e-0b7c-4e8d-9f10-2b3c4d5e6f70</uuid>")) << x;
+  EXPECT_TRUE(Has(x, "<uuid>" + std::string(kNovaUuid) + "</uuid>")) << x;
+  EXPECT_TRUE(Has(x, "<memory unit=\"KiB\">524288</memory>")) << x;
   EXPECT_TRUE(Has(x, "<source type=\"file\"/>")) << x;
   EXPECT_TRUE(Has(x, "<access mode=\"shared\"/>")) << x;
-  // Disks: raw files on the replica, no backing chain, no old source; the cdrom untouched.
-  EXPECT_TRUE(Has(x, "<source file=\"/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw\"/>")) << x;
-  EXPECT_TRUE(Has(x, "<source file=\"/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vdb.raw\"/>")) << x;
-  EXPECT_FALSE(Has(x, "backingStore")) << x;
-  EXPECT_FALSE(Has(x, "/var/lib/nova/instances/x/disk'")) << x;
-  EXPECT_FALSE(Has(x, "\"/var/lib/nova/instances/x/disk\"")) << x;
-  EXPECT_FALSE(Has(x, "rbd")) << x;
-  EXPECT_FALSE(Has(x, "qcow2")) << x;
-  EXPECT_TRUE(Has(x, "/var/lib/nova/instances/x/disk.config")) << x;
-  // Runtime parts gone; the user alias stays.
-  EXPECT_FALSE(Has(x, "id=\"3\"")) << x;
-  EXPECT_FALSE(Has(x, "seclabel")) << x;
-  EXPECT_FALSE(Has(x, "virtio-disk0")) << x;
-  EXPECT_FALSE(Has(x, "net0")) << x;
-  EXPECT_TRUE(Has(x, "ua-eph0")) << x;
-  EXPECT_FALSE(Has(x, "vnet7")) << x;
-  EXPECT_FALSE(Has(x, "/dev/pts/4")) << x;
-  EXPECT_TRUE(Has(x, "<mac address=\"52:54:00:12:34:56\"/>")) << x;
-  // -incoming defer, with the namespace declared.
-  EXPECT_TRUE(Has(x, "xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\"")) << x;
-  EXPECT_TRUE(Has(x, "<qemu:commandline>")) << x;
-  const size_t inc = x.find("<qemu:arg value=\"-incoming\"/>");
-  ASSERT_NE(inc, std::string::npos) << x;
-  EXPECT_NE(x.find("<qemu:arg value=\"defer\"/>", inc), std::string::npos) << x;
+  EXPECT_TRUE(Has(x, "<model fallback=\"forbid\">EPYC</model>")) << x;
+  EXPECT_TRUE(Has(x, "<feature policy=\"disable\" name=\"nrip-save\"/>")) << x;
+  EXPECT_TRUE(Has(x, "<entry name=\"uuid\">" + std::string(kNovaUuid) + "</entry>")) << x;
+  EXPECT_TRUE(Has(x, "<nova:name>web-1</nova:name>")) << x;  // Nova's metadata, informational
+  // The disk: a raw file on the replica, nothing of the primary's storage.
+  EXPECT_TRUE(Has(x,
+                  "<disk type=\"file\" device=\"disk\">\n      <driver name=\"qemu\" "
+                  "type=\"raw\" cache=\"none\" discard=\"ignore\"/>\n      <source "
+                  "file=\"/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw\"/>\n      <target "
+                  "dev=\"vda\" bus=\"virtio\"/>"))
+      << x;
+  for (const char* gone :
+       {"qcow2", "backingStore", "/var/lib/nova/instances/_base", "/disk\"", "index=\"2\""}) {
+    EXPECT_FALSE(Has(x, gone)) << gone << "\n" << x;
+  }
+  // Device layout kept (the restored QEMU loads the primary's device state).
+  EXPECT_TRUE(Has(x,
+                  "<address type=\"pci\" domain=\"0x0000\" bus=\"0x00\" slot=\"0x04\" "
+                  "function=\"0x0\"/>"))
+      << x;
+  EXPECT_TRUE(Has(x, "<address type=\"virtio-serial\" controller=\"0\" bus=\"0\" port=\"1\"/>"))
+      << x;
+  EXPECT_TRUE(Has(x, "<target dev=\"tap3c1d2e4f-5a\"/>")) << x;   // Nova's tap name
+  EXPECT_TRUE(Has(x, "<serial type=\"pty\">\n      <log")) << x;  // no <source/> left
+  EXPECT_TRUE(Has(x, "<source mode=\"bind\"/>")) << x;            // libvirt makes the agent socket
+  EXPECT_TRUE(Has(x, "<mac address=\"fa:16:3e:12:34:56\"/>")) << x;
+  EXPECT_TRUE(Has(x, "<log file=\"/var/lib/nova/instances/" + std::string(kNovaUuid) +
+                         "/console.log\" append=\"off\"/>"))
+      << x;
+  // The primary's runtime state and host choices: never carried.
+  for (const char* gone : {"id=\"7\"", "seclabel", "+64055", "apparmor", "<resource", "/machine",
+                           "alias", "/dev/pts", "tty=", "port=\"5900\"", "<emulator", "qemu-system",
+                           "/var/lib/libvirt/qemu/channel", "state=\"connected\""}) {
+    EXPECT_FALSE(Has(x, gone)) << gone << "\n" << x;
+  }
+  // The agent's own -incoming defer, last.
+  EXPECT_TRUE(Has(x,
+                  "  <qemu:commandline>\n    <qemu:arg value=\"-incoming\"/>\n    <qemu:arg "
+                  "value=\"defer\"/>\n  </qemu:commandline>\n</domain>"))
+      << x;
 }
 
 TEST(RestoreXmlTest, CleanXmlHasNoRestoreOnlyArguments) {
-  auto xml = DeriveRestoreXml(kLiveXml, kImages, /*incoming=*/false);
+  auto xml = DeriveRestoreXml(kNovaLiveXml, kImages, /*incoming=*/false, NovaHost());
   ASSERT_TRUE(xml.ok()) << xml.status();
-  EXPECT_FALSE(Has(*xml, "qemu:commandline")) << *xml;
+  EXPECT_FALSE(Has(*xml, "qemu:")) << *xml;
   EXPECT_FALSE(Has(*xml, "-incoming")) << *xml;
   EXPECT_TRUE(Has(*xml, "disk-vda.raw")) << *xml;
 }
 
-TEST(RestoreXmlTest, ExistingQemuCommandlineIsExtended) {
-  std::string in = kLiveXml;
-  in.replace(in.find("<domain type='qemu' id='3'>"), 27,
-             "<domain type='qemu' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'>");
-  in.replace(in.find("</domain>"), 9,
-             "<q:commandline><q:arg value='-S'/></q:commandline></domain>");
-  auto xml = DeriveRestoreXml(in, kImages, /*incoming=*/true);
+TEST(RestoreXmlTest, TheRigGuestKeepsItsKernelAndConsoleFile) {
+  auto xml = DeriveRestoreXml(kRigLiveXml, kImages, /*incoming=*/true, RigHost());
   ASSERT_TRUE(xml.ok()) << xml.status();
-  EXPECT_EQ(xml->find("<q:commandline>"), xml->rfind("<q:commandline>")) << *xml;
-  EXPECT_TRUE(Has(*xml, "<q:arg value=\"-S\"/>\n    <q:arg value=\"-incoming\"/>")) << *xml;
-  EXPECT_TRUE(Has(*xml, "<q:arg value=\"-S\"/>")) << *xml;
+  const std::string& x = *xml;
+  EXPECT_TRUE(Has(x, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>")) << x;
+  EXPECT_TRUE(Has(x, "<initrd>/opt/nova-dt/build/guest/initrd.img</initrd>")) << x;
+  EXPECT_TRUE(Has(x,
+                  "<cmdline>console=ttyS0 panic=-1 dt.ip=198.18.1.50/24 "
+                  "dt.observer=198.18.1.1:9000</cmdline>"))
+      << x;
+  EXPECT_TRUE(Has(x, "<source path=\"/var/log/libvirt/dtguest-console.log\" append=\"on\"/>")) << x;
+  EXPECT_TRUE(Has(x, "<source bridge=\"br0\"/>")) << x;
+  EXPECT_FALSE(Has(x, "vnet0")) << x;  // libvirt's tap name of the primary
+  EXPECT_TRUE(Has(x, "<controller type=\"usb\" index=\"0\" model=\"none\"/>")) << x;
+  EXPECT_TRUE(Has(x, "<memballoon model=\"none\"/>")) << x;
 }
 
-TEST(RestoreXmlTest, RejectsWhatCannotBeRestored) {
-  EXPECT_TRUE(absl::IsInvalidArgument(DeriveRestoreXml("<domain", kImages, true).status()));
-  EXPECT_TRUE(absl::IsInvalidArgument(DeriveRestoreXml("<network/>", kImages, true).status()));
-  // A disk without replica image, and an image without disk.
-  auto missing = DeriveRestoreXml(kLiveXml, {{"vda", "/x"}}, true);
+// Extras a peer could add that look harmless: none reaches the derived definition. The ones the
+// allow-list tolerates are left out; anything it does not name refuses the whole definition
+// (restore_check_test.cc), so the derived XML holds exactly the allow-list's carried nodes.
+TEST(RestoreXmlTest, HarmlessLookingExtrasAreNotCarried) {
+  std::string in = kNovaLiveXml;
+  in = Edit(in, "<vcpu placement='static'>", "<vcpu placement='static' cpuset='0-3'>");
+  in = Edit(in, "listen='0.0.0.0'>\n      <listen type='address' address='0.0.0.0'/>",
+            "listen='10.0.0.5' websocket='5700'>\n      <listen type='address' "
+            "address='10.0.0.5'/>");
+  in = Edit(in, "<source bridge='brq1a2b3c4d-5e'/>",
+            "<source bridge='brq1a2b3c4d-5e' portid='11111111-2222-4333-8444-555555555555'/>");
+  in = Edit(in, "<target dev='vda' bus='virtio'/>",
+            "<mirror type='network' job='copy' ready='yes'><format type='raw'/><source "
+            "protocol='nbd' name='vda'><host transport='unix' socket='/run/nova-dt/nbd.sock'/>"
+            "</source></mirror><target dev='vda' bus='virtio'/>");
+  in = Edit(in, "<alias name='net0'/>", "<alias name='ua-nic0'/>");
+  in = Edit(in, "<metadata>",
+            "<metadata><x:owner xmlns:x='urn:example'><x:cmd>rm -rf /</x:cmd></x:owner>");
+  in = Edit(in, "<devices>", "<!-- a comment --><?pi data?><devices>");
+  in = Edit(in, "<nova:name>web-1</nova:name>",
+            "<nova:name>web-1</nova:name><x:evil xmlns:x='urn:x'/>");
+  auto xml = DeriveRestoreXml(in, kImages, /*incoming=*/false, NovaHost());
+  ASSERT_TRUE(xml.ok()) << xml.status();
+  const std::string& x = *xml;
+  for (const char* gone : {"cpuset", "10.0.0.5", "websocket", "5700", "portid", "mirror", "nbd",
+                           "urn:example", "rm -rf", "comment", "<?pi", "urn:x", "nova:"}) {
+    EXPECT_FALSE(Has(x, gone)) << gone << "\n" << x;
+  }
+  EXPECT_TRUE(Has(x, "<alias name=\"ua-nic0\"/>")) << x;  // a user alias names the device for QEMU
+  EXPECT_TRUE(Has(x,
+                  "<graphics type=\"vnc\" autoport=\"yes\">\n      <listen "
+                  "type=\"address\"/>\n    </graphics>"))
+      << x;
+  // The same input passes the check: what is tolerated is checked, then left out.
+  EXPECT_TRUE(CheckRestorableDomain(in, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(in, kNovaUuid, NovaHost());
+}
+
+// The derived definition is itself restorable and derives to itself: it holds nothing the
+// allow-list leaves out, and nothing the allow-list does not name.
+TEST(RestoreXmlTest, TheDerivedDefinitionIsAFixedPointOfTheAllowList) {
+  struct Case {
+    const char* name;
+    const char* xml;
+    const char* uuid;
+    config::LibvirtSection cfg;
+  };
+  for (const Case& c : {Case{"nova generated", kNovaGeneratedXml, kNovaUuid, NovaHost()},
+                        Case{"nova live", kNovaLiveXml, kNovaUuid, NovaHost()},
+                        Case{"rig live", kRigLiveXml, kRigUuid, RigHost()}}) {
+    auto once = DeriveRestoreXml(c.xml, kImages, /*incoming=*/false, c.cfg);
+    ASSERT_TRUE(once.ok()) << c.name << ": " << once.status();
+    EXPECT_TRUE(CheckRestorableDomain(*once, c.uuid, c.cfg).ok())
+        << c.name << ": " << CheckRestorableDomain(*once, c.uuid, c.cfg);
+    auto twice = DeriveRestoreXml(*once, kImages, /*incoming=*/false, c.cfg);
+    ASSERT_TRUE(twice.ok()) << c.name << ": " << twice.status();
+    EXPECT_EQ(*twice, *once) << c.name;
+  }
+}
+
+TEST(RestoreXmlTest, NovaMetadataSurvivesANamespaceDeclaredOnTheDomain) {
+  std::string in = Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
+                        "<domain type='kvm' id='7' "
+                        "xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>");
+  in = Edit(in, "<nova:instance xmlns:nova=\"http://openstack.org/xmlns/libvirt/nova/1.1\">",
+            "<nova:instance>");
+  auto xml = DeriveRestoreXml(in, kImages, /*incoming=*/false, NovaHost());
+  ASSERT_TRUE(xml.ok()) << xml.status();
+  EXPECT_TRUE(
+      Has(*xml, "<nova:instance xmlns:nova=\"http://openstack.org/xmlns/libvirt/nova/1.1\">"))
+      << *xml;
+  EXPECT_TRUE(Has(*xml, "<nova:ip type=\"fixed\" address=\"10.0.0.12\" ipVersion=\"4\"/>")) << *xml;
+}
+
+TEST(RestoreXmlTest, DisksAndReplicaImagesMatchOneToOne) {
+  auto missing = DeriveRestoreXml(kNovaLiveXml, {}, true, NovaHost());
   EXPECT_TRUE(absl::IsInvalidArgument(missing.status()));
-  EXPECT_NE(missing.status().message().find("vdb"), std::string::npos) << missing.status();
+  EXPECT_EQ(missing.status().message(), "restore XML: disk 'vda' has no replica image");
   auto extra = kImages;
   extra["vdz"] = "/x";
-  EXPECT_TRUE(absl::IsInvalidArgument(DeriveRestoreXml(kLiveXml, extra, true).status()));
-  // Anonymous (not file-backed shared) guest RAM.
-  std::string anon = kLiveXml;
-  anon.replace(anon.find("<access mode='shared'/>"), 23, "<access mode='private'/>");
-  auto st = DeriveRestoreXml(anon, kImages, true).status();
+  auto st = DeriveRestoreXml(kNovaLiveXml, extra, true, NovaHost()).status();
   EXPECT_TRUE(absl::IsInvalidArgument(st));
-  EXPECT_NE(st.message().find("shared file-backed"), std::string::npos) << st;
+  EXPECT_EQ(st.message(), "restore XML: replica images given for disks the domain does not have");
 }
 
-// libvirt itself accepts both results (test driver: full domain XML parsing and validation).
+TEST(RestoreXmlTest, DerivationRefusesWhatTheCheckRefuses) {
+  // (restore_check_test.cc compares every refusal; here: the peer's own qemu:commandline is
+  // never merged with the agent's.)
+  const std::string in =
+      Edit(Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
+                "<domain type='kvm' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'>"),
+           "</domain>", "<q:commandline><q:arg value='-S'/></q:commandline></domain>");
+  auto xml = DeriveRestoreXml(in, kImages, /*incoming=*/true, NovaHost());
+  EXPECT_TRUE(absl::IsInvalidArgument(xml.status()));
+  EXPECT_TRUE(Has(std::string(xml.status().message()), "<q:commandline> is QEMU pass-through"))
+      << xml.status();
+}
+
+// libvirt itself accepts the results (test driver: full domain XML parsing and validation).
 TEST(RestoreXmlTest, LibvirtAcceptsTheDerivedDefinitions) {
   ConnectPtr conn(virConnectOpen("test:///default"));
   ASSERT_TRUE(conn);
-  for (bool incoming : {true, false}) {
-    auto xml = DeriveRestoreXml(kLiveXml, kImages, incoming);
-    ASSERT_TRUE(xml.ok()) << xml.status();
-    DomainPtr dom(virDomainDefineXMLFlags(conn.get(), xml->c_str(), VIR_DOMAIN_DEFINE_VALIDATE));
-    ASSERT_TRUE(dom) << virGetLastErrorMessage() << "\n" << *xml;
-    char* back = virDomainGetXMLDesc(dom.get(), 0);
-    ASSERT_TRUE(back);
-    CString owned(back);
-    EXPECT_TRUE(Has(back, "disk-vda.raw")) << back;
-    // (The test driver validates <qemu:commandline> against the schema but does not keep it.)
-    virDomainUndefine(dom.get());
+  struct Case {
+    const char* xml;
+    config::LibvirtSection cfg;
+  };
+  for (const Case& c : {Case{kNovaGeneratedXml, NovaHost()}, Case{kNovaLiveXml, NovaHost()},
+                        Case{kRigLiveXml, RigHost()}}) {
+    for (bool incoming : {true, false}) {
+      auto xml = DeriveRestoreXml(c.xml, kImages, incoming, c.cfg);
+      ASSERT_TRUE(xml.ok()) << xml.status();
+      DomainPtr dom(virDomainDefineXMLFlags(conn.get(), xml->c_str(), VIR_DOMAIN_DEFINE_VALIDATE));
+      ASSERT_TRUE(dom) << virGetLastErrorMessage() << "\n" << *xml;
+      char* back = virDomainGetXMLDesc(dom.get(), 0);
+      ASSERT_TRUE(back);
+      CString owned(back);
+      EXPECT_TRUE(Has(back, "disk-vda.raw")) << back;
+      // (The test driver validates <qemu:commandline> against the schema but does not keep it.)
+      virDomainUndefine(dom.get());
+    }
   }
 }
 
