@@ -33,11 +33,12 @@ struct ParserCtxtFree {
   void operator()(xmlParserCtxt* c) const { xmlFreeParserCtxt(c); }
 };
 
-// A peer's value for an error message: at most 64 bytes, anything outside printable ASCII as \xHH.
+// A peer's value for an error message: at most 160 bytes (a whole path), anything outside
+// printable ASCII as \xHH.
 std::string Quote(std::string_view v) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "'";
-  for (size_t i = 0; i < v.size() && i < 64; ++i) {
+  for (size_t i = 0; i < v.size() && i < 160; ++i) {
     const auto c = static_cast<unsigned char>(v[i]);
     if (c >= 0x20 && c < 0x7f && c != '\\') {
       out += static_cast<char>(c);
@@ -45,7 +46,7 @@ std::string Quote(std::string_view v) {
       out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
     }
   }
-  return out + (v.size() > 64 ? "...'" : "'");
+  return out + (v.size() > 160 ? "...'" : "'");
 }
 
 Status Refused(const std::string& where, const std::string& why) {
@@ -996,7 +997,10 @@ class Walk {
         continue;
       }
       const std::string child_path = rule_path + "/" + name;
-      if (c->ns) return RefuseElement(c, child_path, where + "/" + name);
+      if (c->ns) {
+        const std::string prefix = c->ns->prefix ? std::string(S(c->ns->prefix)) + ":" : "";
+        return RefuseElement(c, child_path, where + "/" + prefix + name);
+      }
       const int index = ++seen[name];
       auto child_rule = rules.find(child_path);
       const bool many = child_rule != rules.end() && child_rule->second.many;
@@ -1070,6 +1074,8 @@ class Walk {
 
 // Parses a peer's domain XML: bounded, UTF-8, no DTD, no network, no entity substitution.
 StatusOr<DocPtr> ParsePeerXml(std::string_view xml) {
+  static const bool initialized = (xmlInitParser(), true);  // once, before any thread parses
+  (void)initialized;
   if (xml.size() > kMaxDomainXmlBytes) {
     return Refused("/", "the domain XML is " + std::to_string(xml.size()) +
                             " bytes, more than the " + std::to_string(kMaxDomainXmlBytes) +

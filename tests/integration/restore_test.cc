@@ -203,9 +203,11 @@ TEST(RestoreTest, GuestContinuesOnTheBackupFromTheCommittedReplica) {
   config::LibvirtSection cfg_a, cfg_b;
   cfg_a.connection_uri = rig.LibvirtUri("a");
   cfg_b.connection_uri = rig.LibvirtUri("b");
-  // The rig's guest boots its kernel from the build's guest directory (RIG_GUEST_DIR) and logs its
-  // console to /var/log/libvirt: b's restore allow-list must allow both.
-  cfg_b.restore_file_dirs = {std::string(NOVA_DT_BINARY_DIR) + "/guest", "/var/log/libvirt"};
+  // The rig's guest boots its kernel from the build's guest directory (RIG_GUEST_DIR), or from the
+  // rig's copies of it in $RIG_DIR/boot, and logs its console to /var/log/libvirt: b's restore
+  // allow-list must allow them.
+  cfg_b.restore_file_dirs = {std::string(NOVA_DT_BINARY_DIR) + "/guest", rig.dir() + "/boot",
+                             "/var/log/libvirt"};
   auto hv_a = libvirt::MakeLibvirtHypervisor(cfg_a, {});
   auto hv_b = libvirt::MakeLibvirtHypervisor(cfg_b, {});
   ASSERT_TRUE(WaitFor([&] { return hv_a->connected() && hv_b->connected(); }, seconds(10)));

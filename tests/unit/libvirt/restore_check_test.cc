@@ -140,11 +140,11 @@ TEST(RestoreCheckTest, RefusesQemuCommandline) {
       "</domain>",
       "  <qemu:commandline>\n    <qemu:arg value='-chardev'/>\n"
       "    <qemu:arg value='file,id=x,path=/etc/shadow'/>\n  </qemu:commandline>\n</domain>");
-  EXPECT_TRUE(Refused(xml, "/domain/commandline: <qemu:commandline> is QEMU pass-through"));
+  EXPECT_TRUE(Refused(xml, "/domain/qemu:commandline: <qemu:commandline> is QEMU pass-through"));
   // Whatever the prefix, and wherever it is.
   EXPECT_TRUE(Refused(AddDevice("<q:commandline xmlns:q='http://libvirt.org/schemas/domain/qemu/"
                                 "1.0'><q:arg value='-S'/></q:commandline>"),
-                      "/domain/devices/commandline: <q:commandline> is QEMU pass-through"));
+                      "/domain/devices/q:commandline: <q:commandline> is QEMU pass-through"));
   EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "</domain>", "<x:hook xmlns:x='urn:example'/></domain>"),
                       "<x:hook> (namespace 'urn:example') is outside libvirt's domain schema"));
 }
