@@ -131,10 +131,15 @@ struct PeerEndpoint {
 struct PeerSection {
   // gRPC address the peer service listens on (replication streams, hellos from other agents).
   std::string listen_address = "0.0.0.0:7070";
-  // TLS for the peer link: all three or none. Paths to PEM files.
+  // Mutual TLS of the peer link: all three or none. Paths to PEM files: this host's certificate
+  // (naming [DEFAULT] host) and key, and the CA that signed every peer's (docs/security.md).
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_ca_file;
+  // Without the TLS files the agent refuses to start: anyone who can reach listen_address could
+  // otherwise stream a domain for this host to run, or take servers over. true: serve the peer
+  // API in plaintext all the same (an isolated lab network), warned at start and in status.
+  bool allow_insecure = false;
   // Agents to greet at start and keep track of ("peers seen" in status). Comma-separated
   // "host=address" items, e.g. "compute-2=10.0.0.2:7070".
   std::vector<PeerEndpoint> peers;
@@ -170,6 +175,13 @@ struct WitnessSection {
   int fence_margin_ms = 1000;
   // Deadline of one etcd request on one endpoint. At most lease_ttl_ms / 3.
   int request_timeout_ms = 1000;
+  // Without endpoints: whether a backup fails servers over by itself all the same, on its failure
+  // detector alone. false (default): only an operator's explicit failover request restores a
+  // server, because without a witness a primary that degraded and released output its backup
+  // never got, and then died, would be resumed from a replica older than what clients saw
+  // (docs/security.md). true: automatic failover without a witness, warned at start and in
+  // status. Ignored with endpoints.
+  bool allow_none = false;
   // The witness is used when endpoints are configured.
   bool enabled() const { return !etcd_endpoints.empty(); }
   bool operator==(const WitnessSection&) const = default;
@@ -192,8 +204,20 @@ struct ReplicationSection {
   // phi threshold of the accrual detector: 8 means a false suspicion probability of 1e-8 per
   // check under the fitted arrival distribution.
   int failure_phi_threshold = 8;
-  // Upper bound on bytes of one epoch kept in memory before the pair degrades.
+  // Bounds on what a backup accepts from a primary (docs/security.md); beyond them the stream is
+  // refused with a clear reason (the pair degrades) and the agent serves every other server on.
+  // Bytes of one epoch after the seed (RAM pages, disk writes, device state): what the backup
+  // journals before the epoch commits. The seed itself is written in place, bounded by the
+  // replica's geometry.
   uint64_t max_epoch_bytes = 512ull * 1024 * 1024;
+  // CPU + device state of one epoch (held in memory while it arrives).
+  uint64_t max_device_state_bytes = 256ull * 1024 * 1024;
+  // Guest RAM, disks per server, and bytes of one disk, of a replica.
+  uint64_t max_guest_ram_bytes = 1ull << 40;
+  int max_disks = 32;
+  uint64_t max_disk_bytes = 16ull << 40;
+  // Replication streams open at once from one primary host.
+  int max_streams_per_peer = 64;
   // Where backup replicas live. For failover it must be on the file system of libvirt's
   // guest-RAM directory, and the libvirt hook (deploy/libvirt-hooks/qemu) reads its arm files
   // from <ram dir>/nova-dt: hence the default (docs/compute-host.md).

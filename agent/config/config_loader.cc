@@ -32,6 +32,8 @@
 // beyond oslo's types (addresses, paths, lists, TLS files, transport scheme).
 #include "agent/config/config_loader.h"
 
+#include "agent/common/identifiers.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ini.h>
@@ -662,6 +664,9 @@ Status LoadDefault(Options& opts, DefaultSection* d) {
     return opts.Invalid(file, kSection, "host",
                         "must not be empty (it defaults to this machine's hostname)", d->host);
   }
+  if (Status bad = ValidateHostName(d->host); !bad.ok()) {
+    return opts.Invalid(file, kSection, "host", std::string(bad.message()), d->host);
+  }
   NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, kSection, &d->transport_url, &d->transport));
   NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "state_path", &d->state_path));
   file.clear();
@@ -801,6 +806,7 @@ Status LoadPeer(Options& opts, PeerSection* p) {
                                  {"tls_key_file", &p->tls_key_file, ""},
                                  {"tls_ca_file", &p->tls_ca_file, ""}};
   NOVA_DT_RETURN_IF_ERROR(ReadTlsFiles(opts, kSection, &tls));
+  NOVA_DT_RETURN_IF_ERROR(ReadBool(opts, kSection, "allow_insecure", &p->allow_insecure));
   const bool any = std::any_of(tls.begin(), tls.end(), [](auto& f) { return !f.value->empty(); });
   for (const FileOption& f : tls) {
     if (any && f.value->empty()) {
@@ -829,6 +835,9 @@ Status LoadPeer(Options& opts, PeerSection* p) {
                       std::string(PyStrip(std::string_view(item).substr(eq + 1)))};
     if (peer.host.empty()) {
       return opts.Invalid(file, kSection, "peers", "empty host before '='", item);
+    }
+    if (Status bad = ValidateHostName(peer.host); !bad.ok()) {
+      return opts.Invalid(file, kSection, "peers", std::string(bad.message()), item);
     }
     if (std::optional<std::string> bad = CheckAddress(peer.address, AddressUse::kDial, true)) {
       return opts.Invalid(file, kSection, "peers", *bad, item);
@@ -886,6 +895,7 @@ Status LoadWitness(Options& opts, WitnessSection* w) {
     }
   }
   w->etcd_endpoints = std::move(items);
+  NOVA_DT_RETURN_IF_ERROR(ReadBool(opts, kSection, "allow_none", &w->allow_none));
 
   std::vector<FileOption> tls = {{"tls_ca_file", &w->tls_ca_file, ""},
                                  {"tls_cert_file", &w->tls_cert_file, ""},
@@ -991,6 +1001,15 @@ Status LoadReplication(Options& opts, const DefaultSection& d, const PeerSection
       ReadInt(opts, kSection, "failure_phi_threshold", 1, 50, &r->failure_phi_threshold));
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_epoch_bytes", int64_t{1} << 20,
                                   int64_t{64} << 30, &r->max_epoch_bytes));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_device_state_bytes", int64_t{1} << 20,
+                                  int64_t{16} << 30, &r->max_device_state_bytes));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_guest_ram_bytes", int64_t{1} << 20,
+                                  int64_t{1} << 50, &r->max_guest_ram_bytes));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_disks", 1, 1024, &r->max_disks));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_disk_bytes", int64_t{1} << 20,
+                                  int64_t{1} << 56, &r->max_disk_bytes));
+  NOVA_DT_RETURN_IF_ERROR(
+      ReadInt(opts, kSection, "max_streams_per_peer", 1, 100000, &r->max_streams_per_peer));
   NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path));
   std::string file;
   NOVA_DT_RETURN_IF_ERROR(

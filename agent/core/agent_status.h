@@ -79,6 +79,9 @@ struct AgentStatusSnapshot {
   std::vector<PeerView> peers;
   std::vector<ProtectedServerView> protected_servers;
   BusView bus;
+  // Settings that give up a protection on purpose ([peer] allow_insecure, [witness] allow_none):
+  // one sentence each, shown by nova-dt-status and logged at start.
+  std::vector<std::string> security_warnings;
 };
 
 }  // namespace novadt::core

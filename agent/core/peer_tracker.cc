@@ -27,7 +27,7 @@ void PeerTracker::OnHelloAnswered(const config::PeerEndpoint& peer,
     v.last_error = "agent at " + peer.address + " says it is '" + reported_host + "'";
     return;
   }
-  v.last_seen = clock_.Now();
+  v.last_answered = v.last_seen = clock_.Now();
   v.last_seen_wall = clock_.WallNow();
   v.rtt = rtt;
   v.version = version;
@@ -38,10 +38,10 @@ void PeerTracker::OnHelloFailed(const config::PeerEndpoint& peer, const std::str
   Entry(peer.host).last_error = error;
 }
 
-void PeerTracker::OnHelloReceived(const std::string& host, const std::string& address,
-                                  const std::string& version) {
-  PeerView& v = Entry(host);
-  if (!v.configured) v.address = address;
+void PeerTracker::OnHelloReceived(const std::string& host, const std::string& version) {
+  auto it = peers_.find(host);
+  if (it == peers_.end() || !it->second.configured) return;
+  PeerView& v = it->second;
   v.last_seen = clock_.Now();
   v.last_seen_wall = clock_.WallNow();
   v.version = version;
@@ -52,7 +52,7 @@ std::vector<PeerView> PeerTracker::Snapshot() const {
   const auto now = clock_.Now();
   for (const auto& [host, v] : peers_) {
     PeerView copy = v;
-    copy.reachable = v.last_seen.has_value() && now - *v.last_seen <= stale_after_;
+    copy.reachable = v.last_answered.has_value() && now - *v.last_answered <= stale_after_;
     out.push_back(std::move(copy));
   }
   return out;

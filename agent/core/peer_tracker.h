@@ -17,8 +17,12 @@ struct PeerView {
   std::string host;
   std::string address;
   bool configured = false;
+  // This agent's own greeting was answered by it within the stale bound. Only answers count: a
+  // greeting from it proves nothing (anyone can claim a host name on the wire, and a failover
+  // decision rests on this).
   bool reachable = false;
-  std::optional<Clock::TimePoint> last_seen;
+  std::optional<Clock::TimePoint> last_answered;  // our last greeting it answered
+  std::optional<Clock::TimePoint> last_seen;      // answered us, or greeted us
   std::chrono::system_clock::time_point last_seen_wall{};
   std::chrono::microseconds rtt{0};
   std::string version;
@@ -39,11 +43,12 @@ class PeerTracker {
   void OnHelloAnswered(const config::PeerEndpoint& peer, const std::string& reported_host,
                        const std::string& version, std::chrono::microseconds rtt);
   void OnHelloFailed(const config::PeerEndpoint& peer, const std::string& error);
-  // Another agent greeted us.
-  void OnHelloReceived(const std::string& host, const std::string& address,
-                       const std::string& version);
+  // A configured peer greeted us (shown in status; it does not make it reachable). Greetings
+  // from hosts that are not configured peers are ignored: the tracker holds configured peers
+  // only, so its size is bounded by the configuration.
+  void OnHelloReceived(const std::string& host, const std::string& version);
 
-  // Every peer known, sorted by host, with `reachable` computed for now.
+  // Every configured peer, sorted by host, with `reachable` computed for now.
   std::vector<PeerView> Snapshot() const;
 
  private:

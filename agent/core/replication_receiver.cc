@@ -1,6 +1,10 @@
 #include "agent/core/replication_receiver.h"
 
+#include <set>
 #include <string>
+#include <string_view>
+
+#include "agent/common/identifiers.h"
 
 namespace novadt::core {
 namespace {
@@ -10,31 +14,68 @@ std::string Str(uint64_t v) { return std::to_string(v); }
 }  // namespace
 
 StatusOr<std::unique_ptr<ReplicationReceiver>> ReplicationReceiver::Start(
-    const StreamOpen& open, const ReplicaSinkFactory& factory) {
+    const StreamOpen& open, const ReplicaSinkFactory& factory, const StreamLimits& limits) {
   if (open.protocol < kMinReplicationProtocolVersion ||
       open.protocol > kReplicationProtocolVersion) {
     return absl::FailedPreconditionError(
-        "replication protocol version " + Str(open.protocol) + " from " + open.primary_host +
-        ", this agent speaks " + Str(kMinReplicationProtocolVersion) + " to " +
-        Str(kReplicationProtocolVersion));
+        "replication protocol version " + Str(open.protocol) + " from " +
+        Printable(open.primary_host) + ", this agent speaks " +
+        Str(kMinReplicationProtocolVersion) + " to " + Str(kReplicationProtocolVersion));
   }
   if (open.basis_id != 0 && open.protocol < 3) {
     return absl::InvalidArgumentError("StreamOpen names a basis in protocol version " +
                                       Str(open.protocol));
   }
-  if (open.instance_uuid.empty()) return absl::InvalidArgumentError("StreamOpen without instance_uuid");
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(open.instance_uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(open.primary_host));
   if (open.ram_size_bytes == 0 || open.ram_size_bytes % kGuestPageSize != 0) {
     return absl::InvalidArgumentError("StreamOpen ram_size_bytes " + Str(open.ram_size_bytes) +
                                       " is not a positive multiple of the page size");
   }
+  if (open.ram_size_bytes > limits.max_guest_ram_bytes) {
+    return absl::ResourceExhaustedError(
+        "guest RAM of " + Str(open.ram_size_bytes) + " bytes is more than this backup accepts " +
+        "([replication] max_guest_ram_bytes = " + Str(limits.max_guest_ram_bytes) + ")");
+  }
+  if (open.disks.size() > limits.max_disks) {
+    return absl::ResourceExhaustedError(Str(open.disks.size()) +
+                                        " disks are more than this backup accepts "
+                                        "([replication] max_disks = " +
+                                        Str(limits.max_disks) + ")");
+  }
+  std::set<std::string_view> names;
   for (const auto& d : open.disks) {
-    if (d.name.empty() || d.size_bytes == 0) {
-      return absl::InvalidArgumentError("StreamOpen has a disk without name or size");
+    NOVA_DT_RETURN_IF_ERROR(ValidateDiskName(d.name));
+    if (d.size_bytes == 0) {
+      return absl::InvalidArgumentError("StreamOpen disk '" + d.name + "' has no size");
     }
+    if (d.size_bytes > limits.max_disk_bytes) {
+      return absl::ResourceExhaustedError(
+          "disk '" + d.name + "' of " + Str(d.size_bytes) + " bytes is larger than this backup " +
+          "accepts ([replication] max_disk_bytes = " + Str(limits.max_disk_bytes) + ")");
+    }
+    if (!names.insert(d.name).second) {
+      return absl::InvalidArgumentError("StreamOpen names disk '" + d.name + "' twice");
+    }
+  }
+  if (open.domain_xml.size() > limits.max_domain_xml_bytes) {
+    return absl::ResourceExhaustedError("domain XML of " + Str(open.domain_xml.size()) +
+                                        " bytes (at most " + Str(limits.max_domain_xml_bytes) +
+                                        ")");
   }
   auto sink = factory(open);
   if (!sink.ok()) return sink.status();
-  return std::unique_ptr<ReplicationReceiver>(new ReplicationReceiver(open, *std::move(sink)));
+  return std::unique_ptr<ReplicationReceiver>(
+      new ReplicationReceiver(open, *std::move(sink), limits));
+}
+
+Status ReplicationReceiver::CountEpochBytes(uint64_t bytes) {
+  epoch_bytes_ += bytes;
+  // The stream's first epoch is its seed: written in place, bounded by the replica's geometry.
+  if (last_committed_ == 0 || epoch_bytes_ <= limits_.max_epoch_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      "epoch " + Str(epoch_) + " carries more than " + Str(limits_.max_epoch_bytes) +
+      " bytes ([replication] max_epoch_bytes of the backup)");
 }
 
 Status ReplicationReceiver::Expect(bool in_epoch, const char* item) const {
@@ -57,7 +98,7 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
     device_state_done_ = false;
     state_wire_.clear();
     epoch_ = b->epoch;
-    pages_ = disk_writes_ = device_state_bytes_ = 0;
+    pages_ = disk_writes_ = device_state_bytes_ = epoch_bytes_ = 0;
     return no_ack;
   }
   if (const auto* p = std::get_if<RamPages>(&item)) {
@@ -73,6 +114,7 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
                                           Str(page_count) + " pages)");
       }
     }
+    NOVA_DT_RETURN_IF_ERROR(CountEpochBytes(p->data.size()));
     NOVA_DT_RETURN_IF_ERROR(sink_->AddPages(*p));
     pages_ += p->page_index.size();
     return no_ack;
@@ -93,6 +135,7 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
                                         " beyond disk '" + w->disk + "' (" +
                                         Str(disk->size_bytes) + " bytes)");
     }
+    NOVA_DT_RETURN_IF_ERROR(CountEpochBytes(len));
     NOVA_DT_RETURN_IF_ERROR(sink_->AddDiskWrite(*w));
     ++disk_writes_;
     return no_ack;
@@ -108,6 +151,13 @@ StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& 
       return absl::InvalidArgumentError("DeviceState chunks of epoch " + Str(epoch_) +
                                         " with different encodings");
     }
+    if (c->data.size() > limits_.max_device_state_bytes - device_state_bytes_) {
+      return absl::ResourceExhaustedError(
+          "device state of epoch " + Str(epoch_) + " is larger than " +
+          Str(limits_.max_device_state_bytes) +
+          " bytes ([replication] max_device_state_bytes of the backup)");
+    }
+    NOVA_DT_RETURN_IF_ERROR(CountEpochBytes(c->data.size()));
     device_state_bytes_ += c->data.size();
     device_state_done_ = c->last;
     // Raw chunks go to the sink as they come; the decoder needs the whole state either way (a

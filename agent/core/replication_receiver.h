@@ -13,18 +13,35 @@
 
 namespace novadt::core {
 
+// What a backup accepts from one stream ([replication] max_* options, docs/security.md): every
+// byte from the primary is checked against these before it is held or stored.
+struct StreamLimits {
+  uint64_t max_guest_ram_bytes = 1ull << 40;
+  size_t max_disks = 32;
+  uint64_t max_disk_bytes = 16ull << 40;
+  size_t max_domain_xml_bytes = 1 << 20;
+  // Encoded bytes of one epoch's device state (held in memory until its last chunk).
+  uint64_t max_device_state_bytes = 256ull << 20;
+  // Bytes of one epoch (pages, disk writes including zeroed ranges, device state), except the
+  // stream's first epoch: the seed is written in place and bounded by the geometry.
+  uint64_t max_epoch_bytes = 512ull << 20;
+};
+
 class ReplicationReceiver {
  public:
-  // Checks `open` (protocol version, identity, geometry) and asks `factory` for the sink.
-  // FailedPrecondition for another protocol version, InvalidArgument for a malformed open,
-  // and the factory's own error when it refuses.
+  // Checks `open` (protocol version, identity: canonical instance UUID, host and disk names;
+  // geometry within `limits`) and asks `factory` for the sink. FailedPrecondition for another
+  // protocol version, InvalidArgument for a malformed open, ResourceExhausted for one beyond
+  // `limits`, and the factory's own error when it refuses.
   static StatusOr<std::unique_ptr<ReplicationReceiver>> Start(const StreamOpen& open,
-                                                              const ReplicaSinkFactory& factory);
+                                                              const ReplicaSinkFactory& factory,
+                                                              const StreamLimits& limits = {});
 
   // Handles the next item. Returns the epoch to acknowledge when `item` completed one, nullopt
   // otherwise, or the error that ends the stream: InvalidArgument for a malformed item or one
-  // out of order (the message says which), the sink's error when it refuses. After an error the
-  // receiver must not be fed again.
+  // out of order (the message says which), ResourceExhausted for an epoch or device state beyond
+  // the limits, the sink's error when it refuses. After an error the receiver must not be fed
+  // again.
   StatusOr<std::optional<uint64_t>> Handle(const StreamItem& item);
 
   // A heartbeat (or any message) arrived.
@@ -38,12 +55,15 @@ class ReplicationReceiver {
   uint64_t last_committed() const { return last_committed_; }
 
  private:
-  ReplicationReceiver(StreamOpen open, std::unique_ptr<ReplicaSink> sink)
-      : open_(std::move(open)), sink_(std::move(sink)) {}
+  ReplicationReceiver(StreamOpen open, std::unique_ptr<ReplicaSink> sink, StreamLimits limits)
+      : open_(std::move(open)), sink_(std::move(sink)), limits_(limits) {}
 
   Status Expect(bool in_epoch, const char* item) const;
+  // Counts `bytes` more of the open epoch; ResourceExhausted beyond max_epoch_bytes.
+  Status CountEpochBytes(uint64_t bytes);
 
   StreamOpen open_;
+  const StreamLimits limits_;
   std::unique_ptr<ReplicaSink> sink_;
   bool in_epoch_ = false;
   bool device_state_done_ = false;
@@ -53,6 +73,7 @@ class ReplicationReceiver {
   uint64_t pages_ = 0;
   uint64_t disk_writes_ = 0;
   uint64_t device_state_bytes_ = 0;       // on the wire (encoded), as EpochEnd counts them
+  uint64_t epoch_bytes_ = 0;              // of the open epoch, for max_epoch_bytes
   DeviceStateDecoder device_states_;      // the stream's previous state, for deltas
   DeviceStateEncoding state_encoding_ = DeviceStateEncoding::kRaw;  // of this epoch's chunks
   std::string state_wire_;                // this epoch's chunks so far

@@ -1,5 +1,7 @@
 #include "agent/replica/replica_store.h"
 
+#include "agent/replica/replica_owner.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -708,7 +710,7 @@ Status ReplicaStoreImpl::Destroy() {
 bool IsReplicaFile(std::string_view name) {
   if (name.ends_with(kTmpSuffix)) name.remove_suffix(kTmpSuffix.size());
   if (name == kRamFile || name == kRecordFile || name == kJournalFile || name == kMarkFile ||
-      name == DeviceStateFileName(0) || name == DeviceStateFileName(1)) {
+      name == kOwnerFile || name == DeviceStateFileName(0) || name == DeviceStateFileName(1)) {
     return true;
   }
   return name.starts_with("disk-") && name.ends_with(".raw") &&

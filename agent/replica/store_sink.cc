@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <random>
 
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 
 namespace novadt::replica {
@@ -16,7 +17,7 @@ constexpr uint64_t kZeroChunk = 1 << 20;
 
 class ReplicaRegistry::Sink final : public core::ReplicaSink {
  public:
-  Sink(const ReplicaRegistry& registry, std::string uuid, std::unique_ptr<ReplicaStore> store,
+  Sink(ReplicaRegistry& registry, std::string uuid, std::unique_ptr<ReplicaStore> store,
        std::shared_ptr<Entry> entry, uint64_t stream_id)
       : registry_(registry), uuid_(std::move(uuid)), log_(uuid_), store_(std::move(store)),
         entry_(std::move(entry)), stream_id_(stream_id) {
@@ -28,7 +29,7 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
     std::lock_guard<std::mutex> lock(entry_->mu);
     if (entry_->stream_id != stream_id_) return;  // superseded: the entry is the new sink's
     entry_->store = nullptr;
-    entry_->streaming = false;
+    registry_.EndStreaming(*entry_);
   }
 
   void OnPrimaryHeard() override {
@@ -83,6 +84,18 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
         log_.Info("superseded replication stream ended: {}", why.ToString());
         return;  // the replica and its events belong to the newer stream
       }
+      // The primary ended the stream on purpose (unprotect, switchover, its agent stopping): it
+      // may release output from now on that this replica never gets, so the replica is only a
+      // basis from now on, never restored from (docs/security.md).
+      if (why.ok() && !entry_->fenced && !entry_->discarded && entry_->owner &&
+          !entry_->owner->released) {
+        ReplicaOwner released = *entry_->owner;
+        released.released = true;
+        if (Status st = registry_.SetOwner(*entry_, uuid_, released); !st.ok()) {
+          entry_->owner = released;  // at least for this agent's lifetime
+          log_.Error("cannot record the replica as released: {}", st.ToString());
+        }
+      }
     }
     if (why.ok()) {
       log_.Info("replication stream closed at epoch {}", committed);
@@ -108,7 +121,7 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
     return op();
   }
 
-  const ReplicaRegistry& registry_;
+  ReplicaRegistry& registry_;
   const std::string uuid_;
   const InstanceLog log_;
   std::unique_ptr<ReplicaStore> store_;
@@ -117,78 +130,167 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
   std::string device_state_;
 };
 
-ReplicaRegistry::ReplicaRegistry(std::string replica_path, ReplicaOptions options,
-                                 ReplicaEvents events)
-    : replica_path_(std::move(replica_path)), options_(options), events_(std::move(events)) {}
+ReplicaRegistry::ReplicaRegistry(RegistryOptions options, ReplicaEvents events)
+    : options_(std::move(options)), events_(std::move(events)) {}
 
 std::shared_ptr<ReplicaRegistry::Entry> ReplicaRegistry::EntryFor(const std::string& uuid) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto& e = entries_[uuid];
-  if (!e) e = std::make_shared<Entry>();
-  return e;
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& e = entries_[uuid];
+    if (!e) e = std::make_shared<Entry>();
+    entry = e;
+  }
+  std::lock_guard<std::mutex> lock(entry->mu);
+  LoadOwner(*entry, uuid);
+  return entry;
+}
+
+void ReplicaRegistry::LoadOwner(Entry& e, const std::string& uuid) const {
+  if (e.loaded) return;
+  e.loaded = true;
+  auto owner = ReadReplicaOwner(ReplicaDir(options_.replica_path, uuid));
+  if (owner.ok()) {
+    e.owner = *owner;
+    // Taken over here before a restart: the files may be the running copy's own.
+    e.fenced = owner->taken_over && owner->host == options_.this_host;
+  } else if (!absl::IsNotFound(owner.status())) {
+    // Nobody's: the next stream replaces the replica, and no basis is handed out from it.
+    InstanceLog(uuid).Error("the replica's owner record is unusable ({}): treated as nobody's",
+                            owner.status().ToString());
+  }
+}
+
+Status ReplicaRegistry::SetOwner(Entry& e, const std::string& uuid, ReplicaOwner owner) const {
+  NOVA_DT_RETURN_IF_ERROR(WriteReplicaOwner(ReplicaDir(options_.replica_path, uuid), owner));
+  e.owner = std::move(owner);
+  return absl::OkStatus();
+}
+
+Status ReplicaRegistry::OwnedBy(const Entry& e, const std::string& uuid,
+                                const std::string& primary_host) const {
+  if (e.owner && e.owner->host == primary_host && !e.owner->taken_over) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      "the replica of " + uuid + " here belongs to " +
+      (e.owner ? (e.owner->taken_over ? "this host (taken over)" : "primary " + e.owner->host) +
+                     (e.owner->released ? ", released" : "")
+               : std::string("nobody (no owner recorded)")) +
+      ", not " + primary_host);
+}
+
+bool ReplicaRegistry::TakeStreamSlot(const std::string& host) {
+  std::lock_guard<std::mutex> lock(slots_mu_);
+  int& n = streams_by_host_[host];
+  if (n >= options_.max_streams_per_peer) {
+    if (n == 0) streams_by_host_.erase(host);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void ReplicaRegistry::ReleaseStreamSlot(const std::string& host) {
+  std::lock_guard<std::mutex> lock(slots_mu_);
+  auto it = streams_by_host_.find(host);
+  if (it != streams_by_host_.end() && --it->second <= 0) streams_by_host_.erase(it);
+}
+
+void ReplicaRegistry::EndStreaming(Entry& e) {
+  e.streaming = false;
+  ReleaseStreamSlot(e.primary_host);
 }
 
 core::ReplicaSinkFactory ReplicaRegistry::Factory() {
   return [this](const core::StreamOpen& open) -> StatusOr<std::unique_ptr<core::ReplicaSink>> {
-    std::shared_ptr<Entry> entry = EntryFor(open.instance_uuid);
+    NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(open.instance_uuid));
+    NOVA_DT_RETURN_IF_ERROR(ValidateHostName(open.primary_host));
+    const std::string& uuid = open.instance_uuid;
+    const InstanceLog log(uuid);
+    std::shared_ptr<Entry> entry = EntryFor(uuid);
     std::unique_ptr<ReplicaStore> store;
     uint64_t stream_id;
     {
       std::lock_guard<std::mutex> lock(entry->mu);
-      if (entry->fenced) return core::TakenOverRefusal(open.instance_uuid);
-      if (entry->streaming) {
-        if (entry->primary_host != open.primary_host) {
-          return absl::FailedPreconditionError("server " + open.instance_uuid +
-                                               " is already being replicated to this host (from " +
-                                               entry->primary_host + ")");
+      if (entry->fenced) return core::TakenOverRefusal(uuid);
+      const bool owner = OwnedBy(*entry, uuid, open.primary_host).ok();
+      // A replica another primary owns is its own until it lets go (docs/security.md).
+      if (!owner && entry->owner && !entry->owner->released) {
+        return OwnedBy(*entry, uuid, open.primary_host);
+      }
+      if (entry->streaming && entry->primary_host != open.primary_host) {
+        return absl::FailedPreconditionError("server " + uuid +
+                                             " is already being replicated to this host (from " +
+                                             entry->primary_host + ")");
+      }
+      const bool replacing = entry->streaming;
+      if (!replacing && !TakeStreamSlot(open.primary_host)) {
+        return absl::ResourceExhaustedError(
+            open.primary_host + " already has " + std::to_string(options_.max_streams_per_peer) +
+            " replication streams open to this host");
+      }
+      // From here on this stream holds a slot of its primary; give it back on refusal.
+      auto refuse = [&](Status why) {
+        if (replacing) {  // the old stream ends too (its store was aborted)
+          entry->store = nullptr;
+          EndStreaming(*entry);
+          entry->stream_id = ++stream_ids_;
+        } else {
+          ReleaseStreamSlot(open.primary_host);
         }
+        return why;
+      };
+      if (replacing) {
         // The same (authenticated) primary started over: its old stream is dead to it, even if
         // its end has not reached this host yet (a lossy link). The new stream replaces it; the
         // old sink refuses its next item and its end reports nothing.
-        InstanceLog(open.instance_uuid)
-            .Warn("a new replication stream from {} replaces the one still open",
-                  open.primary_host);
+        log.Warn("a new replication stream from {} replaces the one still open",
+                 open.primary_host);
         if (entry->store) entry->store->Abort();
         entry->store = nullptr;
       }
       ReplicaGeometry geometry{open.ram_size_bytes, {}};
       for (const auto& d : open.disks) geometry.disks.push_back({d.name, d.size_bytes});
-      const std::string dir = ReplicaDir(replica_path_, open.instance_uuid);
-      const bool basis_valid = open.basis_id != 0 && open.basis_id == entry->basis_id &&
+      const std::string dir = ReplicaDir(options_.replica_path, uuid);
+      // A basis is handed out to the owner only, and serves one stream.
+      const bool basis_valid = owner && open.basis_id != 0 && open.basis_id == entry->basis_id &&
                                entry->basis_stream_id == entry->stream_id;
-      entry->basis_id = 0;  // a basis serves one stream
+      entry->basis_id = 0;
       if (open.basis_id != 0) {
         if (!basis_valid) {
-          return absl::FailedPreconditionError(
-              "basis " + std::to_string(open.basis_id) + " of " + open.instance_uuid +
-              " is no longer valid here (the replica changed or was hashed again): seed in full");
+          return refuse(absl::FailedPreconditionError(
+              "basis " + std::to_string(open.basis_id) + " of " + uuid +
+              " is no longer valid here (the replica changed or was hashed again): seed in full"));
         }
         auto opened = SeedInPlace(dir, geometry);
-        if (!opened.ok()) return opened.status();
+        if (!opened.ok()) return refuse(opened.status());
         store = *std::move(opened);
       } else {
-        NOVA_DT_RETURN_IF_ERROR(ReplicaStore::Destroy(dir));
-        auto created = ReplicaStore::Create(dir, geometry, options_);
-        if (!created.ok()) return created.status();
+        if (Status gone = ReplicaStore::Destroy(dir); !gone.ok()) return refuse(gone);
+        entry->owner.reset();
+        auto created = ReplicaStore::Create(dir, geometry, options_.store);
+        if (!created.ok()) return refuse(created.status());
         store = *std::move(created);
+      }
+      if (Status owned = SetOwner(*entry, uuid, {open.primary_host, false, false}); !owned.ok()) {
+        store.reset();
+        return refuse(owned);
       }
       entry->streaming = true;
       entry->primary_host = open.primary_host;
       stream_id = entry->stream_id = ++stream_ids_;
-      InstanceLog(open.instance_uuid)
-          .Info("replica {} in {} for a stream from {}",
-                open.basis_id ? "seeded in place over its basis" : "created", dir,
-                open.primary_host);
+      log.Info("replica {} in {} for a stream from {}",
+               open.basis_id ? "seeded in place over its basis" : "created", dir,
+               open.primary_host);
     }
     if (events_.opened) events_.opened(open);
     return std::unique_ptr<core::ReplicaSink>(
-        new Sink(*this, open.instance_uuid, std::move(store), entry, stream_id));
+        new Sink(*this, uuid, std::move(store), entry, stream_id));
   };
 }
 
 StatusOr<std::unique_ptr<ReplicaStore>> ReplicaRegistry::SeedInPlace(
     const std::string& dir, const ReplicaGeometry& geometry) const {
-  auto opened = ReplicaStore::Open(dir, options_);
+  auto opened = ReplicaStore::Open(dir, options_.store);
   if (!opened.ok()) return opened.status();
   const ReplicaGeometry& have = (*opened)->geometry();
   bool same = have.ram_size == geometry.ram_size && have.disks.size() == geometry.disks.size();
@@ -205,29 +307,33 @@ StatusOr<std::unique_ptr<ReplicaStore>> ReplicaRegistry::SeedInPlace(
 
 StatusOr<core::ReplicaBasis> ReplicaRegistry::Basis(const std::string& primary_host,
                                                     const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(primary_host));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::unique_ptr<ReplicaStore> store;
   uint64_t stream_id;
   {
     std::lock_guard<std::mutex> lock(entry->mu);
     if (entry->fenced) return core::TakenOverRefusal(uuid);
+    if (Status owned = OwnedBy(*entry, uuid, primary_host); !owned.ok()) {
+      // Another primary's live replica is not even described to a caller that is not its owner;
+      // one it released (or nobody's) is replaced by the caller's full seed.
+      if (entry->owner && !entry->owner->released) return owned;
+      return absl::NotFoundError("no replica of " + uuid + " for " + primary_host +
+                                 " here: seed in full");
+    }
     if (entry->streaming) {
-      if (entry->primary_host != primary_host) {
-        return absl::FailedPreconditionError("server " + uuid +
-                                             " is already being replicated to this host (from " +
-                                             entry->primary_host + ")");
-      }
       // Its primary is about to re-seed: the open stream is dead to it (see Factory()). End it
       // now so the files hold still while they are hashed.
       InstanceLog(uuid).Warn("{} asks for a basis: the replication stream still open ends",
                              primary_host);
       if (entry->store) entry->store->Abort();
       entry->store = nullptr;
-      entry->streaming = false;
+      EndStreaming(*entry);
       entry->stream_id = ++stream_ids_;
     }
     entry->basis_id = 0;
-    auto opened = ReplicaStore::Open(ReplicaDir(replica_path_, uuid), options_);
+    auto opened = ReplicaStore::Open(ReplicaDir(options_.replica_path, uuid), options_.store);
     if (!opened.ok()) {
       return absl::NotFoundError("no usable replica of " + uuid + " here: " +
                                  std::string(opened.status().message()));
@@ -254,16 +360,34 @@ StatusOr<core::ReplicaBasis> ReplicaRegistry::Basis(const std::string& primary_h
   return basis;
 }
 
-StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
+Status ReplicaRegistry::CheckOwner(const std::string& primary_host, const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(primary_host));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  if (!entry->owner) return absl::NotFoundError("no replica of " + uuid + " here");
+  return OwnedBy(*entry, uuid, primary_host);
+}
+
+StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  const std::string dir = ReplicaDir(options_.replica_path, uuid);
   {
     std::lock_guard<std::mutex> lock(entry->mu);
     entry->fenced = true;
     entry->basis_id = 0;  // the copy restored from it will change the files
     if (entry->store) entry->store->Abort();
+    if (entry->owner) {
+      // Remembered across restarts: a returning old primary's stream must never replace the
+      // files the copy restored here runs on.
+      if (Status st = SetOwner(*entry, uuid, {options_.this_host, false, true}); !st.ok()) {
+        InstanceLog(uuid).Error("cannot record the take-over in the replica: {}", st.ToString());
+      }
+    }
   }
   // The committed state as the files say (recovering an interrupted commit if needed).
-  auto store = ReplicaStore::Open(ReplicaDir(replica_path_, uuid), options_);
+  auto store = ReplicaStore::Open(dir, options_.store);
   if (!store.ok()) return store.status();
   FencedReplica out;
   out.committed_epoch = (*store)->committed_epoch();
@@ -274,6 +398,7 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
 }
 
 Status ReplicaRegistry::Discard(const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   {
     std::lock_guard<std::mutex> lock(entry->mu);
@@ -285,7 +410,7 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
     entries_.erase(uuid);  // a new stream gets a fresh entry
   }
   std::error_code ec;
-  std::filesystem::remove_all(ReplicaDir(replica_path_, uuid), ec);
+  std::filesystem::remove_all(ReplicaDir(options_.replica_path, uuid), ec);
   if (ec) {
     return absl::InternalError("cannot remove the replica of " + uuid + ": " + ec.message());
   }
@@ -294,35 +419,49 @@ Status ReplicaRegistry::Discard(const std::string& uuid) {
 
 StatusOr<uint64_t> ReplicaRegistry::KeepBasis(
     const std::string& uuid, const ReplicaGeometry& geometry, const std::string& ram_file,
-    const std::map<std::string, std::string>& disk_files) {
+    const std::map<std::string, std::string>& disk_files, const std::string& new_owner) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(new_owner));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);  // no stream opens meanwhile
   if (entry->streaming) {
     return absl::FailedPreconditionError("a replication stream of " + uuid + " is open here");
   }
-  Status st = ReplicaStore::CreateBasis(ReplicaDir(replica_path_, uuid), geometry, ram_file,
-                                        disk_files, options_);
+  const std::string dir = ReplicaDir(options_.replica_path, uuid);
+  Status st = ReplicaStore::CreateBasis(dir, geometry, ram_file, disk_files, options_.store);
   if (!st.ok() && !absl::IsAlreadyExists(st)) return st;
+  NOVA_DT_RETURN_IF_ERROR(SetOwner(*entry, uuid, {new_owner, true, false}));
   entry->fenced = false;
   entry->basis_id = 0;
   return entry->stream_id;
 }
 
-uint64_t ReplicaRegistry::Relinquish(const std::string& uuid) {
+uint64_t ReplicaRegistry::Relinquish(const std::string& uuid, const std::string& new_owner,
+                                     bool released) {
+  if (!ValidateInstanceUuid(uuid).ok() || !ValidateHostName(new_owner).ok()) return 0;
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);
   entry->fenced = false;
+  if (entry->owner) {
+    if (Status st = SetOwner(*entry, uuid, {new_owner, released, false}); !st.ok()) {
+      InstanceLog(uuid).Error("cannot record {} as the replica's owner: {}", new_owner,
+                              st.ToString());
+      entry->owner = ReplicaOwner{new_owner, released, false};
+    }
+  }
   return entry->stream_id;
 }
 
 Status ReplicaRegistry::DiscardIfUnused(const std::string& uuid, uint64_t mark) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   std::lock_guard<std::mutex> lock(entry->mu);  // a stream opening now waits for this
   if (entry->streaming || entry->stream_id != mark || entry->basis_id != 0) {
     return absl::OkStatus();
   }
+  entry->owner.reset();
   std::error_code ec;
-  std::filesystem::remove_all(ReplicaDir(replica_path_, uuid), ec);
+  std::filesystem::remove_all(ReplicaDir(options_.replica_path, uuid), ec);
   if (ec) {
     return absl::InternalError("cannot remove the replica of " + uuid + ": " + ec.message());
   }

@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/rpc/convert.h"
 #include "agent/rpc/grpc_replication.h"
@@ -21,6 +22,20 @@ namespace {
 
 constexpr char kControlService[] = "nova_dt.v1.Control";
 constexpr char kPeerService[] = "nova_dt.v1.Peer";
+
+// Runs one call's handler; an exception it throws becomes INTERNAL for that call only.
+template <typename F>
+grpc::Status Guarded(const char* call, F&& handler) {
+  try {
+    return handler();
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed with an exception: {}", call, e.what());
+    return grpc::Status(grpc::StatusCode::INTERNAL, std::string(call) + " failed: " + e.what());
+  }
+}
+
+// InvalidArgument for anything but a canonical instance UUID.
+grpc::Status CheckUuid(const std::string& uuid) { return ToGrpc(ValidateInstanceUuid(uuid)); }
 
 class ControlService final : public nova_dt::v1::Control::Service {
  public:
@@ -43,13 +58,16 @@ class ControlService final : public nova_dt::v1::Control::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "instance_uuid and backup_host are required");
     }
-    return ToGrpc(h_.protect(req->instance_uuid(), req->backup_host()));
+    if (auto bad = CheckUuid(req->instance_uuid()); !bad.ok()) return bad;
+    if (absl::Status bad = ValidateHostName(req->backup_host()); !bad.ok()) return ToGrpc(bad);
+    return Guarded("Protect", [&] { return ToGrpc(h_.protect(req->instance_uuid(), req->backup_host())); });
   }
 
   grpc::Status Unprotect(grpc::ServerContext*, const nova_dt::v1::UnprotectRequest* req,
                          nova_dt::v1::UnprotectReply*) override {
     if (!h_.unprotect) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unprotect not available");
-    return ToGrpc(h_.unprotect(req->instance_uuid()));
+    if (auto bad = CheckUuid(req->instance_uuid()); !bad.ok()) return bad;
+    return Guarded("Unprotect", [&] { return ToGrpc(h_.unprotect(req->instance_uuid())); });
   }
 
   grpc::Status Switchover(grpc::ServerContext*, const nova_dt::v1::SwitchoverRequest* req,
@@ -57,15 +75,15 @@ class ControlService final : public nova_dt::v1::Control::Service {
     if (!h_.switchover) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "switchover not available");
     }
-    if (req->instance_uuid().empty()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "instance_uuid is required");
-    }
-    auto done = h_.switchover(req->instance_uuid());
-    if (!done.ok()) return ToGrpc(done.status());
-    reply->set_new_host(done->new_host);
-    reply->set_epoch(done->epoch);
-    reply->set_paused_ms(done->paused.count());
-    return grpc::Status::OK;
+    if (auto bad = CheckUuid(req->instance_uuid()); !bad.ok()) return bad;
+    return Guarded("Switchover", [&] {
+      auto done = h_.switchover(req->instance_uuid());
+      if (!done.ok()) return ToGrpc(done.status());
+      reply->set_new_host(done->new_host);
+      reply->set_epoch(done->epoch);
+      reply->set_paused_ms(done->paused.count());
+      return grpc::Status::OK;
+    });
   }
 
  private:
@@ -78,16 +96,14 @@ class PeerService final : public nova_dt::v1::Peer::Service {
 
   grpc::Status Hello(grpc::ServerContext* ctx, const nova_dt::v1::HelloRequest* req,
                      nova_dt::v1::HelloReply* reply) override {
-    if (req->host().empty()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "HelloRequest.host is empty");
-    }
     if (Status who = h_.peer_credentials->Authorize(*ctx, req->host()); !who.ok()) {
       spdlog::warn("hello from {} refused: {}", ctx->peer(), std::string(who.message()));
       return ToGrpc(who);
     }
-    h_.hello_received(req->host(),
-                      req->listen_address().empty() ? ctx->peer() : req->listen_address(),
-                      req->version());
+    // Shown in status only: a greeting proves nothing about the caller's reachability
+    // (core::PeerTracker), and the address of a configured peer is its configured one.
+    h_.hello_received(req->host(), Printable(req->listen_address(), 128),
+                      Printable(req->version(), 64));
     reply->set_host(h_.host);
     reply->set_version(h_.version);
     return grpc::Status::OK;
@@ -98,20 +114,22 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     if (!h_.take_over) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
     }
-    if (req->host().empty() || req->instance_uuid().empty() || req->epoch() == 0) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "TakeOverRequest needs host, instance_uuid and epoch");
-    }
     if (Status who = h_.peer_credentials->Authorize(*ctx, req->host()); !who.ok()) {
       spdlog::warn("take-over request from {} refused: {}", ctx->peer(),
                    std::string(who.message()));
       return ToGrpc(who);
     }
-    auto done = h_.take_over(req->host(), req->instance_uuid(), req->epoch());
-    if (!done.ok()) return ToGrpc(done.status());
-    reply->set_epoch(done->epoch);
-    reply->set_restore_ms(done->restore.count());
-    return grpc::Status::OK;
+    if (auto bad = CheckUuid(req->instance_uuid()); !bad.ok()) return bad;
+    if (req->epoch() == 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "TakeOverRequest needs an epoch");
+    }
+    return Guarded("TakeOver", [&] {
+      auto done = h_.take_over(req->host(), req->instance_uuid(), req->epoch());
+      if (!done.ok()) return ToGrpc(done.status());
+      reply->set_epoch(done->epoch);
+      reply->set_restore_ms(done->restore.count());
+      return grpc::Status::OK;
+    });
   }
 
   grpc::Status Basis(grpc::ServerContext* ctx, const nova_dt::v1::BasisRequest* req,
@@ -129,7 +147,7 @@ class PeerService final : public nova_dt::v1::Peer::Service {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
     }
     return ServeReplicationStream(ctx, stream, h_.open_replica, h_.replication_heartbeat,
-                                  *h_.peer_credentials);
+                                  *h_.peer_credentials, h_.stream_limits);
   }
 
  private:

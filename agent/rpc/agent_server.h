@@ -11,11 +11,15 @@
 #include "agent/core/agent_status.h"
 #include "agent/core/peer_link.h"
 #include "agent/core/replication_link.h"
+#include "agent/core/replication_receiver.h"
 #include "agent/rpc/peer_tls.h"
 
 namespace novadt::rpc {
 
-// What the services call into. Both run on gRPC's threads and may block briefly.
+// What the services call into. Both run on gRPC's threads and may block briefly. Every
+// identifier a handler receives was checked first (canonical instance UUID, host names; a peer's
+// host also against the peer credentials), and an exception a handler throws ends that call
+// with INTERNAL, never the agent.
 struct ServiceHandlers {
   std::string host;
   std::string version;
@@ -46,8 +50,11 @@ struct ServiceHandlers {
       replica_basis;
   // How often the backup side of a replication stream sends a heartbeat.
   std::chrono::milliseconds replication_heartbeat{100};
-  // TLS of the peer port and the identity checks of callers (plaintext by default).
-  std::shared_ptr<const PeerCredentials> peer_credentials = PeerCredentials::Insecure();
+  // TLS of the peer port and the identity checks of callers (by default: plaintext, and no
+  // caller is accepted).
+  std::shared_ptr<const PeerCredentials> peer_credentials = PeerCredentials::Insecure({});
+  // What the backup side accepts from one replication stream.
+  core::StreamLimits stream_limits;
 };
 
 // Thread safety: Shutdown() may be called from any thread, once.

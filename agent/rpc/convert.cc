@@ -24,6 +24,7 @@ void ToProto(const core::AgentStatusSnapshot& in, nova_dt::v1::AgentStatus* out)
   out->set_version(in.version);
   out->set_uptime_ms(in.uptime.count());
   out->set_peer_listen_address(in.peer_listen_address);
+  for (const auto& w : in.security_warnings) out->add_security_warnings(w);
   auto* hv = out->mutable_hypervisor();
   hv->set_connection_uri(in.hypervisor_uri);
   hv->set_connected(in.hypervisor_connected);

@@ -22,7 +22,7 @@ struct PeerIdentity {
 // to an address without one fails).
 std::unique_ptr<core::PeerLink> MakeGrpcPeerLink(
     PeerIdentity self,
-    std::shared_ptr<const PeerCredentials> credentials = PeerCredentials::Insecure(),
+    std::shared_ptr<const PeerCredentials> credentials = PeerCredentials::Insecure({}),
     std::map<std::string, std::string> hosts_by_address = {});
 
 }  // namespace novadt::rpc

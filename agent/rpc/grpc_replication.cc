@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/core/replica_basis.h"
 #include "agent/core/replication_receiver.h"
@@ -45,6 +46,23 @@ core::StreamItem ItemFromProto(const ReplicationMessage& m) {
   }
 }
 
+// `call()`, with an exception turned into Internal: what a peer sends must never end the agent.
+template <typename T, typename F>
+StatusOr<T> GuardedCall(const char* what, F&& call) {
+  try {
+    return call();
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed with an exception: {}", what, e.what());
+    return absl::InternalError(std::string(what) + " failed: " + e.what());
+  }
+}
+
+#define NOVA_DT_RETURN_IF_ERROR_GRPC(expr)     \
+  do {                                          \
+    const ::absl::Status _st = (expr);          \
+    if (!_st.ok()) return ToGrpc(_st);          \
+  } while (0)
+
 // Hashes per BasisChunk: 1 MiB of them.
 constexpr size_t kHashesPerChunk = 64 << 10;
 
@@ -67,7 +85,7 @@ Status ReadHashes(const nova_dt::v1::BasisChunk& c, std::vector<core::ContentHas
   const std::string& bytes = c.hashes();
   if (bytes.size() % 16 != 0 || c.first() > out.size() ||
       bytes.size() / 16 > out.size() - c.first()) {
-    return absl::InvalidArgumentError("basis chunk of \"" + c.disk() + "\" at " +
+    return absl::InvalidArgumentError("basis chunk of \"" + Printable(c.disk()) + "\" at " +
                                       std::to_string(c.first()) + " does not fit the basis");
   }
   for (size_t i = 0; i < bytes.size() / 16; ++i) {
@@ -85,15 +103,13 @@ grpc::Status ServeBasis(
     const std::function<StatusOr<core::ReplicaBasis>(const std::string&, const std::string&)>&
         basis,
     const PeerCredentials& credentials) {
-  if (request.host().empty() || request.instance_uuid().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "BasisRequest needs host and instance_uuid");
-  }
   if (Status who = credentials.Authorize(*ctx, request.host()); !who.ok()) {
     spdlog::warn("basis request from {} refused: {}", ctx->peer(), std::string(who.message()));
     return ToGrpc(who);
   }
-  auto b = basis(request.host(), request.instance_uuid());
+  NOVA_DT_RETURN_IF_ERROR_GRPC(ValidateInstanceUuid(request.instance_uuid()));
+  StatusOr<core::ReplicaBasis> b = GuardedCall<core::ReplicaBasis>(
+      "basis", [&] { return basis(request.host(), request.instance_uuid()); });
   if (!b.ok()) return ToGrpc(b.status());
   nova_dt::v1::BasisChunk head;
   head.set_basis_id(b->id);
@@ -131,21 +147,23 @@ grpc::Status ServeBasis(
 grpc::Status ServeReplicationStream(
     grpc::ServerContext* ctx, grpc::ServerReaderWriter<ReplicationAck, ReplicationMessage>* stream,
     const core::ReplicaSinkFactory& factory, std::chrono::milliseconds heartbeat_interval,
-    const PeerCredentials& credentials) {
+    const PeerCredentials& credentials, const core::StreamLimits& limits) {
   ReplicationMessage msg;
   if (!stream->Read(&msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before StreamOpen");
   if (msg.body_case() != ReplicationMessage::kOpen) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "first message is not StreamOpen");
   }
   if (Status who = credentials.Authorize(*ctx, msg.open().primary_host()); !who.ok()) {
-    spdlog::warn("replication stream from {} ({}) refused: {}", msg.open().primary_host(),
-                 ctx->peer(), std::string(who.message()));
+    spdlog::warn("replication stream from {} ({}) refused: {}",
+                 Printable(msg.open().primary_host()), ctx->peer(), std::string(who.message()));
     return ToGrpc(who);
   }
-  auto receiver = core::ReplicationReceiver::Start(FromProto(msg.open()), factory);
+  auto receiver = GuardedCall<std::unique_ptr<core::ReplicationReceiver>>("stream open", [&] {
+    return core::ReplicationReceiver::Start(FromProto(msg.open()), factory, limits);
+  });
   if (!receiver.ok()) {
-    spdlog::warn("replication stream from {} refused: {}", msg.open().primary_host(),
-                 receiver.status().ToString());
+    spdlog::warn("replication stream from {} for {} refused: {}", msg.open().primary_host(),
+                 Printable(msg.open().instance_uuid()), receiver.status().ToString());
     return ToGrpc(receiver.status());
   }
   const InstanceLog log((*receiver)->open().instance_uuid);
@@ -191,7 +209,8 @@ grpc::Status ServeReplicationStream(
                                               : "empty ReplicationMessage");
       break;
     }
-    auto acked = (*receiver)->Handle(ItemFromProto(msg));
+    auto acked = GuardedCall<std::optional<uint64_t>>(
+        "replication item", [&] { return (*receiver)->Handle(ItemFromProto(msg)); });
     if (!acked.ok()) {
       result = acked.status();
     } else if (acked->has_value()) {
@@ -353,37 +372,46 @@ class GrpcReplicationLink final : public core::ReplicationLink {
     nova_dt::v1::BasisChunk c;
     bool head = true;
     Status bad;
-    while (reader->Read(&c)) {
-      if (!bad.ok()) continue;  // drain; the call's status decides
+    while (bad.ok() && reader->Read(&c)) {
       if (head) {
         head = false;
-        basis.id = c.basis_id();
-        basis.ram_size_bytes = c.ram_size_bytes();
-        for (const auto& d : c.disks()) {
-          basis.disks.push_back({d.name(), d.size_bytes()});
-          basis.disk_blocks[d.name()].resize(core::BasisBlockCount(d.size_bytes()));
+        // Checked before anything is allocated for it: a basis describes exactly this server's
+        // geometry (what the backup says is outside input).
+        std::vector<core::DiskGeometry> disks;
+        for (const auto& d : c.disks()) disks.push_back({d.name(), d.size_bytes()});
+        if (c.ram_size_bytes() != open.ram_size_bytes || disks != open.disks) {
+          bad = absl::FailedPreconditionError("the backup's replica has another geometry");
+          break;
         }
-        basis.ram_pages.resize(basis.ram_size_bytes / core::kGuestPageSize);
         if (c.disk_block_bytes() != core::kBasisBlockSize) {
           bad = absl::InvalidArgumentError("basis with blocks of " +
                                            std::to_string(c.disk_block_bytes()) + " bytes");
-          continue;
+          break;
         }
+        basis.id = c.basis_id();
+        basis.ram_size_bytes = c.ram_size_bytes();
+        basis.disks = std::move(disks);
+        for (const auto& d : basis.disks) {
+          basis.disk_blocks[d.name].resize(core::BasisBlockCount(d.size_bytes));
+        }
+        basis.ram_pages.resize(basis.ram_size_bytes / core::kGuestPageSize);
       }
       if (c.basis_id() != basis.id) {
         bad = absl::InvalidArgumentError("basis chunks of two bases");
-        continue;
-      }
-      if (c.disk().empty()) {
+      } else if (c.disk().empty()) {
         bad = ReadHashes(c, basis.ram_pages);
       } else if (auto it = basis.disk_blocks.find(c.disk()); it != basis.disk_blocks.end()) {
         bad = ReadHashes(c, it->second);
       } else {
-        bad = absl::InvalidArgumentError("basis chunk of unknown disk " + c.disk());
+        bad = absl::InvalidArgumentError("basis chunk of unknown disk " + Printable(c.disk()));
       }
     }
+    if (!bad.ok()) {
+      ctx.TryCancel();  // nothing more of it is read
+      (void)reader->Finish();
+      return bad;
+    }
     NOVA_DT_RETURN_IF_ERROR(FromGrpc(reader->Finish()));
-    NOVA_DT_RETURN_IF_ERROR(bad);
     if (head) return absl::InvalidArgumentError("empty basis");
     NOVA_DT_RETURN_IF_ERROR(basis.Validate());
     return basis;

@@ -1,5 +1,7 @@
 #include "agent/rpc/peer_tls.h"
 
+#include "agent/common/identifiers.h"
+
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
@@ -23,15 +25,27 @@ StatusOr<std::string> ReadPem(const std::string& option, const std::string& path
 
 }  // namespace
 
-std::shared_ptr<const PeerCredentials> PeerCredentials::Insecure() {
-  return std::shared_ptr<const PeerCredentials>(new PeerCredentials());
+std::shared_ptr<const PeerCredentials> PeerCredentials::Insecure(std::vector<std::string> peers) {
+  std::shared_ptr<PeerCredentials> c(new PeerCredentials());
+  c->peers_.insert(peers.begin(), peers.end());
+  return c;
 }
 
 StatusOr<std::shared_ptr<const PeerCredentials>> PeerCredentials::Load(
     const config::PeerSection& peer) {
-  if (peer.tls_cert_file.empty()) return Insecure();
+  std::vector<std::string> peers;
+  for (const auto& p : peer.peers) peers.push_back(p.host);
+  if (peer.tls_cert_file.empty()) {
+    if (peer.allow_insecure) return Insecure(std::move(peers));
+    return absl::FailedPreconditionError(
+        "[peer] has no TLS certificates: the peer API (replication streams, take-overs) would "
+        "accept any caller on the network. Set tls_cert_file, tls_key_file and tls_ca_file "
+        "(deploy/nova-dt-make-certs, docs/security.md), or allow_insecure = true on an isolated "
+        "lab network");
+  }
   std::shared_ptr<PeerCredentials> c(new PeerCredentials());
   c->tls_ = true;
+  c->peers_.insert(peers.begin(), peers.end());
   auto cert = ReadPem("tls_cert_file", peer.tls_cert_file);
   if (!cert.ok()) return cert.status();
   auto key = ReadPem("tls_key_file", peer.tls_key_file);
@@ -67,6 +81,11 @@ std::shared_ptr<grpc::Channel> PeerCredentials::Channel(const std::string& addre
 
 Status PeerCredentials::Authorize(const grpc::ServerContext& ctx,
                                   const std::string& claimed_host) const {
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(claimed_host));
+  if (!peers_.count(claimed_host)) {
+    return absl::PermissionDeniedError("host '" + claimed_host +
+                                       "' is not one of this agent's [peer] peers");
+  }
   if (!tls_) return absl::OkStatus();
   const std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
   if (!auth || !auth->IsPeerAuthenticated()) {
@@ -74,11 +93,11 @@ Status PeerCredentials::Authorize(const grpc::ServerContext& ctx,
   }
   std::vector<std::string> names;
   for (const auto& v : auth->FindPropertyValues("x509_subject_alternative_name")) {
-    names.emplace_back(v.data(), v.size());
+    names.push_back(Printable({v.data(), v.size()}, 255));
   }
   if (names.empty()) {
     for (const auto& v : auth->FindPropertyValues("x509_common_name")) {
-      names.emplace_back(v.data(), v.size());
+      names.push_back(Printable({v.data(), v.size()}, 255));
     }
   }
   for (const auto& n : names) {

@@ -65,6 +65,7 @@ void PrintHuman(const nova_dt::v1::AgentStatus& s) {
   std::printf("host:        %s\n", s.host().c_str());
   std::printf("version:     %s (up %.1fs)\n", s.version().c_str(), s.uptime_ms() / 1000.0);
   std::printf("peer API:    %s\n", s.peer_listen_address().c_str());
+  for (const auto& w : s.security_warnings()) std::printf("WARNING:     %s\n", w.c_str());
   std::printf("hypervisor:  %s %s (reconnects: %u)\n", s.hypervisor().connection_uri().c_str(),
               s.hypervisor().connected() ? "connected" : "DISCONNECTED",
               s.hypervisor().reconnects());

@@ -44,14 +44,29 @@ TEST_F(PeerTrackerTest, AnswerFromAnAgentWithAnotherNameDoesNotCount) {
   EXPECT_NE(s[0].last_error.find("says it is 'c'"), std::string::npos);
 }
 
-TEST_F(PeerTrackerTest, InboundGreetingAddsAnUnconfiguredPeer) {
-  tracker_.OnHelloReceived("c", "198.18.0.3:7070", "v");
+// Anyone can send a Hello claiming to be the primary: if that made it "reachable", a forged
+// greeting would suppress every failover from it (the backup fails over only from a primary
+// that does not answer its own hellos).
+TEST_F(PeerTrackerTest, AGreetingFromAPeerNeverMakesItReachable) {
+  tracker_.OnHelloReceived("b", "v9");
   auto s = tracker_.Snapshot();
-  ASSERT_EQ(s.size(), 2u);
-  EXPECT_EQ(s[1].host, "c");
-  EXPECT_FALSE(s[1].configured);
-  EXPECT_TRUE(s[1].reachable);
-  EXPECT_EQ(s[1].address, "198.18.0.3:7070");
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_FALSE(s[0].reachable);
+  EXPECT_TRUE(s[0].last_seen.has_value()) << "shown as seen";
+  EXPECT_EQ(s[0].address, "198.18.0.2:7070") << "the configured address stays";
+  // Answered greetings do, and a later inbound one does not extend them past the bound.
+  tracker_.OnHelloAnswered({"b", "198.18.0.2:7070"}, "b", "v", std::chrono::microseconds(1));
+  clock_.Advance(milliseconds(2000));
+  tracker_.OnHelloReceived("b", "v");
+  clock_.Advance(milliseconds(1001));
+  EXPECT_FALSE(tracker_.Snapshot()[0].reachable);
+}
+
+TEST_F(PeerTrackerTest, GreetingsFromHostsThatAreNotPeersAreNotTracked) {
+  for (int i = 0; i < 1000; ++i) tracker_.OnHelloReceived("c" + std::to_string(i), "v");
+  auto s = tracker_.Snapshot();
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].host, "b");
 }
 
 TEST_F(PeerTrackerTest, FailureIsRecordedWithoutForgettingTheLastSighting) {

@@ -149,5 +149,85 @@ TEST_F(ReplicationReceiverTest, StreamEndingMidEpochTellsTheSinkToDropIt) {
             1);
 }
 
+// Identity and geometry from the primary are outside input: refused at the open, before the
+// factory makes anything (nothing is asked of it).
+TEST_F(ReplicationReceiverTest, MalformedIdentitiesAndOversizedGeometriesAreRefusedAtTheOpen) {
+  int made = 0;
+  auto counting = [&](const StreamOpen& o) {
+    ++made;
+    return FakeSinkFactory(state_)(o);
+  };
+  StreamLimits limits;
+  limits.max_guest_ram_bytes = 1 << 20;
+  limits.max_disks = 2;
+  limits.max_disk_bytes = 1 << 20;
+  limits.max_domain_xml_bytes = 100;
+  std::vector<std::pair<std::string, StreamOpen>> bad;
+  auto with = [&](const std::string& what, auto change) {
+    StreamOpen o = TestOpen();
+    change(o);
+    bad.emplace_back(what, o);
+  };
+  with("upper-case uuid", [](StreamOpen& o) {
+    for (char& c : o.instance_uuid) c = static_cast<char>(std::toupper(c));
+  });
+  with("braced uuid", [](StreamOpen& o) { o.instance_uuid = "{" + o.instance_uuid + "}"; });
+  with("path uuid", [](StreamOpen& o) { o.instance_uuid = "../../x"; });
+  with("alias uuid", [](StreamOpen& o) { o.instance_uuid = "./" + o.instance_uuid; });
+  with("long uuid", [](StreamOpen& o) { o.instance_uuid += std::string(100, 'a'); });
+  with("host", [](StreamOpen& o) { o.primary_host = "../a"; });
+  with("disk name", [](StreamOpen& o) { o.disks = {{"../vda", 4096}}; });
+  with("duplicate disk", [](StreamOpen& o) { o.disks = {{"vda", 4096}, {"vda", 4096}}; });
+  with("ram", [](StreamOpen& o) { o.ram_size_bytes = uint64_t{1} << 40; });
+  with("disks", [](StreamOpen& o) { o.disks = {{"a", 4096}, {"b", 4096}, {"c", 4096}}; });
+  with("disk size", [](StreamOpen& o) { o.disks = {{"vda", uint64_t{1} << 50}}; });
+  with("domain xml", [](StreamOpen& o) { o.domain_xml = std::string(101, 'x'); });
+  for (const auto& [what, open] : bad) {
+    auto r = ReplicationReceiver::Start(open, counting, limits);
+    EXPECT_FALSE(r.ok()) << what;
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status()) || absl::IsResourceExhausted(r.status()))
+        << what << ": " << r.status();
+  }
+  EXPECT_EQ(made, 0);
+  EXPECT_TRUE(ReplicationReceiver::Start(TestOpen(), counting, limits).ok());
+}
+
+// A primary that sends device state without end (130 MiB held after 64 messages, before this
+// bound): refused at the limit, before the bytes are held.
+TEST_F(ReplicationReceiverTest, DeviceStateBeyondTheLimitEndsTheStreamBeforeItIsHeld) {
+  StreamLimits limits;
+  limits.max_device_state_bytes = 1 << 20;
+  auto r = ReplicationReceiver::Start(TestOpen(), FakeSinkFactory(state_), limits);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(Feed(**r, {EpochBegin{1}}).ok());
+  Status st;
+  int chunks = 0;
+  for (; chunks < 64 && st.ok(); ++chunks) {
+    st = Feed(**r, {DeviceStateChunk{std::string(256 << 10, 'd'), false, DeviceStateEncoding::kXorZstd}});
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("max_device_state_bytes"));
+  EXPECT_EQ(chunks, 5) << "four chunks fit the 1 MiB bound, the fifth does not";
+}
+
+// max_epoch_bytes bounds every epoch after the seed (what the backup journals); the seed itself
+// (the stream's first epoch, written in place) may be as large as the replica.
+TEST_F(ReplicationReceiverTest, EpochsAfterTheSeedAreBoundedByMaxEpochBytes) {
+  StreamLimits limits;
+  limits.max_epoch_bytes = 3 * kGuestPageSize;
+  auto r = ReplicationReceiver::Start(TestOpen(), FakeSinkFactory(state_), limits);
+  ASSERT_TRUE(r.ok());
+  const std::string four_pages(4 * kGuestPageSize, 's');
+  ASSERT_TRUE(Feed(**r, {EpochBegin{1}, RamPages{{0, 1, 2, 3}, four_pages},
+                         DeviceStateChunk{"state", true}, EpochEnd{1, 4, 0, 5}})
+                  .ok())
+      << "the seed is not bounded by max_epoch_bytes";
+  Status st = Feed(**r, {EpochBegin{2}, RamPages{{0, 1}, std::string(2 * kGuestPageSize, 'a')},
+                         DiskWrite{"vda", 0, "", true, 2 * kGuestPageSize}});
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("max_epoch_bytes"));
+  EXPECT_EQ(r->get()->last_committed(), 1u);
+}
+
 }  // namespace
 }  // namespace novadt::core

@@ -22,10 +22,17 @@ using novadt::testing::ReadFile;
 using novadt::testing::TestOpen;
 using ::testing::HasSubstr;
 
+// The backup these tests play; the primaries are rig-a (TestOpen()) and others.
+constexpr char kThisHost[] = "backup-host";
+
 class StoreSinkTest : public ::testing::Test {
  protected:
   core::ReplicaSinkFactory Factory() {
-    if (!registry_) registry_ = std::make_unique<ReplicaRegistry>(dir_.path(), ReplicaOptions{}, Events());
+    if (!registry_) {
+      registry_ = std::make_unique<ReplicaRegistry>(
+          RegistryOptions{dir_.path(), kThisHost, max_streams_per_peer_, ReplicaOptions{}},
+          Events());
+    }
     return registry_->Factory();
   }
   ReplicaEvents Events() {
@@ -71,6 +78,7 @@ class StoreSinkTest : public ::testing::Test {
   std::vector<uint64_t> committed_;
   std::vector<Status> closed_;
   std::atomic<int> heard_{0};
+  int max_streams_per_peer_ = 64;
   std::unique_ptr<ReplicaRegistry> registry_;
 };
 
@@ -131,12 +139,12 @@ TEST_F(StoreSinkTest, OneStreamPerServerAtATimeAndANewStreamReseeds) {
   auto factory = Factory();
   auto first = core::ReplicationReceiver::Start(TestOpen(), factory);
   ASSERT_TRUE(first.ok());
-  // Another primary is refused while the stream is open.
+  // Another primary is refused while the stream is open: the replica is rig-a's.
   core::StreamOpen other = TestOpen();
   other.primary_host = "intruder";
   auto second = core::ReplicationReceiver::Start(other, factory);
-  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr("already being replicated"));
+  EXPECT_TRUE(absl::IsPermissionDenied(second.status())) << second.status();
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("belongs to primary rig-a"));
 
   for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*first)->Handle(item).ok());
   (*first)->Close(absl::OkStatus());
@@ -217,7 +225,7 @@ TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed
   }
   EXPECT_TRUE(core::IsTakenOverRefusal(
       core::ReplicationReceiver::Start(TestOpen(), factory).status()));
-  const uint64_t mark = registry_->Relinquish(uuid);
+  const uint64_t mark = registry_->Relinquish(uuid, "rig-b", /*released=*/true);
   ASSERT_TRUE(registry_->DiscardIfUnused(uuid, mark).ok());
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), uuid)));
   core::StreamOpen from_new_primary = TestOpen();
@@ -474,13 +482,14 @@ TEST_F(StoreSinkTest, BasisEndsAStreamStillOpenFromTheSamePrimary) {
   EXPECT_EQ(ReplicaFile("ram.img").substr(3 * 4096, 4096), std::string(4096, 'x'));
 }
 
-TEST_F(StoreSinkTest, BasisWhileAnotherPrimaryStreamsIsRefused) {
+// Another peer must neither end the owner's stream nor read hashes of the guest's RAM.
+TEST_F(StoreSinkTest, BasisFromAPeerThatIsNotTheOwnerIsRefusedAndTheStreamCarriesOn) {
   auto factory = Factory();
   auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
   ASSERT_TRUE(r.ok());
   for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
   auto basis = registry_->Basis("intruder", Uuid());
-  EXPECT_TRUE(absl::IsFailedPrecondition(basis.status())) << basis.status();
+  EXPECT_TRUE(absl::IsPermissionDenied(basis.status())) << basis.status();
   // The open stream carries on.
   for (const auto& item : novadt::testing::SmallEpoch(2)) ASSERT_TRUE((*r)->Handle(item).ok());
   (*r)->Close(absl::OkStatus());
@@ -506,7 +515,7 @@ TEST_F(StoreSinkTest, ARelinquishedReplicaIsABasisForTheNewPrimary) {
     out.seekp(9 * 4096);
     out << std::string(4096, 'r');
   }
-  const uint64_t mark = registry_->Relinquish(Uuid());
+  const uint64_t mark = registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
   auto basis = registry_->Basis("rig-b", Uuid());
   ASSERT_TRUE(basis.ok()) << basis.status();
   EXPECT_TRUE(basis->ram_pages[9] == core::HashContent(std::string(4096, 'r')));
@@ -537,7 +546,7 @@ TEST_F(StoreSinkTest, AFenceInvalidatesABasisHandedOutBefore) {
     out.seekp(9 * 4096);
     out << std::string(4096, 'r');
   }
-  registry_->Relinquish(Uuid());
+  registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
   auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
   EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
 }
@@ -548,7 +557,7 @@ TEST_F(StoreSinkTest, ABasisHandedOutBeforeAFenceDoesNotKeepARelinquishedReplica
   StreamEpochs(TestOpen(), 2);
   ASSERT_TRUE(registry_->Basis("rig-a", Uuid()).ok());
   ASSERT_TRUE(registry_->Fence(Uuid()).ok());
-  const uint64_t mark = registry_->Relinquish(Uuid());
+  const uint64_t mark = registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
   ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), mark).ok());
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())));
 }
@@ -587,8 +596,9 @@ class KeepBasisTest : public StoreSinkTest {
     for (const auto& d : TestOpen().disks) g.disks.push_back({d.name, d.size_bytes});
     return g;
   }
-  StatusOr<uint64_t> Keep() {
-    return registry_->KeepBasis(Uuid(), Geometry(), ram_file_, {{"vda", disk_file_}});
+  // The copy here goes away; `new_owner` runs the server now.
+  StatusOr<uint64_t> Keep(const std::string& new_owner = "some-host") {
+    return registry_->KeepBasis(Uuid(), Geometry(), ram_file_, {{"vda", disk_file_}}, new_owner);
   }
   bool ReplicaExists() { return std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())); }
   static core::StreamOpen From(const std::string& host, uint64_t basis_id = 0) {
@@ -696,7 +706,7 @@ TEST_F(KeepBasisTest, AnExistingReplicaIsKeptAsItIs) {
   const std::string disk = ReplicaFile("disk-vda.raw");
   ASSERT_FALSE(ram == ram_);
 
-  auto mark = Keep();
+  auto mark = Keep("rig-b");
   ASSERT_TRUE(mark.ok()) << mark.status();
   EXPECT_TRUE(ReplicaFile("ram.img") == ram) << "not overwritten by the copy's RAM";
   EXPECT_TRUE(ReplicaFile("disk-vda.raw") == disk);
@@ -710,7 +720,7 @@ TEST_F(KeepBasisTest, AnExistingReplicaIsKeptAsItIs) {
 
 TEST_F(KeepBasisTest, TheMarkOfAnExistingReplicaFreesItWhenUnused) {
   StreamEpochs(TestOpen(), 1);
-  auto mark = Keep();
+  auto mark = Keep("rig-b");
   ASSERT_TRUE(mark.ok()) << mark.status();
   ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
   EXPECT_FALSE(ReplicaExists());
@@ -732,7 +742,7 @@ TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereClearsTheFence) {
   }
   const std::string ram = ReplicaFile("ram.img");
 
-  auto mark = Keep();
+  auto mark = Keep("rig-b");
   ASSERT_TRUE(mark.ok()) << mark.status();
   EXPECT_TRUE(ReplicaFile("ram.img") == ram) << "the files the copy ran on are kept";
   auto basis = registry_->Basis("rig-b", Uuid());
@@ -829,6 +839,179 @@ TEST_F(KeepBasisTest, DiscardIfUnusedKeepsTheReplicaOfAStreamOpenedAfterADiscard
   ASSERT_EQ(CommittedEpoch(), 2u);
   ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), *mark).ok());
   EXPECT_TRUE(ReplicaExists()) << "a stream opened since the mark: its replica must be kept";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ownership (replica_owner.h, docs/security.md): only the primary that owns a replica may stream
+// to it, ask for its basis or hand the server over; the record survives agent restarts.
+
+class OwnershipTest : public StoreSinkTest {
+ protected:
+  static core::StreamOpen From(const std::string& host) {
+    core::StreamOpen o = TestOpen();
+    o.primary_host = host;
+    return o;
+  }
+  // A stream from rig-a that committed two epochs and then broke (rig-a's agent died): the
+  // replica stays rig-a's live, failover-eligible replica.
+  void BrokenStreamFromTheOwner() {
+    auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (uint64_t e = 1; e <= 2; ++e) {
+      for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*r)->Handle(item).ok());
+    }
+    (*r)->Close(absl::CancelledError("primary cancelled the stream"));
+  }
+  // The registry as a restarted agent makes it.
+  void Restart() {
+    registry_.reset();
+    Factory();
+  }
+};
+
+TEST_F(OwnershipTest, AnotherPeerCannotReplaceALiveReplicaEvenWithNoStreamOpen) {
+  BrokenStreamFromTheOwner();
+  for (bool restarted : {false, true}) {
+    SCOPED_TRACE(restarted ? "after an agent restart" : "same agent");
+    if (restarted) Restart();
+    auto r = core::ReplicationReceiver::Start(From("rig-x"), Factory());
+    EXPECT_TRUE(absl::IsPermissionDenied(r.status())) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("belongs to primary rig-a"));
+    EXPECT_EQ(CommittedEpoch(), 2u) << "the replica a failover would restore is untouched";
+    EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, 'c'));
+    EXPECT_TRUE(absl::IsPermissionDenied(registry_->Basis("rig-x", Uuid()).status()));
+    EXPECT_TRUE(absl::IsPermissionDenied(registry_->CheckOwner("rig-x", Uuid())));
+    EXPECT_TRUE(registry_->CheckOwner("rig-a", Uuid()).ok());
+  }
+  // The owner itself may re-seed, also after the restart (its basis too).
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  auto r = core::ReplicationReceiver::Start(WithBasis(basis->id), Factory());
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
+TEST_F(OwnershipTest, AReplicaItsOwnerReleasedIsReplacedByAnotherPeersFreshSeedNeverDescribed) {
+  StreamEpochs(TestOpen(), 2);  // closed by its primary: released
+  EXPECT_TRUE(registry_->CheckOwner("rig-a", Uuid()).ok()) << "still rig-a's to hand over";
+  // Another peer learns nothing of it ...
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-x", Uuid()).status()));
+  // ... and its stream starts a fresh replica, owned by it now.
+  auto r = core::ReplicationReceiver::Start(From("rig-x"), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0')) << "a fresh replica";
+  EXPECT_TRUE(registry_->CheckOwner("rig-x", Uuid()).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      core::ReplicationReceiver::Start(TestOpen(), Factory()).status()))
+      << "rig-a's replica it is no more";
+}
+
+TEST_F(OwnershipTest, ABasisIsOnlyEverTheOwnersAndAStreamCannotNameAnotherPeersBasis) {
+  StreamEpochs(TestOpen(), 2);
+  auto basis = registry_->Basis("rig-a", Uuid());  // released, but still rig-a's basis
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  core::StreamOpen open = From("rig-x");
+  open.basis_id = basis->id;
+  auto r = core::ReplicationReceiver::Start(open, Factory());
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_EQ(CommittedEpoch(), 2u);
+}
+
+TEST_F(OwnershipTest, ATakeOverIsRememberedAcrossRestartsAndRefusesTheOldPrimary) {
+  BrokenStreamFromTheOwner();
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  Restart();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+  EXPECT_TRUE(core::IsTakenOverRefusal(r.status())) << r.status();
+  EXPECT_TRUE(core::IsTakenOverRefusal(registry_->Basis("rig-a", Uuid()).status()));
+  EXPECT_EQ(CommittedEpoch(), 2u) << "the files the restored copy runs on are untouched";
+  // A switchover away from here names the new owner: its stream is accepted.
+  registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
+  Restart();
+  EXPECT_TRUE(registry_->Basis("rig-b", Uuid()).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(registry_->Basis("rig-a", Uuid()).status()) ||
+              absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+}
+
+TEST_F(OwnershipTest, AFailedTakeOverLeavesTheReplicaToItsOwner) {
+  BrokenStreamFromTheOwner();
+  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  registry_->Relinquish(Uuid(), "rig-a", /*released=*/false);
+  EXPECT_TRUE(registry_->CheckOwner("rig-a", Uuid()).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      core::ReplicationReceiver::Start(From("rig-x"), Factory()).status()));
+  EXPECT_TRUE(core::ReplicationReceiver::Start(TestOpen(), Factory()).ok());
+}
+
+TEST_F(OwnershipTest, AnUnreadableOwnerRecordMakesTheReplicaNobodysNeverAnAbort) {
+  BrokenStreamFromTheOwner();
+  registry_.reset();
+  std::ofstream(ReplicaDir(dir_.path(), Uuid()) + "/owner.rec", std::ios::trunc)
+      << "nova-dt-owner 1\nhost rig-a\nreleased 0\n";
+  Factory();
+  EXPECT_TRUE(absl::IsNotFound(registry_->CheckOwner("rig-a", Uuid())));
+  EXPECT_TRUE(absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+  auto r = core::ReplicationReceiver::Start(From("rig-x"), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ReplicaFile("ram.img").substr(0, 4096), std::string(4096, '\0')) << "a fresh replica";
+}
+
+TEST_F(OwnershipTest, MalformedIdentifiersAreRefusedAndNoPathIsBuiltFromThem) {
+  StreamEpochs(TestOpen(), 1);
+  const std::string u = Uuid();
+  std::string upper = u;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::vector<std::string> bad = {"../x", "../../x", "./" + u, u + "/..", "{" + u + "}",
+                                        upper, u + "0", std::string(300, 'a'), ""};
+  for (const std::string& b : bad) {
+    SCOPED_TRACE(b);
+    core::StreamOpen open = TestOpen();
+    open.instance_uuid = b;
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Factory()(open).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Basis("rig-a", b).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->CheckOwner("rig-a", b)));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Fence(b).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Discard(b)));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->DiscardIfUnused(b, 0)));
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        registry_->KeepBasis(b, {4096, {}}, "", {}, "rig-b").status()));
+  }
+  for (const std::string& host : {std::string("../x"), std::string("a b"), std::string("")}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Factory()(From(host)).status())) << host;
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Basis(host, u).status())) << host;
+  }
+  // Nothing was made or removed anywhere: the replica root holds exactly the one replica, and
+  // the directory above it nothing new.
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
+    names.push_back(e.path().filename());
+  }
+  EXPECT_EQ(names, std::vector<std::string>{u});
+  EXPECT_EQ(CommittedEpoch(), 1u);
+}
+
+TEST_F(OwnershipTest, StreamsPerPeerAreBoundedAndAReplacingStreamDoesNotCountTwice) {
+  max_streams_per_peer_ = 2;
+  auto open = [](int i) {
+    core::StreamOpen o = TestOpen();
+    o.instance_uuid = "3f0c2b8e-6d41-4a5e-9c3a-7b2d1e0f4a1" + std::to_string(i);
+    return o;
+  };
+  auto one = core::ReplicationReceiver::Start(open(1), Factory());
+  auto two = core::ReplicationReceiver::Start(open(2), Factory());
+  ASSERT_TRUE(one.ok() && two.ok());
+  auto three = core::ReplicationReceiver::Start(open(3), Factory());
+  EXPECT_TRUE(absl::IsResourceExhausted(three.status())) << three.status();
+  // Another primary has its own allowance.
+  core::StreamOpen other = open(4);
+  other.primary_host = "rig-x";
+  EXPECT_TRUE(core::ReplicationReceiver::Start(other, Factory()).ok());
+  // rig-a replacing its own stream of server 2 is not a third stream.
+  auto two_again = core::ReplicationReceiver::Start(open(2), Factory());
+  EXPECT_TRUE(two_again.ok()) << two_again.status();
+  two->reset();
+  (*one)->Close(absl::OkStatus());
+  one->reset();
+  EXPECT_TRUE(core::ReplicationReceiver::Start(open(3), Factory()).ok()) << "a slot is free again";
 }
 
 }  // namespace

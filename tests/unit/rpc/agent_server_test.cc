@@ -54,6 +54,7 @@ class AgentServerTest : public ::testing::Test {
       std::lock_guard<std::mutex> lock(mu_);
       hellos_.push_back(host + "|" + address + "|" + version);
     };
+    h.peer_credentials = PeerCredentials::Insecure({"compute-b"});
     control_address_ = "unix:" + dir_.path() + "/sub/agent.sock";
     auto server = StartAgentServer(control_address_, "127.0.0.1:0", std::move(h));
     ASSERT_TRUE(server.ok()) << server.status();
@@ -213,6 +214,131 @@ TEST(AgentServerStartTest, AddressInUseIsAClearError) {
   auto second = StartAgentServer("unix:" + dir.path() + "/b.sock", (*first)->peer_address(), h);
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find((*first)->peer_address()), std::string::npos);
+}
+
+// Every identifier is checked at the edge: a malformed instance UUID never reaches a handler
+// (where it could become a path), on the control API as on the peer API; and an exception a
+// handler throws ends that call only.
+class AgentServerEdgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServiceHandlers h;
+    h.host = "compute-a";
+    h.status = [] { return core::AgentStatusSnapshot{}; };
+    h.hello_received = [](auto&&...) {};
+    h.protect = [this](const std::string&, const std::string&) { return Called(); };
+    h.unprotect = [this](const std::string&) { return Called(); };
+    h.switchover = [this](const std::string&) -> StatusOr<core::SwitchoverResult> {
+      NOVA_DT_RETURN_IF_ERROR(Called());
+      return core::SwitchoverResult{};
+    };
+    h.take_over = [this](const std::string&, const std::string&,
+                         uint64_t) -> StatusOr<core::TakeOverResult> {
+      NOVA_DT_RETURN_IF_ERROR(Called());
+      return core::TakeOverResult{};
+    };
+    h.replica_basis = [this](const std::string&,
+                             const std::string&) -> StatusOr<core::ReplicaBasis> {
+      NOVA_DT_RETURN_IF_ERROR(Called());
+      return absl::NotFoundError("none");
+    };
+    h.peer_credentials = PeerCredentials::Insecure({"compute-b"});
+    auto server = StartAgentServer("unix:" + dir_.path() + "/agent.sock", "127.0.0.1:0",
+                                   std::move(h));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+  Status Called() {
+    ++calls_;
+    if (throw_) throw std::runtime_error("boom");
+    return absl::OkStatus();
+  }
+  // Each API call with `uuid`; their status codes.
+  std::vector<grpc::StatusCode> CallAll(const std::string& uuid) {
+    auto control = nova_dt::v1::Control::NewStub(
+        grpc::CreateChannel(server_->control_address(), grpc::InsecureChannelCredentials()));
+    auto peer = nova_dt::v1::Peer::NewStub(
+        grpc::CreateChannel(server_->peer_address(), grpc::InsecureChannelCredentials()));
+    std::vector<grpc::StatusCode> codes;
+    {
+      grpc::ClientContext ctx;
+      nova_dt::v1::ProtectRequest req;
+      req.set_instance_uuid(uuid);
+      req.set_backup_host("compute-b");
+      nova_dt::v1::ProtectReply reply;
+      codes.push_back(control->Protect(&ctx, req, &reply).error_code());
+    }
+    {
+      grpc::ClientContext ctx;
+      nova_dt::v1::UnprotectRequest req;
+      req.set_instance_uuid(uuid);
+      nova_dt::v1::UnprotectReply reply;
+      codes.push_back(control->Unprotect(&ctx, req, &reply).error_code());
+    }
+    {
+      grpc::ClientContext ctx;
+      nova_dt::v1::SwitchoverRequest req;
+      req.set_instance_uuid(uuid);
+      nova_dt::v1::SwitchoverReply reply;
+      codes.push_back(control->Switchover(&ctx, req, &reply).error_code());
+    }
+    {
+      grpc::ClientContext ctx;
+      nova_dt::v1::TakeOverRequest req;
+      req.set_host("compute-b");
+      req.set_instance_uuid(uuid);
+      req.set_epoch(3);
+      nova_dt::v1::TakeOverReply reply;
+      codes.push_back(peer->TakeOver(&ctx, req, &reply).error_code());
+    }
+    {
+      grpc::ClientContext ctx;
+      nova_dt::v1::BasisRequest req;
+      req.set_host("compute-b");
+      req.set_instance_uuid(uuid);
+      auto reader = peer->Basis(&ctx, req);
+      nova_dt::v1::BasisChunk c;
+      while (reader->Read(&c)) {
+      }
+      codes.push_back(reader->Finish().error_code());
+    }
+    return codes;
+  }
+
+  novadt::testing::ScratchDir dir_;
+  std::unique_ptr<AgentServer> server_;
+  std::atomic<int> calls_{0};
+  std::atomic<bool> throw_{false};
+};
+
+TEST_F(AgentServerEdgeTest, MalformedInstanceUuidsNeverReachAHandler) {
+  const std::string u = "0b4f9c6e-2d3a-4e5f-8a9b-c0d1e2f3a4b5";
+  for (const std::string& bad :
+       {std::string("../x"), std::string("../../etc"), "./" + u, "{" + u + "}",
+        std::string("0B4F9C6E-2D3A-4E5F-8A9B-C0D1E2F3A4B5"), u + "0", std::string(5000, 'a'),
+        std::string("")}) {
+    SCOPED_TRACE(bad.substr(0, 60));
+    for (grpc::StatusCode code : CallAll(bad)) {
+      EXPECT_EQ(code, grpc::StatusCode::INVALID_ARGUMENT);
+    }
+  }
+  EXPECT_EQ(calls_.load(), 0);
+  // The canonical spelling reaches every handler.
+  CallAll(u);
+  EXPECT_EQ(calls_.load(), 5);
+}
+
+TEST_F(AgentServerEdgeTest, AnExceptionInAHandlerEndsThatCallNotTheAgent) {
+  throw_ = true;
+  for (grpc::StatusCode code : CallAll("0b4f9c6e-2d3a-4e5f-8a9b-c0d1e2f3a4b5")) {
+    EXPECT_EQ(code, grpc::StatusCode::INTERNAL);
+  }
+  throw_ = false;
+  auto control = nova_dt::v1::Control::NewStub(
+      grpc::CreateChannel(server_->control_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  nova_dt::v1::AgentStatus status;
+  EXPECT_TRUE(control->Status(&ctx, {}, &status).ok()) << "still serving";
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ class PeerTlsTest : public ::testing::Test {
   }
 
   // The agent of host-b, serving with `cert` (a file name of the PKI).
-  void StartB(const std::string& cert = "host-b") {
+  void StartB(const std::string& cert = "host-b",
+              std::shared_ptr<const PeerCredentials> credentials = nullptr) {
     ServiceHandlers h;
     h.host = "host-b";
     h.version = "1";
@@ -46,17 +47,21 @@ class PeerTlsTest : public ::testing::Test {
       hellos_.push_back(host);
     };
     h.open_replica = novadt::testing::FakeSinkFactory(replica_);
-    h.peer_credentials = Credentials(cert);
+    h.peer_credentials = credentials ? credentials : Credentials(cert);
     auto s = StartAgentServer("unix:" + dir_.path() + "/b.sock", "127.0.0.1:0", std::move(h));
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
   }
 
-  static std::shared_ptr<const PeerCredentials> Credentials(const std::string& name,
-                                                            const std::string& ca = "ca") {
-    auto c = PeerCredentials::Load(pki_->Peer(name, ca));
+  // Certificate `name` trusting CA `ca`, accepting callers that claim to be one of `peers`.
+  static std::shared_ptr<const PeerCredentials> Credentials(
+      const std::string& name, const std::string& ca = "ca",
+      const std::vector<std::string>& peers = {"host-a", "host-b", "host-c", "rig-a"}) {
+    config::PeerSection section = pki_->Peer(name, ca);
+    for (const auto& p : peers) section.peers.push_back({p, "127.0.0.1:1"});
+    auto c = PeerCredentials::Load(section);
     EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? *c : PeerCredentials::Insecure();
+    return c.ok() ? *c : PeerCredentials::Insecure({});
   }
 
   // A hello from an agent calling itself `claimed` with credentials `creds`, expecting host-b.
@@ -133,7 +138,7 @@ TEST_F(PeerTlsTest, CalleeWhoseCertificateDoesNotNameTheConfiguredPeerIsRefused)
 
 TEST_F(PeerTlsTest, PlaintextCallerAndUnknownAddressesAreRefused) {
   StartB();
-  auto plain = Hello("host-a", PeerCredentials::Insecure());
+  auto plain = Hello("host-a", PeerCredentials::Insecure({}));
   EXPECT_FALSE(plain.ok());
   // With TLS, a hello to an address no configured peer has cannot be verified.
   auto link = MakeGrpcPeerLink({"host-a", "1", ""}, Credentials("host-a"), {});
@@ -172,10 +177,55 @@ TEST_F(PeerTlsTest, ReplicationStreamOnlyFromTheHostTheCertificateNames) {
   EXPECT_TRUE((*ok)->Finish(seconds(5)).ok());
 }
 
+// The TLS certificate is from the right CA and names the host it claims, but that host is not
+// one of b's [peer] peers: refused (as libvirt's tls_allowed_dn_list would).
+TEST_F(PeerTlsTest, ACertificateForAHostThatIsNotAPeerIsRefused) {
+  StartB("host-b", Credentials("host-b", "ca", {"host-a"}));
+  auto r = Hello("host-c", Credentials("host-c"));
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("host 'host-c' is not one of this agent's [peer] peers"),
+            std::string::npos)
+      << r.status();
+  EXPECT_TRUE(Hellos().empty());
+  core::StreamOpen open = novadt::testing::TestOpen();
+  open.primary_host = "host-c";
+  auto link = MakeGrpcReplicationLink(Credentials("host-c"), {{server_->peer_address(), "host-b"}});
+  std::promise<Status> done;
+  auto s = link->Open(server_->peer_address(), open,
+                      {[](const core::StreamAck&) {}, [&](const Status& st) { done.set_value(st); }});
+  EXPECT_TRUE(absl::IsPermissionDenied(done.get_future().get()));
+  EXPECT_TRUE(replica_->Calls().empty()) << "the replica was touched";
+}
+
+// [peer] allow_insecure: nothing is authenticated, but only configured peers' names are taken,
+// and a malformed name never reaches a handler.
+TEST_F(PeerTlsTest, PlaintextOnlyOnRequestAndStillOnlyFromPeers) {
+  StartB("", PeerCredentials::Insecure({"host-a"}));
+  auto plain = PeerCredentials::Insecure({});
+  EXPECT_TRUE(Hello("host-a", plain).ok());
+  for (const std::string& claimed : {std::string("host-c"), std::string("../x"),
+                                     std::string("host-a\n"), std::string(300, 'h')}) {
+    auto r = Hello(claimed, plain);
+    EXPECT_FALSE(r.ok()) << claimed;
+  }
+  EXPECT_EQ(Hellos(), std::vector<std::string>{"host-a"});
+}
+
+TEST(PeerCredentialsTest, WithoutCertificatesTheAgentRefusesUnlessAllowedInsecure) {
+  config::PeerSection p;
+  p.peers = {{"host-a", "10.0.0.1:7070"}};
+  auto refused = PeerCredentials::Load(p);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("allow_insecure"), std::string::npos);
+  p.allow_insecure = true;
+  auto plain = PeerCredentials::Load(p);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE((*plain)->tls());
+}
+
 TEST(PeerCredentialsTest, LoadRefusesUnreadableAndNonPemFiles) {
   ScratchDir dir;
   config::PeerSection p;
-  EXPECT_FALSE((*PeerCredentials::Load(p))->tls());  // nothing set: plaintext
   p.tls_cert_file = dir.Write("cert.pem", "not a certificate");
   p.tls_key_file = dir.path() + "/missing.key";
   p.tls_ca_file = dir.Write("ca.pem", "-----BEGIN CERTIFICATE-----\n");

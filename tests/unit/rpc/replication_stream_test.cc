@@ -78,6 +78,7 @@ class ReplicationStreamTest : public ::testing::Test {
     h.host = "rig-b";
     h.status = [] { return core::AgentStatusSnapshot{}; };
     h.hello_received = [](auto&&...) {};
+    h.peer_credentials = PeerCredentials::Insecure({"rig-a"});
     if (keeps_replicas) {
       h.open_replica = [this, sinks = novadt::testing::FakeSinkFactory(state_)](
                            const core::StreamOpen& open) {
@@ -135,7 +136,10 @@ TEST_F(ReplicationStreamTest, BasisArrivesWholeAndTheNextOpenNamesIt) {
     std::lock_guard<std::mutex> lock(basis_mu_);
     basis_ = sent;
   }
-  auto got = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  core::StreamOpen open = TestOpen();  // the server the basis describes
+  open.ram_size_bytes = sent.ram_size_bytes;
+  open.disks = sent.disks;
+  auto got = link_->Basis(server_->peer_address(), open, seconds(5));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->id, sent.id);
   EXPECT_EQ(got->ram_size_bytes, sent.ram_size_bytes);
@@ -146,13 +150,26 @@ TEST_F(ReplicationStreamTest, BasisArrivesWholeAndTheNextOpenNamesIt) {
     std::lock_guard<std::mutex> lock(basis_mu_);
     EXPECT_EQ(basis_asked_by_, TestOpen().primary_host + " " + TestOpen().instance_uuid);
   }
-  core::StreamOpen open = TestOpen();
   open.basis_id = got->id;
   auto stream = Open(open);
   ASSERT_TRUE(stream.ok()) << stream.status();
   for (const auto& item : SmallEpoch(1)) ASSERT_TRUE((*stream)->Send(item).ok());
   ASSERT_TRUE(WaitFor([&] { return view_.Committed().size() == 1; }, seconds(5)));
   EXPECT_EQ(last_basis_id_.load(), sent.id);
+}
+
+// What the backup says is outside input: a basis whose shape is not this server's (a huge RAM
+// claimed, say) is refused from its first chunk, before anything is allocated for it.
+TEST_F(ReplicationStreamTest, ABasisOfAnotherShapeIsRefusedBeforeAnythingIsAllocated) {
+  StartBackup();
+  core::ReplicaBasis huge = LargeBasis();
+  huge.ram_size_bytes = uint64_t{1} << 50;  // 2^38 hashes if believed
+  {
+    std::lock_guard<std::mutex> lock(basis_mu_);
+    basis_ = huge;
+  }
+  auto got = link_->Basis(server_->peer_address(), TestOpen(), seconds(5));
+  EXPECT_TRUE(absl::IsFailedPrecondition(got.status())) << got.status();
 }
 
 TEST_F(ReplicationStreamTest, BasisRefusalsKeepTheirCodes) {
