@@ -4,6 +4,8 @@
 #include <string_view>
 #include <utility>
 
+#include "agent/common/numbers.h"
+
 namespace novadt::bus {
 namespace {
 
@@ -182,14 +184,11 @@ std::optional<bool> OsloBool(std::string_view s) {
 
 // A plain decimal integer (digits only: no sign, space or prefix) in [min, max].
 std::optional<int> BoundedInt(std::string_view s, int min, int max) {
-  if (s.empty() || s.size() > 9) return std::nullopt;
-  int v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + (c - '0');
+  const std::optional<uint32_t> v = s.size() <= 9 ? ParseInteger<uint32_t>(s) : std::nullopt;
+  if (!v || *v < static_cast<uint32_t>(min) || *v > static_cast<uint32_t>(max)) {
+    return std::nullopt;
   }
-  if (v < min || v > max) return std::nullopt;
-  return v;
+  return static_cast<int>(*v);
 }
 
 Status ReadBoundedInt(const std::map<std::string, std::string>& specs, const std::string& key,

@@ -14,6 +14,8 @@
 #include <random>
 #include <utility>
 
+#include "agent/common/numbers.h"
+
 namespace novadt::bus {
 namespace {
 
@@ -59,13 +61,9 @@ bool DepthWithinLimit(std::string_view text) {
 
 // A non-negative decimal integer as Python's int() reads a version part (plain digits only).
 bool ParseVersionPart(std::string_view s, long* out) {
-  if (s.empty() || s.size() > 9) return false;
-  long v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  *out = v;
+  const std::optional<uint32_t> v = s.size() <= 9 ? ParseInteger<uint32_t>(s) : std::nullopt;
+  if (!v) return false;
+  *out = *v;
   return true;
 }
 
@@ -334,6 +332,15 @@ std::string OsloTimestamp(std::chrono::system_clock::time_point t) {
     std::snprintf(buf + n, sizeof(buf) - n, ".%06" PRId64, static_cast<int64_t>(micros));
   }
   return buf;
+}
+
+std::optional<std::pair<int, int>> ParseRpcVersion(std::string_view version) {
+  const size_t dot = version.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  const auto major = ParseInteger<uint32_t>(version.substr(0, dot));
+  const auto minor = ParseInteger<uint32_t>(version.substr(dot + 1));
+  if (!major || !minor || *major > INT32_MAX || *minor > INT32_MAX) return std::nullopt;
+  return std::pair<int, int>(static_cast<int>(*major), static_cast<int>(*minor));
 }
 
 StatusOr<RpcRequest> ParseRpcRequest(const Json& message) {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "agent/common/status.h"
 
@@ -75,6 +76,11 @@ struct RpcRequest {
 // strings (null _msg_id/_reply_q count as absent, as in oslo's unpack_context), "_timeout" is
 // neither a number nor null, or only one of _msg_id/_reply_q is present.
 StatusOr<RpcRequest> ParseRpcRequest(const Json& message);
+
+// The API version a request asks for (RpcRequest::version): "major.minor", each plain decimal
+// digits that fit an int. nullopt for anything else (a sign, spaces, a third part...), which
+// the RPC server answers with oslo's UnsupportedVersion.
+std::optional<std::pair<int, int>> ParseRpcVersion(std::string_view version);
 
 // A remote exception as oslo serializes it (serialize_remote_exception): class and module name
 // the Python exception the client re-raises when the module is in its allowed_remote_exmods

@@ -4,17 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
-#include <cstdio>
+#include <optional>
+#include <utility>
 
 namespace novadt::bus {
 namespace {
-
-// "1.3" → {1, 3}; false for anything else.
-bool ParseVersion(const std::string& v, int* major, int* minor) {
-  char tail = 0;
-  return std::sscanf(v.c_str(), "%d.%d%c", major, minor, &tail) == 2 && *major >= 0 &&
-         *minor >= 0;
-}
 
 // An exception of oslo's RPC dispatcher (oslo_messaging/rpc/dispatcher.py), rebuilt by clients
 // from one positional argument.
@@ -235,9 +229,9 @@ Json RpcServer::Dispatch(const RpcRequest& request) {
                  f.exception_module, f.exception_class, f.message);
     return RpcReply(msg_id, nullptr, f, true);
   };
-  int major = 0, minor = 0;
-  if (!ParseVersion(request.version, &major, &minor) || major != options_.version_major ||
-      minor > options_.version_minor) {
+  const std::optional<std::pair<int, int>> version = ParseRpcVersion(request.version);
+  if (!version || version->first != options_.version_major ||
+      version->second > options_.version_minor) {
     return fail(DispatcherFailure("UnsupportedVersion",
                                   "Endpoint does not support RPC version " + request.version +
                                       ". Attempted method: " + request.method,

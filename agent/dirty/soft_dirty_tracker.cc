@@ -5,12 +5,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "agent/common/numbers.h"
 
 namespace novadt::dirty {
 namespace {
@@ -30,9 +30,9 @@ void SkipSpaces(std::string_view& rest) {
 }
 
 bool ParseNumber(std::string_view s, int base, uint64_t* out) {
-  if (s.empty()) return false;
-  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
-  return ec == std::errc() && ptr == s.data() + s.size();
+  const std::optional<uint64_t> v = ParseInteger<uint64_t>(s, base);
+  if (v) *out = *v;
+  return v.has_value();
 }
 
 Status OpenError(const std::string& path) {

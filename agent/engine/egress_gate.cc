@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/common/numbers.h"
 #include "agent/engine/qmp.h"
 
 namespace novadt::engine {
@@ -57,11 +59,9 @@ StatusOr<size_t> EgressGate::AdoptLeftovers() {
   // (incarnation, epoch) -> ids, ordered oldest first.
   std::map<std::pair<uint64_t, uint64_t>, std::vector<std::string>> found;
   auto number = [](const std::string& s, uint64_t* out) {
-    if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos) {
-      return false;
-    }
-    *out = std::stoull(s);
-    return true;
+    const std::optional<uint64_t> v = ParseInteger<uint64_t>(s);
+    if (v) *out = *v;
+    return v.has_value();
   };
   for (const auto& netdev : netdevs_) {  // within an epoch, in the gate's NIC order
     for (const auto& o : *objects) {

@@ -715,5 +715,18 @@ TEST(OsloTimestampTest, FormatsLikePythonStrOfUtcnow) {
       std::regex_match(OsloTimestamp(), std::regex(R"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?)")));
 }
 
+// The RPC server's reading of a request's "version" (it was sscanf("%d.%d"), whose overflow is
+// undefined behaviour and which also took " 1.0", "+1.0" and "1.-0").
+TEST(ParseRpcVersionTest, PlainMajorDotMinorOnly) {
+  EXPECT_EQ(ParseRpcVersion("1.0"), std::make_pair(1, 0));
+  EXPECT_EQ(ParseRpcVersion("1.13"), std::make_pair(1, 13));
+  EXPECT_EQ(ParseRpcVersion("01.2147483647"), std::make_pair(1, 2147483647));
+  for (const char* bad : {"", "1", "1.", ".1", "1.0.0", " 1.0", "1.0 ", "+1.0", "1.+0", "1.-0",
+                          "-1.0", "1. 0", "1,0", "x.y", "1.99999999999999999999",
+                          "2147483648.0", "1.2147483648"}) {
+    EXPECT_FALSE(ParseRpcVersion(bad).has_value()) << "'" << bad << "'";
+  }
+}
+
 }  // namespace
 }  // namespace novadt::bus
