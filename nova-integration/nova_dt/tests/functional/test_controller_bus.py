@@ -8,6 +8,10 @@ so its agent RPC client (``RpcAgents``) and its listener on the agents' exchange
 service builds, on oslo.messaging's rabbit driver. Only Nova, Placement and Neutron are the unit
 tests' fakes (and Nova's own bus stays the fake driver: this test is about the agents' side).
 
+The agent and the controller connect with the users and rights docs/bus.md documents, made by
+running that page's rabbitmqctl commands (tests/support/rabbitmq_permissions.py): the agents' RPC
+in vhost nova_dt, the notifications in vhost /.
+
 The agent needs a build: ``NOVA_DT_BUILD`` (default ``<repo>/build``). Without the binary the test
 fails; it never skips.
 """
@@ -26,6 +30,7 @@ import oslo_messaging as messaging
 import nova.conf
 from nova import test
 
+from nova_dt.controller import planner
 from nova_dt.controller import reconciler as dt_reconciler
 from nova_dt.controller import service
 from nova_dt.tests.unit.controller import fakes
@@ -40,6 +45,8 @@ SUPPORT = os.path.join(SRC, 'tests', 'support')
 
 HOST = 'dt-ctl-a'
 BACKUP = 'dt-ctl-b'
+RPC_VHOST = 'nova_dt'
+NOTIFY_VHOST = '/'
 # The running domain of libvirt's test driver: it has no QMP, so protecting it fails with
 # "not shared file-backed memory".
 TEST_DOMAIN_UUID = '6695eb01-f6a4-8304-79aa-97f2502e193f'
@@ -63,7 +70,8 @@ def _support():
     import nova_dt_agent
     import nova_payloads
     import rabbitmq
-    return nova_dt_agent, nova_payloads, rabbitmq
+    import rabbitmq_permissions
+    return nova_dt_agent, nova_payloads, rabbitmq, rabbitmq_permissions
 
 
 class ControllerBusTest(test.NoDBTestCase):
@@ -76,20 +84,26 @@ class ControllerBusTest(test.NoDBTestCase):
                         '--build build) or set NOVA_DT_BUILD' % AGENT_BINARY)
         self.assertTrue(os.path.isdir(SUPPORT),
                         'tests/support not found under %s: set NOVA_DT_SOURCE_DIR' % SRC)
-        agent_mod, self.payloads, rabbitmq_mod = _support()
+        agent_mod, self.payloads, rabbitmq_mod, permissions = _support()
 
         workdir = tempfile.mkdtemp(prefix='nova-dt-controller-bus.')
         self.addCleanup(shutil.rmtree, workdir, True)
         self.rabbit = rabbitmq_mod.RabbitMQ()
         self.addCleanup(self.rabbit.close)
         self.rabbit.start()
+        self.users = permissions.apply_documented_permissions(
+            self.rabbit, HOST, notify_vhost=NOTIFY_VHOST, rpc_vhost=RPC_VHOST)
         self.agent = agent_mod.AgentProcess(
             BUILD, os.path.join(workdir, 'agent'),
-            agent_mod.bus_test_config(HOST, self.rabbit.url, BACKUP))
+            agent_mod.bus_test_config(
+                HOST, self.users.agent_url(self.rabbit, RPC_VHOST), BACKUP,
+                '[oslo_messaging_notifications]\ntransport_url = %s\n'
+                % self.users.agent_url(self.rabbit, NOTIFY_VHOST)))
         self.addCleanup(self.agent.stop)
 
-        # The test's own view of the agent (status) and Nova's notifier, on the same broker.
-        self.test_transport = messaging.get_rpc_transport(CONF, url=self.rabbit.url)
+        # The test's own view of the agent (status, as the controller) and Nova's notifier.
+        self.test_transport = messaging.get_rpc_transport(
+            CONF, url=self.users.controller_url(self.rabbit, RPC_VHOST))
         self.addCleanup(self.test_transport.cleanup)
         self.status_client = messaging.get_rpc_client(
             self.test_transport,
@@ -104,13 +118,17 @@ class ControllerBusTest(test.NoDBTestCase):
 
         # The controller, started as nova-dt-controller starts it; Nova, Placement and Neutron
         # are fakes, the agents' RPC client and notification listener are the real ones.
-        self.flags(agent_transport_url=self.rabbit.url,
-                   agent_notification_transport_url=self.rabbit.url,
+        self.flags(agent_transport_url=self.users.controller_url(self.rabbit, RPC_VHOST),
+                   agent_notification_transport_url=self.users.controller_url(
+                       self.rabbit, NOTIFY_VHOST),
                    state_dir=os.path.join(workdir, 'state'), resume_interval=3600,
                    group='nova_dt')
-        for name, fake in (('ReportClientPlacement', fakes.FakePlacement()),
-                           ('NovaObjectsCompute', fakes.FakeCompute()),
-                           ('NovaNeutronNetwork', fakes.FakeNetwork())):
+        self.placement = fakes.FakePlacement()
+        self.compute = fakes.FakeCompute()
+        self.network = fakes.FakeNetwork()
+        for name, fake in (('ReportClientPlacement', self.placement),
+                           ('NovaObjectsCompute', self.compute),
+                           ('NovaNeutronNetwork', self.network)):
             self.useFixture(fixtures.MockPatch('nova_dt.controller.nova_clients.' + name,
                                                return_value=fake))
         # Watch what the agents' listener hands the reconciler, and what it makes of it. The
@@ -146,6 +164,17 @@ class ControllerBusTest(test.NoDBTestCase):
         self.addCleanup(transport.cleanup)
         return messaging.Notifier(transport, publisher_id='nova-compute:' + HOST,
                                   driver='messagingv2', topics=['versioned_notifications'])
+
+    def _agent_notifier(self):
+        """What any agent's user may publish: notifications on nova_dt (docs/bus.md)."""
+        conf = cfg.ConfigOpts()
+        url = self.users.agent_url(self.rabbit, NOTIFY_VHOST)
+        messaging.get_notification_transport(conf, url=url).cleanup()
+        conf.set_override('control_exchange', 'nova_dt')
+        transport = messaging.get_notification_transport(conf, url=url)
+        self.addCleanup(transport.cleanup)
+        return messaging.Notifier(transport, publisher_id='nova-dt-agent:' + HOST,
+                                  driver='messagingv2', topics=['notifications'])
 
     def _status_quiet(self):
         try:
@@ -205,4 +234,70 @@ class ControllerBusTest(test.NoDBTestCase):
         # without error and without a record.
         self.assertIsNone(result)
         self.assertIsNone(self.svc.reconciler.store.get(TEST_DOMAIN_UUID))
+        self._no_listener_errors()
+
+    def pair_on(self, instance_uuid, primary, backup):
+        """The controller protects the server from ``primary`` to ``backup`` (its record, and
+        Nova's, Placement's and Neutron's fakes as they are then)."""
+        for name, az in ((primary, 'az1'), (backup, 'az2')):
+            view = fakes.host(name, az)
+            self.compute.host_views[name] = view
+            self.placement.add_provider(view.rp_uuid, {'VCPU': 8, 'MEMORY_MB': 8192,
+                                                       'DISK_GB': 100})
+        self.compute.instances[instance_uuid] = {'host': primary, 'node': primary + '-node',
+                                                 'az': 'az1'}
+        self.placement.set_allocations(instance_uuid, {'rp-' + primary: dict(fakes.FLAVOR)})
+        self.network.add_port('port-' + instance_uuid, instance_uuid, primary)
+        self.svc.reconciler.store.put(planner.Pair(
+            instance_uuid, primary_host=primary, backup_host=backup, backup_rp='rp-' + backup,
+            status=planner.PROTECTED))
+
+    def publish_failover(self, instance_uuid, new_host, lost_primary):
+        self._agent_notifier().info({}, 'dt.pair.failover.end', fakes.failover_payload(
+            instance_uuid, new_host, lost_primary))
+
+    def test_forged_failover_is_refused_once_the_real_agent_denies_it(self):
+        # The agent on HOST is the pair's backup, so the event names the right hosts; but HOST's
+        # agent has no such server. Sent with an agent's user, which may publish on nova_dt.
+        forged = str(uuid.uuid4())
+        self.pair_on(forged, BACKUP, HOST)
+        before = self.status()['bus']['rpc']['received']
+        self.publish_failover(forged, HOST, BACKUP)
+        pair = wait_for(lambda: (lambda p: p if p.failover_claim else None)(
+            self.svc.reconciler.store.get(forged)), 'the failover refused')
+        self.assertEqual('refused', pair.failover_claim['verdict'])
+        self.assertEqual('the agent on %s does not have the server' % HOST,
+                         pair.failover_claim['reason'])
+        # The controller asked HOST's agent (the status call came in over HOST's queue) ...
+        self.assertGreater(self.status()['bus']['rpc']['received'], before + 1)
+        # ... and changed nothing.
+        self.assertEqual(BACKUP, self.compute.instances[forged]['host'])
+        self.assertEqual(BACKUP, self.network.port_table['port-' + forged]['binding:host_id'])
+        self.assertEqual({'rp-' + BACKUP: fakes.FLAVOR}, self.placement.usages(forged))
+        self.assertEqual((BACKUP, HOST, planner.PROTECTED),
+                         (pair.primary_host, pair.backup_host, pair.status))
+        self.assertIn('Server %s: not acting on its failover to %s' % (forged, HOST),
+                      self.stdlog.logger.output)
+        self._no_listener_errors()
+
+    def test_failover_confirmed_by_the_real_agent_is_reconciled(self):
+        # Nova says the server runs on HOST: HOST's agent lists it as primary (unprotected: the
+        # test driver cannot protect it), as it does a server it restored.
+        self.nova.info({}, 'instance.create.end', self._nova_payload(TEST_DOMAIN_UUID))
+        view = wait_for(lambda: next((v for v in self.status()['protected_servers']
+                                      if v['instance_uuid'] == TEST_DOMAIN_UUID), None),
+                        'the server in the agent status')
+        self.assertEqual('primary', view['role'])
+        self.pair_on(TEST_DOMAIN_UUID, BACKUP, HOST)
+        self.publish_failover(TEST_DOMAIN_UUID, HOST, BACKUP)
+        wait_for(lambda: self.compute.instances[TEST_DOMAIN_UUID]['host'] == HOST,
+                 'the server moved to %s in Nova' % HOST)
+        self.assertEqual(HOST, self.network.port_table['port-' + TEST_DOMAIN_UUID][
+            'binding:host_id'])
+        self.assertEqual({'rp-' + HOST: fakes.FLAVOR}, self.placement.usages(TEST_DOMAIN_UUID))
+        pair = wait_for(lambda: (lambda p: p if p.job is None else None)(
+            self.svc.reconciler.store.get(TEST_DOMAIN_UUID)), 'the failover job done')
+        self.assertEqual((HOST, None), (pair.primary_host, pair.failover_claim))
+        self.assertIn('Server %s failed over from %s to %s (confirmed by its agent)'
+                      % (TEST_DOMAIN_UUID, BACKUP, HOST), self.stdlog.logger.output)
         self._no_listener_errors()
