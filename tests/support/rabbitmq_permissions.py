@@ -1,7 +1,8 @@
 """The RabbitMQ users of docs/bus.md ("RabbitMQ users and permissions"), made on a test node.
 
     users = apply_documented_permissions(rmq, host="compute-1", rpc_vhost="nova_dt")
-    users.agent_url(rmq, users.rpc_vhost)    # rabbit://nova-dt-agent-compute-1:...@127.0.0.1:port/nova_dt
+    users.agent_url(rmq, users.rpc_vhost)
+    # -> rabbit://nova-dt-agent-compute-1:...@127.0.0.1:<port>/nova_dt
 
 The shell blocks that follow the markers `<!-- rabbitmq-agent-permissions` and
 `<!-- rabbitmq-controller-permissions` in docs/bus.md are run as they are, with bash, with

@@ -16,8 +16,7 @@ NAMES = {'capable_metadata_key', 'link_stats_file', 'link_stats_max_age',
          # nova-dt-controller
          'state_dir', 'agent_transport_url', 'agent_notification_transport_url',
          'agent_exchange', 'agent_topic', 'agent_call_timeout', 'agent_notification_topics',
-         'notification_pool',
-         'step_attempts', 'retry_interval', 'resume_interval'}
+         'notification_pool', 'step_attempts', 'retry_interval', 'resume_interval'}
 
 
 class TestConf(test.NoDBTestCase):
