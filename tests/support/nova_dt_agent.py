@@ -44,6 +44,8 @@ class AgentProcess:
             # Replicas in the scratch directory, not the agent's system default.
             f.write("[DEFAULT]\ncontrol_address = unix:%s/agent.sock\nstate_path = %s/state\n"
                     "[peer]\nlisten_address = 127.0.0.1:0\n"
+                    # Loopback only, and no peer ever calls: the bus is what these tests test.
+                    "allow_insecure = true\n"
                     "[replication]\nreplica_path = %s/state/replicas\n"
                     % (workdir, workdir, workdir))
         self.log_path = os.path.join(workdir, "agent.log")
