@@ -16,6 +16,7 @@
 // waited-for peer not reachable in time, 2 bad usage.
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include "agent/common/numbers.h"
 #include "agent/config/config_loader.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nova_dt/v1/control.grpc.pb.h"
@@ -158,11 +160,12 @@ int main(int argc, char** argv) {
       if (a == "--config-file") config_files.push_back(v);
       if (a == "--wait-peer") opt.wait_peers.push_back(v);
       if (a == "--timeout") {
-        try {
-          opt.timeout_s = std::stod(v);
-        } catch (...) {
-          return Usage("--timeout needs a number of seconds");
+        const std::optional<double> seconds = novadt::ParseFiniteDouble(v);
+        // Bounded so that the conversion to milliseconds below stays defined.
+        if (!seconds || *seconds < 0 || *seconds > 1e6) {
+          return Usage("--timeout needs a number of seconds (0 to 1000000)");
         }
+        opt.timeout_s = *seconds;
       }
     } else if (a == "--help" || a == "-h") {
       Usage("help");
