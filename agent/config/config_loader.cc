@@ -655,6 +655,10 @@ Status ReadAbsolutePath(Options& opts, std::string_view section, std::string_vie
   return absl::OkStatus();
 }
 
+// What ValidateHostName() accepts, for messages that show the value themselves.
+constexpr char kHostNameRule[] =
+    "host name must be 1-255 characters of [A-Za-z0-9._-] starting with a letter or digit";
+
 Status LoadDefault(Options& opts, DefaultSection* d) {
   constexpr std::string_view kSection = "DEFAULT";
   std::string file;
@@ -664,8 +668,8 @@ Status LoadDefault(Options& opts, DefaultSection* d) {
     return opts.Invalid(file, kSection, "host",
                         "must not be empty (it defaults to this machine's hostname)", d->host);
   }
-  if (Status bad = ValidateHostName(d->host); !bad.ok()) {
-    return opts.Invalid(file, kSection, "host", std::string(bad.message()), d->host);
+  if (!ValidateHostName(d->host).ok()) {
+    return opts.Invalid(file, kSection, "host", kHostNameRule, d->host);
   }
   NOVA_DT_RETURN_IF_ERROR(ReadTransportUrl(opts, kSection, &d->transport_url, &d->transport));
   NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "state_path", &d->state_path));
@@ -836,8 +840,9 @@ Status LoadPeer(Options& opts, PeerSection* p) {
     if (peer.host.empty()) {
       return opts.Invalid(file, kSection, "peers", "empty host before '='", item);
     }
-    if (Status bad = ValidateHostName(peer.host); !bad.ok()) {
-      return opts.Invalid(file, kSection, "peers", std::string(bad.message()), item);
+    if (!ValidateHostName(peer.host).ok()) {
+      return opts.Invalid(file, kSection, "peers", std::string("the peer's ") + kHostNameRule,
+                          item);
     }
     if (std::optional<std::string> bad = CheckAddress(peer.address, AddressUse::kDial, true)) {
       return opts.Invalid(file, kSection, "peers", *bad, item);
@@ -1014,6 +1019,10 @@ Status LoadReplication(Options& opts, const DefaultSection& d, const PeerSection
   std::string file;
   NOVA_DT_RETURN_IF_ERROR(
       ReadString(opts, kSection, "default_backup_host", &r->default_backup_host, &file));
+  if (!r->default_backup_host.empty() && !ValidateHostName(r->default_backup_host).ok()) {
+    return opts.Invalid(file, kSection, "default_backup_host", kHostNameRule,
+                        r->default_backup_host);
+  }
   if (r->default_backup_host == d.host) {
     return opts.Invalid(file, kSection, "default_backup_host",
                         "the backup must be another host than this one", r->default_backup_host);

@@ -194,6 +194,14 @@ class ReplicationLink {
     (void)address, (void)open, (void)timeout;
     return absl::UnimplementedError("this link carries no replica bases");
   }
+  // Tells the backup at `address` that `open.primary_host` ends protection of
+  // `open.instance_uuid` on purpose, before it releases output the replica lacks: OK once the
+  // backup recorded that it will never restore that replica. Blocks, bounded by `timeout`.
+  virtual Status Release(const std::string& address, const StreamOpen& open,
+                         std::chrono::milliseconds timeout) {
+    (void)address, (void)open, (void)timeout;
+    return absl::UnimplementedError("this link cannot release replicas");
+  }
 };
 
 }  // namespace novadt::core

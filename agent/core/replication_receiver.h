@@ -63,8 +63,8 @@ class ReplicationReceiver {
   Status CountEpochBytes(uint64_t bytes);
 
   StreamOpen open_;
-  const StreamLimits limits_;
   std::unique_ptr<ReplicaSink> sink_;
+  const StreamLimits limits_;
   bool in_epoch_ = false;
   bool device_state_done_ = false;
   bool closed_ = false;

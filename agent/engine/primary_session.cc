@@ -80,6 +80,18 @@ void PrimarySession::Stop() {
     std::lock_guard<std::mutex> gate_lock(gate_mu_);
     held = parts_.gate->holds_output();
   }
+  // The backup's replica is about to fall behind what clients see: it must never be restored
+  // (docs/security.md, "unprotect"). Bounded; on failure the output still leaves (the operator
+  // asked for an unprotected guest), loudly — without a witness only this keeps the backup
+  // from resuming the stale copy should this host die now.
+  if (Status released = parts_.link->Release(parts_.backup_address, parts_.open,
+                                             options_.release_timeout);
+      !released.ok() && !absl::IsUnimplemented(released) && !absl::IsNotFound(released)) {
+    InstanceLog(parts_.open.instance_uuid)
+        .Error("unprotecting: the backup did not confirm it will never restore its replica "
+               "({}); should this host die now, a failover without a witness could resume it",
+               released.ToString());
+  }
   if (parts_.witness && witness_generation_ > 0 && held) {
     // Unprotecting releases output the replica lacks: make the replica useless first. Stop()
     // must stay bounded, so one attempt; on failure the output still leaves (the operator asked

@@ -74,6 +74,9 @@ struct SessionOptions {
   std::chrono::milliseconds seed_drain_timeout{300000};
   // Bound on asking the backup for its basis before a seed (it hashes its replica files).
   std::chrono::milliseconds basis_timeout{10000};
+  // Stop(): how long the backup has to confirm it will never restore its replica before the
+  // held output is released all the same.
+  std::chrono::milliseconds release_timeout{2000};
 };
 
 // What the session drives. The pointers must outlive the session; the rest it owns.

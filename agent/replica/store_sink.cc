@@ -369,12 +369,34 @@ Status ReplicaRegistry::CheckOwner(const std::string& primary_host, const std::s
   return OwnedBy(*entry, uuid, primary_host);
 }
 
-StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid) {
+Status ReplicaRegistry::Release(const std::string& primary_host, const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(primary_host));
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  if (!entry->owner) return absl::NotFoundError("no replica of " + uuid + " here");
+  NOVA_DT_RETURN_IF_ERROR(OwnedBy(*entry, uuid, primary_host));
+  if (entry->owner->released) return absl::OkStatus();
+  ReplicaOwner released = *entry->owner;
+  released.released = true;
+  NOVA_DT_RETURN_IF_ERROR(SetOwner(*entry, uuid, released));
+  InstanceLog(uuid).Info("{} ended protection: the replica is kept only as a basis",
+                         primary_host);
+  return absl::OkStatus();
+}
+
+StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid, bool handed_over) {
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   const std::string dir = ReplicaDir(options_.replica_path, uuid);
   {
     std::lock_guard<std::mutex> lock(entry->mu);
+    if (!handed_over && entry->owner && entry->owner->released && !entry->fenced) {
+      return absl::FailedPreconditionError(
+          "the replica of " + uuid + " was released by its primary " + entry->owner->host +
+          " (it ended protection on purpose): output it released since is not in it, so it is "
+          "never restored");
+    }
     entry->fenced = true;
     entry->basis_id = 0;  // the copy restored from it will change the files
     if (entry->store) entry->store->Abort();

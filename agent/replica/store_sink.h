@@ -86,12 +86,21 @@ class ReplicaRegistry {
   // recorded.
   Status CheckOwner(const std::string& primary_host, const std::string& instance_uuid);
 
+  // Its owner `primary_host` ends protection on purpose and will release output the replica
+  // lacks: the replica is recorded as released (a basis only; Fence() for a failover refuses it
+  // from now on). An open stream may go on; only the owner's next stream makes the replica
+  // failover-eligible again. PermissionDenied when another primary owns it; NotFound when there
+  // is none.
+  Status Release(const std::string& primary_host, const std::string& instance_uuid);
+
   // Ends replication of `instance_uuid` for good: an open stream's next item is refused and its
   // open epoch dropped (waiting for an item being applied right now), later streams are refused,
   // and this host is recorded as the owner (taken over; kept across restarts). Returns the
-  // committed replica. NotFound when there is none; its own errors (DataLoss...) when the
-  // replica cannot be opened consistently.
-  StatusOr<FencedReplica> Fence(const std::string& instance_uuid);
+  // committed replica. `handed_over`: the owner handed the server over (a planned switchover,
+  // whose final stream ended on purpose); otherwise (a failover) a replica its owner released is
+  // refused with FailedPrecondition, and nothing changes. NotFound when there is none; its own
+  // errors (DataLoss...) when the replica cannot be opened consistently.
+  StatusOr<FencedReplica> Fence(const std::string& instance_uuid, bool handed_over);
 
   // Frees the replica of a server that is gone (deleted in Nova, or switched away from a copy
   // that ran on it): an open stream's next item is refused (FailedPrecondition, not a

@@ -132,6 +132,21 @@ class PeerService final : public nova_dt::v1::Peer::Service {
     });
   }
 
+  grpc::Status Release(grpc::ServerContext* ctx, const nova_dt::v1::ReleaseRequest* req,
+                       nova_dt::v1::ReleaseReply*) override {
+    if (!h_.release_replica) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this agent keeps no replicas");
+    }
+    if (Status who = h_.peer_credentials->Authorize(*ctx, req->host()); !who.ok()) {
+      spdlog::warn("release request from {} refused: {}", ctx->peer(), std::string(who.message()));
+      return ToGrpc(who);
+    }
+    if (auto bad = CheckUuid(req->instance_uuid()); !bad.ok()) return bad;
+    return Guarded("Release", [&] {
+      return ToGrpc(h_.release_replica(req->host(), req->instance_uuid()));
+    });
+  }
+
   grpc::Status Basis(grpc::ServerContext* ctx, const nova_dt::v1::BasisRequest* req,
                      grpc::ServerWriter<nova_dt::v1::BasisChunk>* writer) override {
     if (!h_.replica_basis) {

@@ -48,6 +48,10 @@ struct ServiceHandlers {
   std::function<StatusOr<core::ReplicaBasis>(const std::string& primary_host,
                                              const std::string& instance_uuid)>
       replica_basis;
+  // Peer API: the primary `primary_host` (already authenticated) ends protection of
+  // `instance_uuid` on purpose; its replica here must never be restored. Unset: UNIMPLEMENTED.
+  std::function<Status(const std::string& primary_host, const std::string& instance_uuid)>
+      release_replica;
   // How often the backup side of a replication stream sends a heartbeat.
   std::chrono::milliseconds replication_heartbeat{100};
   // TLS of the peer port and the identity checks of callers (by default: plaintext, and no

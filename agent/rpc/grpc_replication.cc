@@ -417,6 +417,23 @@ class GrpcReplicationLink final : public core::ReplicationLink {
     return basis;
   }
 
+  Status Release(const std::string& address, const core::StreamOpen& open,
+                 std::chrono::milliseconds timeout) override {
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    nova_dt::v1::ReleaseRequest request;
+    request.set_host(open.primary_host);
+    request.set_instance_uuid(open.instance_uuid);
+    nova_dt::v1::ReleaseReply reply;
+    return FromGrpc(
+        Stub(address, host == hosts_.end() ? "" : host->second)->Release(&ctx, request, &reply));
+  }
+
  private:
   nova_dt::v1::Peer::Stub* Stub(const std::string& address, const std::string& host) {
     std::lock_guard<std::mutex> lock(mu_);

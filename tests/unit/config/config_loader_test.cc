@@ -281,10 +281,11 @@ TEST_F(ConfigLoaderTest, ErrorNamesTheFileWhereTheValueWasLastSet) {
 TEST_F(ConfigLoaderTest, OsloValueSyntax) {
   StatusOr<AgentConfig> c = LoadOne(
       "[DEFAULT]\n"
-      // No inline comments: ';' and '#' inside a value stay (inih would cut " ;c").
-      "host = a;b ;c # d\n"
       // "key: value" and the first of ':' / '=' separating.
       "state_path: /srv/x=y\n"
+      "[replication]\n"
+      // No inline comments: ';' and '#' inside a value stay (inih would cut " ;c").
+      "replica_path = /srv/a;b ;c # d\n"
       "[libvirt]\n"
       // Matching quotes stripped; '$$' is a literal '$'.
       "connection_uri = \"qemu+ssh://root@h$$1/system\"\n"
@@ -300,8 +301,9 @@ TEST_F(ConfigLoaderTest, OsloValueSyntax) {
 
   c = LoadOne(
       "[DEFAULT]\n"
-      "host = a;b ;c # d\n"
       "state_path: /srv/x=y\n"
+      "[replication]\n"
+      "replica_path = /srv/a;b ;c # d\n"
       "[libvirt]\n"
       "connection_uri = \"qemu+ssh://root@h$$1/system\"\n"
       "[peer]\n"
@@ -315,14 +317,15 @@ TEST_F(ConfigLoaderTest, OsloValueSyntax) {
 
   c = LoadOne(
       "[DEFAULT]\n"
-      "host = a;b ;c # d\n"
       "state_path: /srv/x=y\n"
+      "[replication]\n"
+      "replica_path = /srv/a;b ;c # d\n"
       "[libvirt]\n"
       "connection_uri = \"qemu+ssh://root@h$$1/system\"\n"
       "[peer]\n"
       "tls_key_file = \"\"\n");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->defaults.host, "a;b ;c # d");
+  EXPECT_EQ(c->replication.replica_path, "/srv/a;b ;c # d");
   EXPECT_EQ(c->defaults.state_path, "/srv/x=y");
   EXPECT_EQ(c->libvirt.connection_uri, "qemu+ssh://root@h$1/system");
   EXPECT_EQ(c->peer.tls_key_file, "");
@@ -438,9 +441,27 @@ TEST_F(ConfigLoaderTest, SubstitutionIsRefused) {
                      "supported by nova-dt (write '$$' for a literal '$'), got "
                      "'rabbit://dt:***@ctl1/'");
   // A '$' that starts no placeholder stays as it is (string.Template.safe_substitute).
-  StatusOr<AgentConfig> c = LoadOne("[DEFAULT]\nhost = a$ $1\n");
+  StatusOr<AgentConfig> c = LoadOne("[replication]\nreplica_path = /a$ $1\n");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->defaults.host, "a$ $1");
+  EXPECT_EQ(c->replication.replica_path, "/a$ $1");
+}
+
+// Host names become identities checked against certificates and paths: only well-formed ones.
+TEST_F(ConfigLoaderTest, HostNamesAreCheckedAndTheSecurityOptionsRead) {
+  EXPECT_THAT(Error("[DEFAULT]\nhost = ../x\n"),
+              HasSubstr("[DEFAULT] host: host name must be 1-255 characters"));
+  EXPECT_THAT(Error("[peer]\npeers = a b=10.0.0.1:7070\n"),
+              HasSubstr("[peer] peers: the peer's host name must be"));
+  EXPECT_THAT(Error("[replication]\ndefault_backup_host = x/y\n"),
+              HasSubstr("[replication] default_backup_host: host name must be"));
+  StatusOr<AgentConfig> c = LoadOne("[DEFAULT]\nhost = compute-1.example.org\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->peer.allow_insecure) << "TLS by default";
+  EXPECT_FALSE(c->witness.allow_none) << "no automatic failover without a witness by default";
+  c = LoadOne("[peer]\nallow_insecure = true\n[witness]\nallow_none = yes\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->peer.allow_insecure);
+  EXPECT_TRUE(c->witness.allow_none);
 }
 
 TEST_F(ConfigLoaderTest, UnknownSectionsAndKeysAreWarnedAbout) {
@@ -834,7 +855,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 62);
+  EXPECT_EQ(options, 69);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});

@@ -108,6 +108,11 @@ class LoopbackLink final : public core::ReplicationLink {
     std::lock_guard<std::mutex> lock(mu_);
     return basis;
   }
+  Status Release(const std::string&, const core::StreamOpen&, milliseconds) override {
+    if (on_release) on_release();
+    ++releases;
+    return release_answer;
+  }
 
   StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string&, const core::StreamOpen& open,
                                                     core::EpochStreamCallbacks cb) override {
@@ -161,6 +166,10 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
   std::atomic<uint64_t> last_basis_id{0};
   std::atomic<int> syncs{0};
+  // Release(): calls, what it answers, and what runs first (set before the session).
+  std::atomic<int> releases{0};
+  Status release_answer;
+  std::function<void()> on_release;
   // Called with every item the primary sends (on its sending thread); set before the session.
   std::function<void(const core::StreamItem&)> on_send;
   // What Basis() answers (under mu_): none by default, as a backup without a replica.
@@ -318,6 +327,26 @@ TEST_F(PrimarySessionTest, SeedsThenCheckpointsAndEveryAckReleasesItsEpoch) {
 // A page the guest changes and changes back while the seeding copy runs looks clean to the dirty
 // tracker (same bytes as when it was armed) but the copy caught the intermediate bytes: the first
 // checkpoint must send it again.
+// Unprotecting releases output the replica never gets: the backup is told first, so that it
+// never restores the replica (docs/security.md) — and the output leaves even if it cannot
+// confirm (the operator asked for an unprotected guest).
+TEST_F(PrimarySessionTest, StopTellsTheBackupItsReplicaIsReleasedBeforeTheOutputLeaves) {
+  for (bool confirmed : {true, false}) {
+    SCOPED_TRACE(confirmed ? "backup confirms" : "backup unreachable");
+    link_.release_answer = confirmed ? Status() : absl::UnavailableError("backup unreachable");
+    int released_before = -1;
+    link_.on_release = [&] { released_before = Count("object-del"); };
+    StartSession(Fast());
+    ASSERT_TRUE(WaitState(PairState::kProtected));
+    const int releases = link_.releases;
+    session_->Stop();
+    EXPECT_EQ(link_.releases, releases + 1);
+    ASSERT_GE(released_before, 0);
+    EXPECT_GT(Count("object-del"), released_before) << "the held output left after the release";
+    session_.reset();
+  }
+}
+
 TEST_F(PrimarySessionTest, PageChangedAndRevertedDuringTheSeedingCopyIsSentAgain) {
   const char original = guest_[9 * kPage];
   std::atomic<int> stops{0};

@@ -194,7 +194,7 @@ TEST_F(StoreSinkTest, FenceEndsReplicationForGoodAndHandsOverTheCommittedReplica
   ASSERT_TRUE((*r)->Handle(third[0]).ok());  // epoch 3 open when the backup takes over
   (*r)->Heard();
 
-  auto fenced = registry_->Fence(TestOpen().instance_uuid);
+  auto fenced = registry_->Fence(TestOpen().instance_uuid, /*handed_over=*/true);
   ASSERT_TRUE(fenced.ok()) << fenced.status();
   EXPECT_EQ(fenced->committed_epoch, 2u);
   EXPECT_EQ(fenced->ram_path, ReplicaDir(dir_.path(), TestOpen().instance_uuid) + "/ram.img");
@@ -220,7 +220,7 @@ TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed
     auto r = core::ReplicationReceiver::Start(TestOpen(), factory);
     ASSERT_TRUE(r.ok());
     for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
-    ASSERT_TRUE(registry_->Fence(uuid).ok());
+    ASSERT_TRUE(registry_->Fence(uuid, /*handed_over=*/true).ok());
     (*r)->Close(absl::CancelledError("taken over"));
   }
   EXPECT_TRUE(core::IsTakenOverRefusal(
@@ -241,7 +241,7 @@ TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed
 
 TEST_F(StoreSinkTest, FenceOfAnUnknownServerIsNotFound) {
   Factory();
-  EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead").status()));
+  EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead", /*handed_over=*/true).status()));
 }
 
 TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) {
@@ -378,7 +378,7 @@ TEST_F(StoreSinkTest, AnInPlaceSeedCutShortLeavesTheReplicaNotSeeded) {
   (*r)->Close(absl::CancelledError("primary gone"));
   r->reset();
   EXPECT_EQ(CommittedEpoch(), 0u);
-  auto fenced = registry_->Fence(Uuid());
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/true);
   ASSERT_TRUE(fenced.ok()) << fenced.status();
   EXPECT_EQ(fenced->committed_epoch, 0u);
 }
@@ -499,7 +499,7 @@ TEST_F(StoreSinkTest, BasisFromAPeerThatIsNotTheOwnerIsRefusedAndTheStreamCarrie
 
 TEST_F(StoreSinkTest, BasisOfAServerTakenOverHereIsTheTakenOverRefusal) {
   StreamEpochs(TestOpen(), 1);
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   auto basis = registry_->Basis("rig-a", Uuid());
   EXPECT_TRUE(core::IsTakenOverRefusal(basis.status())) << basis.status();
   EXPECT_TRUE(core::IsTakenOverRefusal(registry_->Basis("rig-b", Uuid()).status()));
@@ -508,7 +508,7 @@ TEST_F(StoreSinkTest, BasisOfAServerTakenOverHereIsTheTakenOverRefusal) {
 // A planned switchover away from here: the files the copy ran on are the new primary's basis.
 TEST_F(StoreSinkTest, ARelinquishedReplicaIsABasisForTheNewPrimary) {
   StreamEpochs(TestOpen(), 2);
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   {  // the copy that ran here changed the files
     std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/ram.img",
                       std::ios::binary | std::ios::in | std::ios::out);
@@ -539,7 +539,7 @@ TEST_F(StoreSinkTest, AFenceInvalidatesABasisHandedOutBefore) {
   StreamEpochs(TestOpen(), 2);
   auto basis = registry_->Basis("rig-a", Uuid());
   ASSERT_TRUE(basis.ok()) << basis.status();
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   {  // the copy that ran here changed the files
     std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/ram.img",
                       std::ios::binary | std::ios::in | std::ios::out);
@@ -556,7 +556,7 @@ TEST_F(StoreSinkTest, AFenceInvalidatesABasisHandedOutBefore) {
 TEST_F(StoreSinkTest, ABasisHandedOutBeforeAFenceDoesNotKeepARelinquishedReplica) {
   StreamEpochs(TestOpen(), 2);
   ASSERT_TRUE(registry_->Basis("rig-a", Uuid()).ok());
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   const uint64_t mark = registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
   ASSERT_TRUE(registry_->DiscardIfUnused(Uuid(), mark).ok());
   EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid())));
@@ -731,7 +731,7 @@ TEST_F(KeepBasisTest, TheMarkOfAnExistingReplicaFreesItWhenUnused) {
 // the new primary may protect it towards here again.
 TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereClearsTheFence) {
   StreamEpochs(TestOpen(), 2);
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   ASSERT_TRUE(core::IsTakenOverRefusal(
       core::ReplicationReceiver::Start(From("rig-b"), Factory()).status()));
   {  // the copy that ran here changed the files
@@ -756,7 +756,7 @@ TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereClearsTheFence) {
 
 TEST_F(KeepBasisTest, KeepBasisOnAServerTakenOverHereAcceptsAFullSeedToo) {
   StreamEpochs(TestOpen(), 1);
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   ASSERT_TRUE(std::filesystem::remove_all(ReplicaDir(dir_.path(), Uuid())) > 0);
   ASSERT_TRUE(core::IsTakenOverRefusal(
       core::ReplicationReceiver::Start(From("rig-b"), Factory()).status()));
@@ -918,7 +918,7 @@ TEST_F(OwnershipTest, ABasisIsOnlyEverTheOwnersAndAStreamCannotNameAnotherPeersB
 
 TEST_F(OwnershipTest, ATakeOverIsRememberedAcrossRestartsAndRefusesTheOldPrimary) {
   BrokenStreamFromTheOwner();
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   Restart();
   auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
   EXPECT_TRUE(core::IsTakenOverRefusal(r.status())) << r.status();
@@ -934,7 +934,7 @@ TEST_F(OwnershipTest, ATakeOverIsRememberedAcrossRestartsAndRefusesTheOldPrimary
 
 TEST_F(OwnershipTest, AFailedTakeOverLeavesTheReplicaToItsOwner) {
   BrokenStreamFromTheOwner();
-  ASSERT_TRUE(registry_->Fence(Uuid()).ok());
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
   registry_->Relinquish(Uuid(), "rig-a", /*released=*/false);
   EXPECT_TRUE(registry_->CheckOwner("rig-a", Uuid()).ok());
   EXPECT_TRUE(absl::IsPermissionDenied(
@@ -969,7 +969,7 @@ TEST_F(OwnershipTest, MalformedIdentifiersAreRefusedAndNoPathIsBuiltFromThem) {
     EXPECT_TRUE(absl::IsInvalidArgument(registry_->Factory()(open).status()));
     EXPECT_TRUE(absl::IsInvalidArgument(registry_->Basis("rig-a", b).status()));
     EXPECT_TRUE(absl::IsInvalidArgument(registry_->CheckOwner("rig-a", b)));
-    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Fence(b).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(registry_->Fence(b, /*handed_over=*/true).status()));
     EXPECT_TRUE(absl::IsInvalidArgument(registry_->Discard(b)));
     EXPECT_TRUE(absl::IsInvalidArgument(registry_->DiscardIfUnused(b, 0)));
     EXPECT_TRUE(absl::IsInvalidArgument(
@@ -1012,6 +1012,33 @@ TEST_F(OwnershipTest, StreamsPerPeerAreBoundedAndAReplacingStreamDoesNotCountTwi
   (*one)->Close(absl::OkStatus());
   one->reset();
   EXPECT_TRUE(core::ReplicationReceiver::Start(open(3), Factory()).ok()) << "a slot is free again";
+}
+
+// Release: the owner ends protection on purpose (unprotect) before it releases output the replica
+// lacks; from then on a failover never restores it — also across a restart of the backup — while
+// a planned hand-over (whose final stream also ended on purpose) still can.
+TEST_F(OwnershipTest, AReleasedReplicaIsNeverFencedForAFailoverButMayBeHandedOver) {
+  BrokenStreamFromTheOwner();
+  EXPECT_TRUE(absl::IsPermissionDenied(registry_->Release("rig-x", Uuid())));
+  EXPECT_TRUE(absl::IsNotFound(registry_->Release("rig-a", "00000000-0000-4000-8000-000000000000")));
+  ASSERT_TRUE(registry_->Release("rig-a", Uuid()).ok());
+  ASSERT_TRUE(registry_->Release("rig-a", Uuid()).ok()) << "idempotent";
+  Restart();
+  auto refused = registry_->Fence(Uuid(), /*handed_over=*/false);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_TRUE(core::ReplicationReceiver::Start(TestOpen(), Factory()).ok())
+      << "nothing was fenced: its owner may protect it again";
+}
+
+TEST_F(OwnershipTest, AStreamItsOwnerClosedReleasesTheReplicaAndABrokenOneDoesNot) {
+  BrokenStreamFromTheOwner();
+  EXPECT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/false).ok()) << "a failover restores it";
+  registry_->Relinquish(Uuid(), "rig-a", /*released=*/false);
+  StreamEpochs(TestOpen(), 2);  // closed by its primary
+  EXPECT_TRUE(absl::IsFailedPrecondition(registry_->Fence(Uuid(), false).status()));
+  auto handed = registry_->Fence(Uuid(), /*handed_over=*/true);
+  ASSERT_TRUE(handed.ok()) << handed.status();
+  EXPECT_EQ(handed->committed_epoch, 2u);
 }
 
 }  // namespace
