@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <filesystem>
 #include <system_error>
 #include <tuple>
@@ -174,7 +177,11 @@ Status PrepareUnixSocket(const std::string& address) {
   if (address.rfind("unix:", 0) != 0) return absl::OkStatus();
   std::filesystem::path path = address.substr(5);
   std::error_code ec;
+  const bool made = !std::filesystem::exists(path.parent_path(), ec);
   std::filesystem::create_directories(path.parent_path(), ec);
+  if (!ec && made) {
+    std::filesystem::permissions(path.parent_path(), std::filesystem::perms::owner_all, ec);
+  }
   if (ec) {
     return absl::UnavailableError("cannot create " + path.parent_path().string() + ": " +
                                   ec.message());
@@ -211,6 +218,12 @@ StatusOr<std::pair<std::unique_ptr<grpc::Server>, std::string>> Listen(
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || (address.rfind("unix:", 0) != 0 && port == 0)) {
     return absl::UnavailableError("cannot listen on " + what + " address " + address);
+  }
+  // A unix socket is guarded by its file mode (the control API has no other authentication):
+  // root's only, whatever the umask.
+  if (address.rfind("unix:", 0) == 0 && ::chmod(address.substr(5).c_str(), 0600) != 0) {
+    return absl::UnavailableError("cannot restrict " + what + " socket " + address.substr(5) +
+                                  ": " + std::strerror(errno));
   }
   return std::make_pair(std::move(server), ResolvedAddress(address, port));
 }

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -92,6 +93,12 @@ TEST_F(AgentServerTest, PortZeroIsResolvedAndUnixSocketDirectoryCreated) {
   EXPECT_EQ(server_->control_address(), control_address_);
   EXPECT_EQ(server_->peer_address().rfind("127.0.0.1:", 0), 0u);
   EXPECT_NE(server_->peer_address(), "127.0.0.1:0");
+  // The control API has no authentication of its own: its socket is root's only.
+  struct stat st;
+  ASSERT_EQ(::stat(control_address_.substr(5).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((dir_.path() + "/sub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
 TEST_F(AgentServerTest, StatusReturnsTheSnapshot) {
