@@ -266,12 +266,12 @@ StatusOr<Carry> DiskDevice(std::string_view v, const Ctx&) {
   return Bad(Quote(v) + " is not device='disk'");
 }
 
+// Any storage of a device='disk' is restorable: the replica's raw image replaces it, and nothing
+// of the primary's storage (source, host, auth) is carried — so a Cinder volume or Ceph RBD disk
+// becomes a file disk on the backup like a local instance disk (ReplicaDisk sets type='file').
 StatusOr<Carry> DiskType(std::string_view v, const Ctx&) {
-  if (v == "file") return Carry::kCopy;
-  return Bad("a disk of type " + Quote(v) +
-             " (host block device, network or pool storage such as a Cinder volume or Ceph RBD) "
-             "is not restorable: only file-backed disks (Nova's local instance disks), which the "
-             "replica's raw image replaces, are");
+  if (v == "file" || v == "block" || v == "network" || v == "volume") return Carry::kDrop;
+  return Bad("a disk of type " + Quote(v) + " is not restorable");
 }
 
 // <emulator>: libvirt's live XML always names it; the backup never takes it over (its libvirt
@@ -570,8 +570,9 @@ std::vector<Rule> MakeAllowList() {
 
       {.path = "domain/devices"},
       {.path = "domain/devices/emulator", .text = Emulator},
-      // Disks: file disks only; each is rebuilt on the replica's raw image (replica_disk). The
-      // primary's source, backing chain and block-copy mirror are never carried.
+      // Disks: device='disk' only, of any storage; each is rebuilt as a file disk on the
+      // replica's raw image (replica_disk). The primary's source, credentials, backing chain and
+      // block-copy mirror are never carried.
       {.path = "domain/devices/disk",
        .attrs = {{"type", DiskType}, {"device", DiskDevice}},
        .many = true,
@@ -589,6 +590,7 @@ std::vector<Rule> MakeAllowList() {
                  {"queues", Uint()},
                  {"iommu", OnOff()}}},
       {.path = "domain/devices/disk/source", .drop = true},
+      {.path = "domain/devices/disk/auth", .drop = true},  // a network disk's credentials
       {.path = "domain/devices/disk/backingStore", .drop = true},
       {.path = "domain/devices/disk/mirror", .drop = true},
       {.path = "domain/devices/disk/target",
@@ -1044,6 +1046,15 @@ class Walk {
     }
     ++matched_;
     if (!out) return absl::OkStatus();
+    {  // type='file' first, as libvirt writes it, then the disk's other attributes
+      std::vector<std::pair<std::string, std::string>> kept;
+      for (xmlAttrPtr a = out->properties; a; a = a->next) {
+        kept.emplace_back(S(a->name), Attribute(out, reinterpret_cast<const char*>(a->name)));
+      }
+      while (out->properties) xmlRemoveProp(out->properties);
+      xmlSetProp(out, X("type"), X("file"));
+      for (const auto& [name, value] : kept) xmlSetProp(out, X(name.c_str()), X(value.c_str()));
+    }
     // <driver name='qemu' type='raw' ...the primary's other driver attributes>: replica images
     // are raw (ReplicaStore).
     xmlNodePtr driver = FirstChild(out, "driver");

@@ -32,12 +32,13 @@ inline constexpr size_t kMaxDomainXmlBytes = size_t{1} << 20;
 //    fails, and whose <name> is 1..64 characters of [A-Za-z0-9_.+-] starting with a letter or
 //    digit;
 //  - holds only allow-listed elements and attributes with allowed values (restore_xml.cc): among
-//    others file disks (device='disk' type='file'), bridge/ethernet/network NICs, pty or file
+//    others disks of device='disk' (of type file, block, network or volume: each becomes a file
+//    disk on the replica image), bridge/ethernet/network NICs, pty or file
 //    serial consoles, VNC/SPICE graphics, video, input, memballoon, rng on /dev/urandom, watchdog,
 //    controllers, the QEMU guest agent channel, Nova's <metadata>. Libvirt's runtime parts (domain
 //    id, generated aliases and tap names, pty paths, dynamic <seclabel>s, the disk's source,
-//    backing chain and block-copy <mirror>, <resource>, a standard <emulator>) are accepted and
-//    never carried;
+//    credentials, backing chain and block-copy <mirror>, <resource>, a standard <emulator>) are
+//    accepted and never carried;
 //  - names host files (kernel and initrd of a direct kernel boot, a serial console's file or log)
 //    only as Nova does: <cfg.instances_path>/<uuid>/kernel, .../ramdisk, .../console.log, or as
 //    any file below one of cfg.restore_file_dirs (paths as libvirtd sees them: absolute, without
@@ -48,9 +49,9 @@ inline constexpr size_t kMaxDomainXmlBytes = size_t{1} << 20;
 // naming the offending element or attribute by its path, e.g. "domain XML refused:
 // /domain/devices/hostdev: host device passthrough ... is not restorable". Refused among others:
 // <qemu:commandline> and every other element outside libvirt's namespace (except Nova's
-// metadata), <hostdev>, static or 'none' <seclabel>s, lun/cdrom/floppy disks, block/network/volume
-// disks, a non-standard <emulator>, UEFI <loader>/<nvram>, TCP/unix/device consoles, direct,
-// hostdev or vhost-user NICs and <script>s.
+// metadata), <hostdev>, static or 'none' <seclabel>s, lun/cdrom/floppy disks, a non-standard
+// <emulator>, UEFI <loader>/<nvram>, TCP/unix/device consoles, direct, hostdev or vhost-user NICs
+// and <script>s.
 Status CheckRestorableDomain(std::string_view domain_xml, std::string_view instance_uuid,
                              const config::LibvirtSection& cfg);
 

@@ -213,19 +213,25 @@ TEST(RestoreCheckTest, RefusesCustomEmulators) {
   }
 }
 
-TEST(RestoreCheckTest, RefusesBlockNetworkAndVolumeDisks) {
-  EXPECT_TRUE(Refused(AddDevice("<disk type='block' device='disk'><driver name='qemu' "
-                                "type='raw'/><source dev='/dev/mapper/vg-vol'/><target dev='vdb' "
-                                "bus='virtio'/></disk>"),
-                      "/domain/devices/disk[2]/@type: a disk of type 'block'"));
-  EXPECT_TRUE(Refused(AddDevice("<disk type='network' device='disk'><driver name='qemu' "
-                                "type='raw'/><source protocol='rbd' name='vms/x_disk'><host "
-                                "name='10.0.0.1' port='6789'/></source><target dev='vdb' "
-                                "bus='virtio'/></disk>"),
-                      "/domain/devices/disk[2]/@type: a disk of type 'network'"));
-  EXPECT_TRUE(Refused(AddDevice("<disk type='volume' device='disk'><source pool='p' "
-                                "volume='v'/><target dev='vdb' bus='virtio'/></disk>"),
-                      "a disk of type 'volume'"));
+// Volume-backed disks are restorable: nothing of their storage is carried (the replica's raw
+// image replaces it; RestoreXmlTest.VolumeDisksBecomeFileDisksOnTheReplica).
+TEST(RestoreCheckTest, AcceptsBlockNetworkAndVolumeDisksButNoOtherType) {
+  for (const char* disk :
+       {"<disk type='block' device='disk'><driver name='qemu' type='raw'/><source "
+        "dev='/dev/mapper/vg-vol'/><target dev='vdb' bus='virtio'/></disk>",
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/><auth "
+        "username='nova'><secret type='ceph' uuid='11111111-2222-4333-8444-555555555555'/>"
+        "</auth><source protocol='rbd' name='vms/x_disk'><host name='10.0.0.1' port='6789'/>"
+        "</source><target dev='vdb' bus='virtio'/></disk>",
+        "<disk type='volume' device='disk'><source pool='p' volume='v'/><target dev='vdb' "
+        "bus='virtio'/></disk>"}) {
+    const std::string xml = AddDevice(disk);
+    EXPECT_TRUE(CheckRestorableDomain(xml, kNovaUuid, NovaHost()).ok())
+        << CheckRestorableDomain(xml, kNovaUuid, NovaHost());
+  }
+  EXPECT_TRUE(Refused(AddDevice("<disk type='dir' device='disk'><source dir='/etc'/><target "
+                                "dev='vdb' bus='virtio'/></disk>"),
+                      "/domain/devices/disk[2]/@type: a disk of type 'dir'"));
 }
 
 TEST(RestoreCheckTest, TheDomainMustBeTheServer) {

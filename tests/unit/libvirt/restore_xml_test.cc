@@ -168,6 +168,22 @@ TEST(RestoreXmlTest, HarmlessLookingExtrasAreNotCarried) {
       << CheckRestorableDomain(in, kNovaUuid, NovaHost());
 }
 
+// A Cinder or Ceph disk on the primary is a file disk on the replica's image on the backup:
+// nothing of the primary's storage (device path, monitor hosts, credentials) is carried.
+TEST(RestoreXmlTest, VolumeDisksBecomeFileDisksOnTheReplica) {
+  const std::string in = Edit(
+      kNovaLiveXml, "<disk type='file' device='disk'>",
+      "<disk type='network' device='disk'><auth username='nova'><secret type='ceph' "
+      "uuid='11111111-2222-4333-8444-555555555555'/></auth>");
+  auto clean = DeriveRestoreXml(in, kImages, /*incoming=*/false, NovaHost());
+  ASSERT_TRUE(clean.ok()) << clean.status();
+  for (const char* gone : {"network", "auth", "secret", "ceph", "nova'"}) {
+    EXPECT_FALSE(Has(*clean, gone)) << gone << "\n" << *clean;
+  }
+  EXPECT_TRUE(Has(*clean, "<disk type=\"file\" device=\"disk\">")) << *clean;
+  EXPECT_TRUE(Has(*clean, "disk-vda.raw")) << *clean;
+}
+
 // The derived definition is itself restorable and derives to itself: it holds nothing the
 // allow-list leaves out, and nothing the allow-list does not name.
 TEST(RestoreXmlTest, TheDerivedDefinitionIsAFixedPointOfTheAllowList) {
