@@ -1,5 +1,8 @@
 #include "agent/libvirt/domain_xml.h"
 
+#include "agent/common/identifiers.h"
+#include "agent/common/numbers.h"
+
 #include <limits>
 #include <memory>
 #include <string>
@@ -58,16 +61,12 @@ StatusOr<uint64_t> MemoryBytes(std::string_view domain_xml) {
   if (!doc) return absl::InvalidArgumentError("domain XML does not parse");
   const std::string value = Eval(doc.get(), nullptr, "normalize-space(/domain/memory)");
   std::string unit = Eval(doc.get(), nullptr, "string(/domain/memory/@unit)");
-  uint64_t n = 0;
-  size_t used = 0;
-  try {
-    n = std::stoull(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
+  const std::optional<uint64_t> parsed = ParseInteger<uint64_t>(value);
+  if (!parsed) {
+    return absl::InvalidArgumentError("domain XML has no valid <memory>: '" + Printable(value) +
+                                      "'");
   }
-  if (value.empty() || used != value.size() || value[0] < '0' || value[0] > '9') {
-    return absl::InvalidArgumentError("domain XML has no valid <memory>: '" + value + "'");
-  }
+  const uint64_t n = *parsed;
   if (unit.empty()) unit = "KiB";
   static const std::pair<const char*, uint64_t> kUnits[] = {
       {"b", 1},          {"bytes", 1},        {"KB", 1000},       {"k", 1024},
