@@ -568,7 +568,8 @@ Status ReadAddress(Options& opts, std::string_view section, std::string_view key
 
 // A file the agent will read later (TLS material): it must exist, be readable and regular.
 std::optional<std::string> CheckReadableFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or a device) named by mistake must not hang the agent's start.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return std::string("cannot read the file: ") + std::strerror(errno);
   struct stat st;
   const bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);

@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <spdlog/logger.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -646,6 +647,12 @@ TEST_F(ConfigLoaderTest, TlsFilesMustBeReadable) {
   EXPECT_EQ(Error("[peer]\ntls_cert_file = " + dir_ + "\ntls_key_file = " + cert +
                   "\ntls_ca_file = " + cert + "\n"),
             f + ": [peer] tls_cert_file: not a regular file, got '" + dir_ + "'");
+  // A FIFO named by mistake is refused at once (nothing blocks on opening it).
+  const std::string fifo = dir_ + "/fifo.pem";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(Error("[peer]\ntls_cert_file = " + fifo + "\ntls_key_file = " + cert +
+                  "\ntls_ca_file = " + cert + "\n"),
+            f + ": [peer] tls_cert_file: not a regular file, got '" + fifo + "'");
   EXPECT_EQ(Error("[witness]\ntls_ca_file = /nonexistent/ca.pem\n"),
             f + ": [witness] tls_ca_file: cannot read the file: No such file or directory, "
                 "got '/nonexistent/ca.pem'");
