@@ -117,6 +117,13 @@ struct LibvirtSection {
   int keepalive_count = 5;
   // Reconnect back-off after the connection drops: starts at 100 ms, doubles up to this.
   int reconnect_max_backoff_ms = 5000;
+  // The user and group libvirt runs QEMU as (qemu.conf `user` / `group`; Debian's default
+  // libvirt-qemu:libvirt-qemu): a name, or "+N" for the numeric id. The files a restored QEMU
+  // opens (replica RAM and disks) and the disk capture's NBD sockets are given to them, mode
+  // 0600, in directories only the agent and this group can pass (docs/compute-host.md).
+  // Looked up when the agent starts: an unknown name stops it (exit 2).
+  std::string qemu_user = "libvirt-qemu";
+  std::string qemu_group = "libvirt-qemu";
   bool operator==(const LibvirtSection&) const = default;
 };
 

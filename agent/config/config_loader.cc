@@ -800,8 +800,22 @@ Status LoadLibvirt(Options& opts, LibvirtSection* l) {
   NOVA_DT_RETURN_IF_ERROR(
       ReadInt(opts, kSection, "keepalive_interval_s", 1, 600, &l->keepalive_interval_s));
   NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "keepalive_count", 1, 100, &l->keepalive_count));
-  return ReadInt(opts, kSection, "reconnect_max_backoff_ms", 100, 600000,
-                 &l->reconnect_max_backoff_ms);
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "reconnect_max_backoff_ms", 100, 600000,
+                                  &l->reconnect_max_backoff_ms));
+  // Spelt as qemu.conf spells them; looked up when the agent starts (daemon/main.cc).
+  for (auto [key, out] : {std::pair{"qemu_user", &l->qemu_user},
+                          std::pair{"qemu_group", &l->qemu_group}}) {
+    NOVA_DT_RETURN_IF_ERROR(ReadString(opts, kSection, key, out, &file));
+    const bool numeric = out->size() > 1 && (*out)[0] == '+' &&
+                         out->find_first_not_of("0123456789", 1) == std::string::npos;
+    const bool name = !out->empty() && (*out)[0] != '-' && (*out)[0] != '+' &&
+                      out->find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                             "0123456789._-$") == std::string::npos;
+    if (!numeric && !name) {
+      return opts.Invalid(file, kSection, key, "expected a user or group name, or +N", *out);
+    }
+  }
+  return absl::OkStatus();
 }
 
 Status LoadPeer(Options& opts, PeerSection* p) {

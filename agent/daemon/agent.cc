@@ -31,9 +31,10 @@ pid_t QemuPid(const std::string& domain_name) {
 
 }  // namespace
 
-Agent::Agent(config::AgentConfig cfg, const Clock& clock)
+Agent::Agent(config::AgentConfig cfg, const Clock& clock, FileOwner qemu)
     : cfg_(std::move(cfg)),
       clock_(clock),
+      qemu_(std::move(qemu)),
       started_(clock.Now()),
       loop_(clock),
       peers_(clock, cfg_.peer.peers, 3 * std::chrono::milliseconds(cfg_.peer.hello_interval_ms)),
@@ -71,9 +72,21 @@ Status Agent::Run() {
   replica_events.closed = [this](const std::string& uuid, const Status& why) {
     loop_.Post([this, uuid, why] { OnReplicaClosed(uuid, why); });
   };
-  registry_ = std::make_unique<replica::ReplicaRegistry>(cfg_.replication.replica_path,
-                                                         replica::ReplicaOptions{},
-                                                         std::move(replica_events));
+  // QEMU must reach replicas (failover) and capture sockets (protection): warned, not fatal,
+  // for an agent that may serve neither role.
+  if (Status st = replica::PrepareReplicaRoot(cfg_.replication.replica_path, qemu_); !st.ok()) {
+    spdlog::warn("{}: failover to this host will fail", std::string(st.message()));
+  }
+  if (Status st = engine::PrepareNbdSocketRoot(cfg_.defaults.state_path + "/nbd", qemu_);
+      !st.ok()) {
+    spdlog::warn("{}: protecting servers of this host will fail", std::string(st.message()));
+  }
+  replica::ReplicaOptions replica_options;
+  replica_options.qemu = qemu_;
+  registry_ = std::make_unique<replica::ReplicaRegistry>(
+      replica::RegistryOptions{cfg_.replication.replica_path, cfg_.defaults.host,
+                               cfg_.replication.max_streams_per_peer, replica_options},
+      std::move(replica_events));
   handlers.open_replica = registry_->Factory();
   handlers.replica_basis = [this](const std::string& primary, const std::string& uuid) {
     return registry_->Basis(primary, uuid);
@@ -117,6 +130,7 @@ Status Agent::Run() {
   launcher_ = libvirt::MakeLibvirtLauncher(cfg_.libvirt);
   engine::FailoverRestorerOptions restore_options;
   restore_options.arm_dir = cfg_.replication.replica_path;
+  restore_options.qemu = qemu_;
   restorer_ = std::make_unique<engine::FailoverRestorer>(*launcher_, *hypervisor_, clock_,
                                                          restore_options);
   last_detector_tick_ = clock_.Now();
@@ -644,7 +658,7 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   }
   parts.gate = *std::move(gate);
   parts.capture = engine::MakeNbdDiskCapture(hv, uuid, open.disks,
-                                             cfg_.defaults.state_path + "/nbd/" + uuid);
+                                             cfg_.defaults.state_path + "/nbd/" + uuid, qemu_);
   parts.witness = witness_.get();
   engine::SessionOptions options;
   options.epoch = std::chrono::milliseconds(cfg_.replication.epoch_ms);

@@ -16,6 +16,7 @@
 #include "agent/bus/nova_events.h"
 #include "agent/bus/notification_consumer.h"
 #include "agent/common/clock.h"
+#include "agent/common/file_owner.h"
 #include "agent/common/status.h"
 #include "agent/config/config.h"
 #include "agent/core/agent_status.h"
@@ -45,7 +46,8 @@ namespace novadt::daemon {
 
 class Agent {
  public:
-  Agent(config::AgentConfig cfg, const Clock& clock);
+  // `qemu`: cfg.libvirt.qemu_user / qemu_group, resolved (ResolveFileOwner()).
+  Agent(config::AgentConfig cfg, const Clock& clock, FileOwner qemu = {});
   ~Agent();
 
   // Binds the APIs, connects to libvirt, greets the configured peers, then runs the event loop
@@ -173,6 +175,7 @@ class Agent {
 
   const config::AgentConfig cfg_;
   const Clock& clock_;
+  const FileOwner qemu_;  // who QEMU runs as: owner of replica images and capture sockets
   const Clock::TimePoint started_;
   core::EventLoop loop_;
   core::PeerTracker peers_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agent/common/clock.h"
+#include "agent/common/file_owner.h"
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/config/config_loader.h"
@@ -123,6 +124,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nova-dt-agent: %s\n", std::string(tls.status().message()).c_str());
     return 2;
   }
+  // The user and group QEMU runs as must exist: replica images and capture sockets go to them.
+  auto qemu = novadt::ResolveFileOwner(cfg->libvirt.qemu_user, cfg->libvirt.qemu_group);
+  if (!qemu.ok()) {
+    std::fprintf(stderr, "nova-dt-agent: [libvirt] qemu_user/qemu_group '%s:%s': %s\n",
+                 cfg->libvirt.qemu_user.c_str(), cfg->libvirt.qemu_group.c_str(),
+                 std::string(qemu.status().message()).c_str());
+    return 2;
+  }
   if (!novadt::InitLogging(cfg->defaults.log_level)) {
     spdlog::warn("unknown log level '{}', using info", cfg->defaults.log_level);
   }
@@ -137,7 +146,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   novadt::SystemClock clock;
-  novadt::daemon::Agent agent(*std::move(cfg), clock);
+  novadt::daemon::Agent agent(*std::move(cfg), clock, *std::move(qemu));
 
   std::atomic<bool> done{false};
   std::thread signal_thread([&] {

@@ -1,5 +1,7 @@
 #include "agent/engine/disk_capture.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -29,19 +31,34 @@ class WriteOnlyBackend final : public nbd::BlockBackend {
 class NbdDiskCapture final : public DiskCapture {
  public:
   NbdDiskCapture(core::Hypervisor& hv, std::string uuid, std::vector<core::DiskGeometry> disks,
-                 std::string socket_dir)
-      : hv_(hv), uuid_(std::move(uuid)), disks_(std::move(disks)), dir_(std::move(socket_dir)) {}
+                 std::string socket_dir, FileOwner qemu)
+      : hv_(hv),
+        uuid_(std::move(uuid)),
+        disks_(std::move(disks)),
+        dir_(std::move(socket_dir)),
+        qemu_(std::move(qemu)) {}
   ~NbdDiskCapture() override { Stop(); }
 
   Status Start(std::chrono::milliseconds timeout) override {
-    std::error_code ec;
-    std::filesystem::create_directories(dir_, ec);
+    const std::string root = std::filesystem::path(dir_).parent_path().string();
+    if (!root.empty() && !std::filesystem::exists(root)) {
+      NOVA_DT_RETURN_IF_ERROR(PrepareNbdSocketRoot(root, qemu_));
+    }
+    NOVA_DT_RETURN_IF_ERROR(MakeOwnedDir(dir_, ::geteuid(), qemu_.gid, 0710));
+    if (Status st = CheckSearchable(dir_, qemu_); !st.ok()) {
+      return absl::FailedPreconditionError("QEMU cannot connect to the disk capture in " + dir_ +
+                                           ": " + std::string(st.message()));
+    }
     for (const auto& disk : disks_) {
       const std::string socket = dir_ + "/" + disk.name + ".sock";
       auto backend = nbd::NewCapturingBackend(
           std::make_unique<WriteOnlyBackend>(disk.size_bytes),
           [this, name = disk.name](const nbd::CapturedWrite& w) { return Capture(name, w); });
-      auto server = nbd::NbdServer::Create({socket, disk.name}, std::move(backend));
+      nbd::NbdServerOptions options;
+      options.socket_path = socket;
+      options.export_name = disk.name;
+      options.socket_owner = qemu_;
+      auto server = nbd::NbdServer::Create(options, std::move(backend));
       if (!server.ok()) {
         Stop();
         return server.status();
@@ -110,6 +127,7 @@ class NbdDiskCapture final : public DiskCapture {
   const std::string uuid_;
   const std::vector<core::DiskGeometry> disks_;
   const std::string dir_;
+  const FileOwner qemu_;
   std::vector<std::unique_ptr<nbd::NbdServer>> servers_;
   std::vector<std::string> started_;
   mutable std::mutex mu_;
@@ -121,9 +139,21 @@ class NbdDiskCapture final : public DiskCapture {
 
 std::unique_ptr<DiskCapture> MakeNbdDiskCapture(core::Hypervisor& hv, std::string instance_uuid,
                                                 std::vector<core::DiskGeometry> disks,
-                                                std::string socket_dir) {
+                                                std::string socket_dir, FileOwner qemu) {
   return std::make_unique<NbdDiskCapture>(hv, std::move(instance_uuid), std::move(disks),
-                                          std::move(socket_dir));
+                                          std::move(socket_dir), std::move(qemu));
+}
+
+Status PrepareNbdSocketRoot(const std::string& socket_root, const FileOwner& qemu) {
+  std::error_code ec;
+  std::filesystem::create_directories(socket_root, ec);
+  if (ec) return absl::ErrnoToStatus(ec.value(), "mkdir " + socket_root);
+  NOVA_DT_RETURN_IF_ERROR(MakeOwnedDir(socket_root, ::geteuid(), qemu.gid, 0710));
+  if (Status st = CheckSearchable(socket_root, qemu); !st.ok()) {
+    return absl::FailedPreconditionError("QEMU cannot reach the disk captures' sockets in " +
+                                         socket_root + ": " + std::string(st.message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace novadt::engine

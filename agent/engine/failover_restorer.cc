@@ -59,9 +59,21 @@ Status FailoverRestorer::Arm(const RestoreRequest& req) const {
   const std::string arm = options_.arm_dir + "/" + req.instance_uuid + ".arm";
   const std::string tmp = arm + ".tmp";
   {
-    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    // The hook runs as root and trusts what the file says: only root may write or read it.
+    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) return Errno("cannot write " + tmp, errno);
-    const std::string line = name + "\n";
+    if (::fchmod(fd.get(), 0600) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      return Errno("cannot chmod " + tmp, err);
+    }
+    // Line 1: the replica RAM file. Line 2 (when the options name QEMU's ids): "uid:gid", the
+    // owner of the guest-RAM directory the hook makes.
+    std::string line = name + "\n";
+    const FileOwner& q = options_.qemu;
+    if (q.uid != FileOwner::kKeepUid && q.gid != FileOwner::kKeepGid) {
+      line += std::to_string(q.uid) + ":" + std::to_string(q.gid) + "\n";
+    }
     if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
       const int err = errno;
       ::unlink(tmp.c_str());

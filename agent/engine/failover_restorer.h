@@ -2,8 +2,9 @@
 // (ARCHITECTURE.md stage VII, docs/restore-spike.md; cold restore through the hypervisor).
 //
 // Restore() runs, for one server:
-//   1. arm the start hook: <arm_dir>/<uuid>.arm names the replica RAM file (deploy/libvirt-hooks/
-//      qemu links it to the path libvirt hands QEMU as guest RAM)
+//   1. arm the start hook: <arm_dir>/<uuid>.arm (mode 0600: the hook runs as root) names the
+//      replica RAM file and who QEMU runs as (deploy/libvirt-hooks/qemu links the file to the path
+//      libvirt hands QEMU as guest RAM, in a directory it gives to that user, as libvirt would)
 //   2. DomainLauncher::StartPausedIncoming (same domain, disks on the replica images,
 //      `-incoming defer`)
 //   3. verify that QEMU's guest RAM file IS the replica RAM file (same device + inode); if not,
@@ -35,6 +36,7 @@
 #include <string>
 
 #include "agent/common/clock.h"
+#include "agent/common/file_owner.h"
 #include "agent/common/status.h"
 #include "agent/core/domain_launcher.h"
 #include "agent/core/hypervisor.h"
@@ -44,6 +46,10 @@ namespace novadt::engine {
 struct FailoverRestorerOptions {
   // The hook's arm directory as the agent sees it: <memory_backing_dir>/nova-dt.
   std::string arm_dir = "/var/lib/libvirt/qemu/ram/nova-dt";
+  // Who QEMU runs as ([libvirt] qemu_user / qemu_group): the hook gives the guest-RAM directory
+  // it makes to this user and group, mode 0700, as libvirt does with the ones it makes. The
+  // default (keep) leaves that directory to root (QEMU running as root).
+  FileOwner qemu;
   // Bound on loading the device state (migrate-incoming to "completed").
   std::chrono::milliseconds load_timeout{10'000};
   // Pause between two query-migrate polls.

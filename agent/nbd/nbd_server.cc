@@ -522,9 +522,19 @@ StatusOr<std::unique_ptr<NbdServer>> NbdServer::Create(const NbdServerOptions& o
   if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, options.socket_path.data(), options.socket_path.size());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) {
-    Status s = absl::ErrnoToStatus(errno, "bind/listen " + options.socket_path);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    Status s = absl::ErrnoToStatus(errno, "bind " + options.socket_path);
     ::close(fd);
+    return s;
+  }
+  // Before listen(): nobody can connect until the socket is its owner's alone. (fchown/fchmod
+  // on a socket fd would change the socket, not the file.)
+  const FileOwner& owner = options.socket_owner;
+  if ((!owner.keeps() && ::chown(options.socket_path.c_str(), owner.uid, owner.gid) != 0) ||
+      ::chmod(options.socket_path.c_str(), 0600) != 0 || ::listen(fd, 8) != 0) {
+    Status s = absl::ErrnoToStatus(errno, "chown/chmod/listen " + options.socket_path);
+    ::close(fd);
+    ::unlink(options.socket_path.c_str());
     return s;
   }
   int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -34,6 +34,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/common/file_owner.h"
 #include "agent/common/status.h"
 #include "agent/nbd/block_backend.h"
 
@@ -48,14 +49,17 @@ struct NbdServerOptions {
   // Longest READ/WRITE payload accepted, advertised as the maximum block size. 32 MiB is what
   // the protocol recommends clients stay within and what QEMU's client uses.
   uint32_t max_request_bytes = 32 << 20;
+  // Who may connect: the socket file is given to this owner with mode 0600 before the server
+  // listens (connecting needs write permission on it). Default: the server's own ids.
+  FileOwner socket_owner;
 };
 
 class NbdServer {
  public:
-  // Binds the socket and starts serving `backend`. Returns InvalidArgument for bad options
-  // (empty or too long socket path, export name over 4096 bytes, zero max_request_bytes),
-  // FailedPrecondition when socket_path is an existing non-socket file, or the errno status of a
-  // failed socket/bind/listen.
+  // Binds the socket, gives it to socket_owner (0600) and starts serving `backend`. Returns
+  // InvalidArgument for bad options (empty or too long socket path, export name over 4096
+  // bytes, zero max_request_bytes), FailedPrecondition when socket_path is an existing
+  // non-socket file, or the errno status of a failed socket/bind/chown/chmod/listen.
   static StatusOr<std::unique_ptr<NbdServer>> Create(const NbdServerOptions& options,
                                                      std::unique_ptr<BlockBackend> backend);
 

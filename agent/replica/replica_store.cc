@@ -30,10 +30,36 @@ Status ErrnoStatus(int err, std::string_view op, std::string_view path) {
 
 std::string Join(const std::string& dir, std::string_view name) { return Cat(dir, "/", name); }
 
-StatusOr<ScopedFd> OpenFile(const std::string& path, int flags, mode_t mode = 0644) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+// Opens a file of a replica. Never follows a symbolic link: whoever can write a replica's
+// directory must not be able to point the agent (root) at another file.
+StatusOr<ScopedFd> OpenFile(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "open", path);
   return ScopedFd(fd);
+}
+
+// The agent itself, as the owner of the replica files QEMU never opens.
+FileOwner AgentOwner() {
+  FileOwner owner;
+  owner.uid = ::geteuid();
+  owner.gid = ::getegid();
+  owner.name = "the agent";
+  return owner;
+}
+
+// Creates (or truncates) a replica file: mode 0600, owned by `owner` (replica_store.h,
+// "Ownership and permissions").
+StatusOr<ScopedFd> CreateFile(const std::string& path, int flags, const FileOwner& owner) {
+  int fd = ::open(path.c_str(), flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
+  ScopedFd out(fd);
+  NOVA_DT_RETURN_IF_ERROR(SetFileOwner(out.get(), owner, 0600, path));
+  return out;
+}
+
+// The files a restored QEMU opens belong to QEMU's user; the others to the agent.
+bool QemuOpens(std::string_view name) {
+  return name == kRamFile || (name.starts_with("disk-") && name.ends_with(".raw"));
 }
 
 Status PWriteAll(int fd, std::string_view data, uint64_t offset, std::string_view path) {
@@ -396,7 +422,7 @@ Status ReplicaStoreImpl::BeginEpoch(uint64_t epoch) {
 
 Status ReplicaStoreImpl::JournalWrite(std::string_view data) {
   if (!ep_.journal.valid()) {
-    StatusOr<ScopedFd> fd = OpenFile(path(kJournalFile), O_RDWR | O_CREAT | O_TRUNC);
+    StatusOr<ScopedFd> fd = CreateFile(path(kJournalFile), O_RDWR | O_TRUNC, AgentOwner());
     if (!fd.ok()) return fd.status();
     ep_.journal = *std::move(fd);
   }
@@ -503,7 +529,7 @@ Status ReplicaStoreImpl::SetDeviceState(std::string_view blob) {
   }
   // The slot the committed epoch does not use; never read until a commit mark names it.
   std::string p = path(DeviceStateFileName(1 - record_.devstate_slot));
-  StatusOr<ScopedFd> fd = OpenFile(p, O_WRONLY | O_CREAT | O_TRUNC);
+  StatusOr<ScopedFd> fd = CreateFile(p, O_WRONLY | O_TRUNC, AgentOwner());
   Status st = fd.status();
   if (st.ok()) st = PWriteAll(fd->get(), blob, 0, p);
   if (!st.ok()) {
@@ -523,7 +549,7 @@ Status ReplicaStoreImpl::WriteAtomic(std::string_view name, const std::string& b
   std::string tmp = Cat(final_path, kTmpSuffix);
   NOVA_DT_RETURN_IF_ERROR(Step(write));
   {
-    StatusOr<ScopedFd> fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    StatusOr<ScopedFd> fd = CreateFile(tmp, O_WRONLY | O_TRUNC, AgentOwner());
     if (!fd.ok()) return fd.status();
     Status st = PWriteAll(fd->get(), bytes, 0, tmp);
     if (st.ok()) st = Fsync(fd->get(), tmp);
@@ -778,23 +804,53 @@ Status HashPieces(const std::string& path, uint64_t size, uint64_t unit,
 // Copies the first `size` bytes of `from` over `to` (same offsets), leaving all-zero chunks
 // unwritten (the target is zero already) and stopping at the end of a shorter source.
 Status CopyInto(const std::string& from, const std::string& to, uint64_t size) {
-  StatusOr<ScopedFd> in = OpenFile(from, O_RDONLY);
-  if (!in.ok()) return in.status();
+  // The source is not a replica file (a QEMU's RAM file or disk image): opened as named.
+  ScopedFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.valid()) return ErrnoStatus(errno, "open", from);
   StatusOr<ScopedFd> out = OpenFile(to, O_WRONLY);
   if (!out.ok()) return out.status();
-  StatusOr<uint64_t> have = FileSize(in->get(), from);
+  StatusOr<uint64_t> have = FileSize(in.get(), from);
   if (!have.ok()) return have.status();
   size = std::min(size, *have);
   std::string buf(kReadChunk, '\0');
   for (uint64_t off = 0; off < size;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadChunk, size - off));
-    NOVA_DT_RETURN_IF_ERROR(PReadAll(in->get(), buf.data(), n, off, from));
+    NOVA_DT_RETURN_IF_ERROR(PReadAll(in.get(), buf.data(), n, off, from));
     if (std::string_view(buf.data(), n).find_first_not_of('\0') != std::string_view::npos) {
       NOVA_DT_RETURN_IF_ERROR(PWriteAll(out->get(), std::string_view(buf.data(), n), off, to));
     }
     off += n;
   }
   return Fsync(out->get(), to);
+}
+
+// Gives an existing replica directory and its files the ownership of replica_store.h (a replica
+// made before it, or under another [libvirt] qemu_user). OK when `dir` does not exist. Entries
+// that are not regular replica files are left alone (Open() refuses a symbolic link).
+Status OwnExisting(const std::string& dir, const FileOwner& qemu) {
+  ScopedFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!d.valid()) return errno == ENOENT ? absl::OkStatus() : ErrnoStatus(errno, "open", dir);
+  FileOwner dir_owner = AgentOwner();
+  dir_owner.gid = qemu.gid;
+  NOVA_DT_RETURN_IF_ERROR(SetFileOwner(d.get(), dir_owner, 0710, dir));
+  DIR* it = ::fdopendir(::dup(d.get()));
+  if (it == nullptr) return ErrnoStatus(errno, "opendir", dir);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(it)) {
+    if (IsReplicaFile(e->d_name)) names.emplace_back(e->d_name);
+  }
+  ::closedir(it);
+  for (const std::string& name : names) {
+    ScopedFd f(::openat(d.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!f.valid()) continue;  // gone meanwhile, or a symbolic link (ELOOP)
+    struct stat st {};
+    if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    std::string_view base = name;
+    if (base.ends_with(kTmpSuffix)) base.remove_suffix(kTmpSuffix.size());
+    NOVA_DT_RETURN_IF_ERROR(
+        SetFileOwner(f.get(), QemuOpens(base) ? qemu : AgentOwner(), 0600, Join(dir, name)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -846,14 +902,17 @@ StatusOr<std::unique_ptr<ReplicaStore>> ReplicaStore::Create(const std::string& 
                                                              const ReplicaOptions& options) {
   NOVA_DT_RETURN_IF_ERROR(ValidateGeometry(geometry));
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return ErrnoStatus(ec.value(), "mkdir", dir);
+  const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return ErrnoStatus(ec.value(), "mkdir", parent.string());
+  NOVA_DT_RETURN_IF_ERROR(MakeOwnedDir(dir, ::geteuid(), options.qemu.gid, 0710));
   if (Exists(Join(dir, kRecordFile))) {
     return absl::AlreadyExistsError(Cat(dir, " already holds a replica"));
   }
   auto make_image = [&](std::string_view name, uint64_t size) -> Status {
     std::string p = Join(dir, name);
-    StatusOr<ScopedFd> fd = OpenFile(p, O_RDWR | O_CREAT | O_TRUNC);
+    StatusOr<ScopedFd> fd =
+        CreateFile(p, O_RDWR | O_TRUNC, QemuOpens(name) ? options.qemu : AgentOwner());
     if (!fd.ok()) return fd.status();
     if (::ftruncate(fd->get(), static_cast<off_t>(size)) != 0) {
       return ErrnoStatus(errno, "truncate", p);
@@ -874,7 +933,7 @@ StatusOr<std::unique_ptr<ReplicaStore>> ReplicaStore::Create(const std::string& 
     rec.geometry = geometry;
     rec.devstate_hash = Hash64("");
     std::string tmp = Join(dir, Cat(kRecordFile, kTmpSuffix));
-    StatusOr<ScopedFd> fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    StatusOr<ScopedFd> fd = CreateFile(tmp, O_WRONLY | O_TRUNC, AgentOwner());
     st = fd.status();
     if (st.ok()) st = PWriteAll(fd->get(), EncodeEpochRecord(rec), 0, tmp);
     if (st.ok()) st = Fsync(fd->get(), tmp);
@@ -892,9 +951,22 @@ StatusOr<std::unique_ptr<ReplicaStore>> ReplicaStore::Create(const std::string& 
 
 StatusOr<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& dir,
                                                            const ReplicaOptions& options) {
+  NOVA_DT_RETURN_IF_ERROR(OwnExisting(dir, options.qemu));
   auto store = std::make_unique<ReplicaStoreImpl>(dir, options);
   NOVA_DT_RETURN_IF_ERROR(store->Load());
   return std::unique_ptr<ReplicaStore>(std::move(store));
+}
+
+Status PrepareReplicaRoot(const std::string& replica_path, const FileOwner& qemu) {
+  std::error_code ec;
+  std::filesystem::create_directories(replica_path, ec);
+  if (ec) return ErrnoStatus(ec.value(), "mkdir", replica_path);
+  NOVA_DT_RETURN_IF_ERROR(MakeOwnedDir(replica_path, ::geteuid(), qemu.gid, 0710));
+  if (Status st = CheckSearchable(replica_path, qemu); !st.ok()) {
+    return absl::FailedPreconditionError(
+        Cat("QEMU cannot reach the replicas in ", replica_path, ": ", st.message()));
+  }
+  return absl::OkStatus();
 }
 
 Status ReplicaStore::Destroy(const std::string& dir) {

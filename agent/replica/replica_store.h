@@ -43,6 +43,16 @@
 // Durability: process death at any step is tested for (tests/unit/replica); power loss relies
 // on the fsync ordering above and on the checksums of epoch.rec, journal.commit and the journal.
 //
+// Ownership and permissions (ReplicaOptions::qemu; docs/compute-host.md): a restored QEMU runs
+// as the user QEMU runs as (libvirt-qemu on Debian) and opens ram.img (through the libvirt hook's
+// hard link) and disk-*.raw (by path). So those two kinds of files belong to that user and its
+// group, mode 0600; every other file (epoch.rec, journal, commit mark, device state) belongs to
+// the agent, mode 0600; the directory belongs to the agent and QEMU's group, mode 0710: QEMU can
+// reach its images but cannot list the directory, nor create, replace or remove anything in it
+// (so no file the agent or libvirt's relabelling later opens as root can be swapped for a
+// symbolic link); nobody else can enter it. Files are opened with O_NOFOLLOW all the same.
+// Open() gives an existing replica (e.g. one made before this scheme) the same ownership.
+//
 // Thread safety: a ReplicaStore is thread-compatible (one owner, e.g. the replication stream of
 // the server; calls must not overlap). Two stores must never be open on one directory.
 #pragma once
@@ -54,6 +64,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/common/file_owner.h"
 #include "agent/common/status.h"
 #include "agent/core/replication_link.h"
 
@@ -115,6 +126,10 @@ struct ReplicaOptions {
   bool preallocate = true;
   // Not owned; may be null. Must outlive the store.
   FaultHook* fault_hook = nullptr;
+  // The user and group QEMU runs as ([libvirt] qemu_user / qemu_group): the owner of ram.img and
+  // disk-*.raw, and the group of the directory (file comment, "Ownership and permissions").
+  // Default: keep the agent's own ids (QEMU running as the agent's user, tests).
+  FileOwner qemu;
 };
 
 // Memory accounting of one replica, for the agent's status (backup RSS vs guest RAM).
@@ -129,8 +144,9 @@ class ReplicaStore {
  public:
   virtual ~ReplicaStore() = default;
 
-  // Creates a replica at `dir` (created with parents if missing): zero-filled ram.img and disk
-  // images of the geometry's sizes, epoch.rec with committed_epoch() == 0 (not seeded).
+  // Creates a replica at `dir` (created with parents if missing; `dir` itself owned as the file
+  // comment says, parents as the umask makes them): zero-filled ram.img and disk images of the
+  // geometry's sizes, epoch.rec with committed_epoch() == 0 (not seeded).
   // InvalidArgument for a bad geometry; AlreadyExists when `dir` already holds an epoch.rec;
   // ResourceExhausted when the file system is full (nothing usable is left behind).
   static StatusOr<std::unique_ptr<ReplicaStore>> Create(const std::string& dir,
@@ -221,5 +237,13 @@ StatusOr<core::ReplicaBasis> HashReplica(const ReplicaStore& store);
 
 // `<replica_path>/<instance_uuid>`.
 std::string ReplicaDir(const std::string& replica_path, const std::string& instance_uuid);
+
+// Makes `replica_path` (created with parents if missing) the root of the replicas: owned by the
+// agent and `qemu`'s group, mode 0710, like each replica directory — a restored QEMU reaches its
+// replica's disk images through it, nobody but the agent lists it (the libvirt hook's *.arm
+// files, mode 0600, live there too). Errors of creating or changing it; FailedPrecondition when
+// `qemu` cannot search every directory on the way to it (CheckSearchable(); failover would then
+// fail to open the replica's disks).
+Status PrepareReplicaRoot(const std::string& replica_path, const FileOwner& qemu);
 
 }  // namespace novadt::replica

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "agent/common/clock.h"
+#include "agent/common/file_owner.h"
 #include "agent/engine/failover_restorer.h"
 #include "agent/engine/qmp.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
@@ -227,12 +228,20 @@ TEST(RestoreTest, GuestContinuesOnTheBackupFromTheCommittedReplica) {
 
   // The backup's replica, inside b's guest-RAM tmpfs (where the hook can hard-link it from).
   const std::string root_b = HostRoot(rig, "b");
+  // QEMU runs as libvirt-qemu on b, as on a real compute host: the replica is the agent's
+  // (docs/compute-host.md, "Ownership and permissions").
+  auto qemu = ResolveFileOwner(Rig::kQemuUser, Rig::kQemuGroup);
+  ASSERT_TRUE(qemu.ok()) << qemu.status();
   const std::string replica_path = root_b + "/var/lib/libvirt/qemu/ram/nova-dt";
-  std::filesystem::create_directories(replica_path);
+  st = replica::PrepareReplicaRoot(replica_path, *qemu);
+  ASSERT_TRUE(st.ok()) << st;
   replica::ReplicaGeometry geo;
   geo.ram_size = static_cast<uint64_t>(ram_st.st_size);
   geo.disks = {{"vda", static_cast<uint64_t>(disk_st.st_size)}};
-  auto store = replica::ReplicaStore::Create(replica::ReplicaDir(replica_path, kUuid), geo);
+  replica::ReplicaOptions store_options;
+  store_options.qemu = *qemu;
+  auto store =
+      replica::ReplicaStore::Create(replica::ReplicaDir(replica_path, kUuid), geo, store_options);
   ASSERT_TRUE(store.ok()) << store.status();
 
   novadt::testing::ScratchDir scratch("nova-dt-restore");
@@ -263,6 +272,7 @@ TEST(RestoreTest, GuestContinuesOnTheBackupFromTheCommittedReplica) {
   SystemClock clock;
   engine::FailoverRestorerOptions ropts;
   ropts.arm_dir = replica_path;
+  ropts.qemu = *qemu;
   engine::FailoverRestorer restorer(*launcher, *hv_b, clock, ropts);
   engine::RestoreRequest req;
   req.instance_uuid = kUuid;
@@ -298,6 +308,23 @@ TEST(RestoreTest, GuestContinuesOnTheBackupFromTheCommittedReplica) {
   ASSERT_EQ(rig.Exec("b", {"virsh", "dominfo", kName}, &out), 0) << out;
   EXPECT_NE(out.find("Persistent:     yes"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(replica_path + "/" + kUuid + ".arm"));
+
+  // The restored QEMU runs as libvirt-qemu, on the replica's RAM in a directory the hook gave it
+  // as libvirt would have.
+  std::string pid = novadt::testing::ReadFile(root_b + "/run/libvirt/qemu/" + kName + ".pid");
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  const std::string proc_status = novadt::testing::ReadFile("/proc/" + pid + "/status");
+  const size_t uid_line = proc_status.find("\nUid:");
+  ASSERT_NE(uid_line, std::string::npos) << pid;
+  EXPECT_EQ(std::stoul(proc_status.substr(uid_line + 5)), qemu->uid)
+      << "QEMU on b does not run as libvirt-qemu";
+  struct stat ram_dir = {};
+  const std::string guest_ram_dir = root_b + "/var/lib/libvirt/qemu/ram/" +
+                                    std::to_string(result->domain_id) + "-" + kName;
+  ASSERT_EQ(::stat(guest_ram_dir.c_str(), &ram_dir), 0) << guest_ram_dir;
+  EXPECT_EQ(ram_dir.st_mode & 07777, 0700u);
+  EXPECT_EQ(ram_dir.st_uid, qemu->uid);
+  EXPECT_EQ(ram_dir.st_gid, qemu->gid);
 
   const auto& t = result->timings;
   std::printf(

@@ -11,11 +11,13 @@
 #include <mutex>
 #include <fstream>
 #include <cstring>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/common/file_owner.h"
 #include "agent/engine/checkpointer.h"
 #include "agent/engine/disk_capture.h"
 #include "agent/engine/egress_gate.h"
@@ -236,8 +238,15 @@ TEST_F(RigTest, DiskCaptureMirrorsEveryGuestWriteIntoTheAgentsNbdEndpoint) {
     }
     return absl::OkStatus();
   });
-  const std::string socket = dir.path() + "/vda.sock";
-  auto server = nbd::NbdServer::Create({socket, "vda"}, std::move(capturing));
+  // QEMU runs as libvirt-qemu: the socket goes where it can reach it, as the agent makes it.
+  auto qemu = ResolveFileOwner(Rig::kQemuUser, Rig::kQemuGroup);
+  ASSERT_TRUE(qemu.ok()) << qemu.status();
+  const std::string socket_dir = rig_->dir() + "/capture";
+  ASSERT_TRUE(MakeOwnedDir(socket_dir, ::geteuid(), qemu->gid, 0710).ok());
+  const std::string socket = socket_dir + "/vda.sock";
+  nbd::NbdServerOptions nbd_options{socket, "vda"};
+  nbd_options.socket_owner = *qemu;
+  auto server = nbd::NbdServer::Create(nbd_options, std::move(capturing));
   ASSERT_TRUE(server.ok()) << server.status();
 
   ASSERT_TRUE(hv->StartDiskCapture(kGuestUuid, "vda", socket, "vda").ok());
@@ -381,9 +390,36 @@ TEST_F(RigTest, NbdDiskCaptureBuffersTheInitialCopyThenGuestWrites) {
   auto hv = libvirt::MakeLibvirtHypervisor(cfg, {});
   ASSERT_TRUE(WaitFor([&] { return hv->connected(); }, seconds(10)));
   const uint64_t disk_size = 16 << 20;  // the rig's test-guest disk
-  novadt::testing::ScratchDir dir("nova-dt-capture");
-  auto capture = engine::MakeNbdDiskCapture(*hv, kGuestUuid, {{"vda", disk_size}}, dir.path());
-  ASSERT_TRUE(capture->Start(seconds(60)).ok());
+  auto qemu = ResolveFileOwner(Rig::kQemuUser, Rig::kQemuGroup);
+  ASSERT_TRUE(qemu.ok()) << qemu.status();
+
+  // A socket directory QEMU (libvirt-qemu) cannot reach is refused before any block copy.
+  novadt::testing::ScratchDir unreachable("nova-dt-capture");  // mkdtemp: 0700
+  Status refused = engine::MakeNbdDiskCapture(*hv, kGuestUuid, {{"vda", disk_size}},
+                                              unreachable.path() + "/nbd/" + kGuestUuid, *qemu)
+                       ->Start(seconds(60));
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_NE(refused.message().find("not searchable by libvirt-qemu"), std::string::npos)
+      << refused;
+
+  // As the agent makes it: <state_path>/nbd/<uuid>/<dev>.sock.
+  const std::string socket_dir = rig_->dir() + "/state/nbd/" + kGuestUuid;
+  auto capture =
+      engine::MakeNbdDiskCapture(*hv, kGuestUuid, {{"vda", disk_size}}, socket_dir, *qemu);
+  Status started = capture->Start(seconds(60));
+  ASSERT_TRUE(started.ok()) << started;
+  struct stat st {};
+  for (const std::string& d : {rig_->dir() + "/state/nbd", socket_dir}) {
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0710u) << d;
+    EXPECT_EQ(st.st_uid, 0u) << d;
+    EXPECT_EQ(st.st_gid, qemu->gid) << d;
+  }
+  ASSERT_EQ(::stat((socket_dir + "/vda.sock").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, qemu->uid);
+  EXPECT_EQ(st.st_gid, qemu->gid);
 
   std::vector<bool> covered(disk_size / 512, false);
   auto writes = capture->TakeWrites();

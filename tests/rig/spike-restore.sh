@@ -178,7 +178,9 @@ uuid=$(printf '%s\n' "$xml" | sed -n 's|^ *<uuid>\(.*\)</uuid>.*|\1|p' | head -n
 [ -n "$id" ] && [ -n "$uuid" ] && [ -f "$store/$uuid.arm" ] || exit 0
 short=$(printf '%.20s' "$1")
 dir="/var/lib/libvirt/qemu/ram/$id-$short"
-mkdir -p "$dir" && ln -f "$store/$uuid.ram" "$dir/pc.ram" && rm -f "$store/$uuid.arm" || exit 1
+# QEMU runs as libvirt-qemu: the directory as libvirt would make it (the replica RAM is its already)
+mkdir -m 0700 -p "$dir" && chown libvirt-qemu:libvirt-qemu "$dir" &&
+  ln -f "$store/$uuid.ram" "$dir/pc.ram" && rm -f "$store/$uuid.arm" || exit 1
 echo "$(date +%s.%N) hook: linked $store/$uuid.ram -> $dir/pc.ram" >>"$HOOK_LOG_DIR/hook.log"
 EOF
 sed -i "s|\$HOOK_LOG_DIR|$W|" "$W/hook-qemu"
@@ -245,6 +247,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   cp --sparse=never "$SHM/disk.raw" "$RIG_DIR/$dst/lib/images/$NAME.raw"
   timeout 60 "$RIG" exec "$dst" sh -ec "mkdir -p /var/lib/libvirt/qemu/ram/nova-dt
     cp '$SHM/ram.img' /var/lib/libvirt/qemu/ram/nova-dt/$UUID.ram
+    chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu/ram/nova-dt/$UUID.ram
+    chmod 0600 /var/lib/libvirt/qemu/ram/nova-dt/$UUID.ram
     touch /var/lib/libvirt/qemu/ram/nova-dt/$UUID.arm" || fail "staging replica on $dst"
   # --- primary failure
   timeout 30 "$RIG" virsh "$src" destroy "$NAME" >/dev/null || fail "destroy on $src"

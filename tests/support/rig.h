@@ -33,6 +33,10 @@ class Rig {
   std::vector<std::string> ExecPrefix(const std::string& host) const;
   // The switch namespace's address (the observer's), reachable from both hosts.
   static constexpr const char* kNetAddress = "198.18.0.100";
+  // Who the hosts' libvirtds run QEMU as: Debian's default (tests/rig/README.md). Anything a
+  // test hands QEMU by path must be reachable by it (agent/common/file_owner.h).
+  static constexpr const char* kQemuUser = "libvirt-qemu";
+  static constexpr const char* kQemuGroup = "libvirt-qemu";
   // `rig netem HOST ARGS` ("delay 50ms 20ms loss 5%", or "clear"): impairs HOST's link.
   Status Netem(const std::string& host, const std::string& args);
   Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,

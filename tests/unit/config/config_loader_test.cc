@@ -862,7 +862,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 69);
+  EXPECT_EQ(options, 71);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});
@@ -974,6 +974,29 @@ TEST_F(ConfigLoaderTest, ErrorsAreOneLine) {
   EXPECT_EQ(msg, dir_ +
                      "/agent.conf: [DEFAULT] log_level: expected one of debug, info, "
                      "warning, error, got 'info\\ndebug'");
+}
+
+// Who QEMU runs as: spelt as qemu.conf spells it (a name or "+N"); looked up only when the agent
+// starts (daemon/main.cc), so a host without the account still loads the file.
+TEST_F(ConfigLoaderTest, QemuUserAndGroup) {
+  StatusOr<AgentConfig> d = LoadOne("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->libvirt.qemu_user, "libvirt-qemu");
+  EXPECT_EQ(d->libvirt.qemu_group, "libvirt-qemu");
+  StatusOr<AgentConfig> c = LoadOne("[libvirt]\nqemu_user = +64055\nqemu_group = kvm\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->libvirt.qemu_user, "+64055");
+  EXPECT_EQ(c->libvirt.qemu_group, "kvm");
+  c = LoadOne("[libvirt]\nqemu_user = no-such-user-here\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+
+  const std::string f = dir_ + "/agent.conf";
+  EXPECT_EQ(Error("[libvirt]\nqemu_user =\n"),
+            f + ": [libvirt] qemu_user: expected a user or group name, or +N, got ''");
+  EXPECT_EQ(Error("[libvirt]\nqemu_group = +x1\n"),
+            f + ": [libvirt] qemu_group: expected a user or group name, or +N, got '+x1'");
+  EXPECT_EQ(Error("[libvirt]\nqemu_user = qemu:qemu\n"),
+            f + ": [libvirt] qemu_user: expected a user or group name, or +N, got 'qemu:qemu'");
 }
 
 }  // namespace

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -44,6 +46,10 @@ class FakeLauncher final : public core::DomainLauncher {
     fs::create_directories(dir);
     const std::string arm = arm_dir_ + "/" + kUuid + ".arm";
     if (run_hook && fs::exists(arm)) {
+      struct stat st {};
+      ::stat(arm.c_str(), &st);
+      last_arm_mode = st.st_mode & 07777;
+      last_arm_text.assign(std::istreambuf_iterator<char>(std::ifstream(arm).rdbuf()), {});
       std::string target;
       std::getline(std::ifstream(arm), target);
       last_arm = target;
@@ -83,6 +89,8 @@ class FakeLauncher final : public core::DomainLauncher {
   bool running() const { return running_; }
   core::RestoreSpec last_spec;
   std::string last_arm;  // the arm file's line the hook saw
+  std::string last_arm_text;  // all of it
+  mode_t last_arm_mode = 0;
 
  private:
   void Record(const std::string& c) {
@@ -143,6 +151,26 @@ class FailoverRestorerTest : public ::testing::Test {
   RestoreRequest req_;
   int polls_ = 0;
 };
+
+// The hook runs as root and trusts the arm file: only root may read or write it (0600). It names
+// the replica RAM and, when QEMU's ids are configured, who QEMU runs as: the hook gives the
+// guest-RAM directory it makes to them, as libvirt does with the ones it makes.
+TEST_F(FailoverRestorerTest, TheArmFileIsRootsAloneAndNamesWhoQemuRunsAs) {
+  ASSERT_TRUE(restorer_.Restore(req_).ok());
+  EXPECT_EQ(launcher_.last_arm_mode, 0600u);
+  EXPECT_EQ(launcher_.last_arm_text, std::string(kUuid) + "/ram.img\n");
+
+  FailoverRestorerOptions o = Options();
+  o.qemu.uid = 64055;
+  o.qemu.gid = 64056;
+  ASSERT_TRUE(launcher_.Destroy(kUuid).ok());  // its guest-RAM directory goes, as with libvirt
+  FakeLauncher launcher(dir_.path(), arm_dir_);
+  FailoverRestorer restorer(launcher, hv_, clock_, o);
+  polls_ = 0;
+  ASSERT_TRUE(restorer.Restore(req_).ok());
+  EXPECT_EQ(launcher.last_arm_mode, 0600u);
+  EXPECT_EQ(launcher.last_arm_text, std::string(kUuid) + "/ram.img\n64055:64056\n");
+}
 
 TEST_F(FailoverRestorerTest, RestoresWithTheStagedQmpSequence) {
   auto r = restorer_.Restore(req_);
@@ -273,6 +301,49 @@ TEST_F(FailoverRestorerTest, MissingDeviceStateDestroys) {
   auto r = restorer_.Restore(req_);
   ASSERT_TRUE(absl::IsNotFound(r.status())) << r.status();
   EXPECT_EQ(launcher_.calls().back(), "destroy");
+}
+
+// The real hook (deploy/libvirt-hooks/qemu) on an armed start, as libvirtd runs it: it makes the
+// guest-RAM directory before libvirt does (libvirt then leaves it as it is), so it makes it as
+// libvirt would: mode 0700, owned by QEMU's ids from the arm file; pc.ram is the replica's inode.
+TEST(LibvirtHookTest, MakesTheGuestRamDirectoryForQemusUserAsLibvirtWould) {
+  ASSERT_EQ(::geteuid(), 0u) << "the hook chowns: run as root";
+  ScratchDir dir("nova-dt-hook");
+  const std::string store = dir.path() + "/nova-dt";
+  fs::create_directories(store + "/" + kUuid);
+  const std::string ram = store + "/" + kUuid + "/ram.img";
+  std::ofstream(ram) << "replica ram";
+  auto run_hook = [&](int id) {
+    std::ofstream(dir.path() + "/domain.xml")
+        << "<domain type='qemu' id='" << id << "'>\n  <name>guest</name>\n  <uuid>" << kUuid
+        << "</uuid>\n</domain>\n";
+    const std::string cmd = "NOVA_DT_RAM_DIR=" + dir.path() + " sh " NOVA_DT_SOURCE_DIR
+                            "/deploy/libvirt-hooks/qemu guest prepare begin - < " + dir.path() +
+                            "/domain.xml 2>/dev/null";
+    return std::system(cmd.c_str());
+  };
+
+  std::ofstream(store + "/" + kUuid + ".arm") << kUuid << "/ram.img\n64990:64991\n";
+  ASSERT_EQ(run_hook(7), 0);
+  struct stat d = {}, linked = {}, replica = {};
+  ASSERT_EQ(::stat((dir.path() + "/7-guest").c_str(), &d), 0);
+  EXPECT_EQ(d.st_mode & 07777, 0700u);
+  EXPECT_EQ(d.st_uid, 64990u);
+  EXPECT_EQ(d.st_gid, 64991u);
+  ASSERT_EQ(::stat((dir.path() + "/7-guest/pc.ram").c_str(), &linked), 0);
+  ASSERT_EQ(::stat(ram.c_str(), &replica), 0);
+  EXPECT_EQ(linked.st_ino, replica.st_ino);
+  EXPECT_FALSE(fs::exists(store + "/" + kUuid + ".arm")) << "one shot";
+
+  // RAM_DIR belongs to QEMU's user: a link planted where the directory goes is refused.
+  fs::create_symlink(dir.path() + "/elsewhere", dir.path() + "/8-guest");
+  std::ofstream(store + "/" + kUuid + ".arm") << kUuid << "/ram.img\n64990:64991\n";
+  EXPECT_NE(run_hook(8), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/elsewhere"));
+  // A malformed owner line refuses the start.
+  std::ofstream(store + "/" + kUuid + ".arm") << kUuid << "/ram.img\n64990:x;rm\n";
+  EXPECT_NE(run_hook(9), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/9-guest"));
 }
 
 }  // namespace
