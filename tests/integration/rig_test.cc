@@ -402,14 +402,15 @@ TEST_F(RigTest, NbdDiskCaptureBuffersTheInitialCopyThenGuestWrites) {
   EXPECT_NE(refused.message().find("not searchable by libvirt-qemu"), std::string::npos)
       << refused;
 
-  // As the agent makes it: <state_path>/nbd/<uuid>/<dev>.sock.
-  const std::string socket_dir = rig_->dir() + "/state/nbd/" + kGuestUuid;
+  // As the agent makes it: <state_path>/nbd/<uuid>/<dev>.sock (state_path a fresh directory in
+  // the rig's, which libvirt-qemu can pass).
+  const std::string socket_dir = rig_->dir() + "/capture-state/nbd/" + kGuestUuid;
   auto capture =
       engine::MakeNbdDiskCapture(*hv, kGuestUuid, {{"vda", disk_size}}, socket_dir, *qemu);
   Status started = capture->Start(seconds(60));
   ASSERT_TRUE(started.ok()) << started;
   struct stat st {};
-  for (const std::string& d : {rig_->dir() + "/state/nbd", socket_dir}) {
+  for (const std::string& d : {rig_->dir() + "/capture-state/nbd", socket_dir}) {
     ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
     EXPECT_EQ(st.st_mode & 07777, 0710u) << d;
     EXPECT_EQ(st.st_uid, 0u) << d;
