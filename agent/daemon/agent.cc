@@ -5,9 +5,11 @@
 
 #include "agent/bus/notifier.h"
 #include "agent/bus/rpc_server.h"
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/libvirt/domain_xml.h"
+#include "agent/libvirt/restore_xml.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
 #include "agent/libvirt/libvirt_launcher.h"
 #include "agent/replica/store_sink.h"
@@ -48,11 +50,10 @@ Status Agent::Run() {
   handlers.host = cfg_.defaults.host;
   handlers.version = kVersion;
   handlers.status = [this] { return Snapshot(std::chrono::seconds(2)); };
-  handlers.hello_received = [this](const std::string& host, const std::string& address,
+  // (A configured peer is reached at its configured address, whatever it says its own is.)
+  handlers.hello_received = [this](const std::string& host, const std::string&,
                                    const std::string& version) {
-    loop_.Post([this, host, address, version] {
-      peers_.OnHelloReceived(host, address, version);
-    });
+    loop_.Post([this, host, version] { peers_.OnHelloReceived(host, version); });
   };
   replica::ReplicaEvents replica_events;
   replica_events.opened = [this](const core::StreamOpen& open) {
@@ -87,9 +88,27 @@ Status Agent::Run() {
       replica::RegistryOptions{cfg_.replication.replica_path, cfg_.defaults.host,
                                cfg_.replication.max_streams_per_peer, replica_options},
       std::move(replica_events));
-  handlers.open_replica = registry_->Factory();
+  handlers.open_replica = [this, factory = registry_->Factory()](const core::StreamOpen& open)
+      -> StatusOr<std::unique_ptr<core::ReplicaSink>> {
+    NOVA_DT_RETURN_IF_ERROR(CheckReplicaAllowed(open));
+    return factory(open);
+  };
+  handlers.stream_limits = {
+      .max_guest_ram_bytes = cfg_.replication.max_guest_ram_bytes,
+      .max_disks = static_cast<size_t>(cfg_.replication.max_disks),
+      .max_disk_bytes = cfg_.replication.max_disk_bytes,
+      .max_device_state_bytes = cfg_.replication.max_device_state_bytes,
+      .max_epoch_bytes = cfg_.replication.max_epoch_bytes};
   handlers.replica_basis = [this](const std::string& primary, const std::string& uuid) {
     return registry_->Basis(primary, uuid);
+  };
+  handlers.release_replica = [this](const std::string& primary, const std::string& uuid) {
+    NOVA_DT_RETURN_IF_ERROR(registry_->Release(primary, uuid));
+    // Answered once the failure detector knows too (the registry refuses a failover's fence of
+    // a released replica in any case).
+    auto marked = OnLoop<bool>([this, uuid] { return MarkReleased(uuid); },
+                               std::chrono::seconds(2));
+    return marked.ok() ? absl::OkStatus() : marked.status();
   };
   handlers.protect = [this](const std::string& uuid, const std::string& backup) {
     return Protect(uuid, backup);
@@ -153,6 +172,7 @@ Status Agent::Run() {
     recovery_thread_ = std::thread([this, listed = protections_] { RecoverProtections(listed); });
   }
 
+  for (const std::string& w : SecurityWarnings()) spdlog::warn("INSECURE SETTING: {}", w);
   spdlog::info("nova-dt-agent {} running as host '{}'", kVersion, cfg_.defaults.host);
   loop_.Run();
 
@@ -233,9 +253,57 @@ void Agent::OnReplicaCommitted(const std::string& uuid, uint64_t epoch) {
 void Agent::OnReplicaClosed(const std::string& uuid, const Status& why) {
   auto it = backups_.find(uuid);
   if (it == backups_.end() || it->second.phase != Backup::Phase::kReplicating) return;
+  if (why.ok()) {
+    MarkReleased(uuid);
+    return;
+  }
   it->second.view.state = "degraded";
-  it->second.view.reason = why.ok() ? "primary closed the replication stream"
-                                    : "replication stream ended: " + std::string(why.message());
+  it->second.view.reason = "replication stream ended: " + std::string(why.message());
+}
+
+bool Agent::MarkReleased(const std::string& uuid) {
+  auto it = backups_.find(uuid);
+  if (it == backups_.end() || it->second.phase != Backup::Phase::kReplicating) return false;
+  // Its primary ended protection on purpose (unprotect, switchover, its agent stopping): from
+  // now on it may release output this replica never got, so the replica must never be resumed
+  // by a failover (ReplicaRegistry records it as released: a basis only).
+  Backup& b = it->second;
+  b.phase = Backup::Phase::kReleased;
+  b.view.state = "unprotected";
+  b.view.reason = "primary " + b.open.primary_host + " ended protection at epoch " +
+                  std::to_string(b.view.last_committed_epoch) +
+                  ": replica kept only as the basis of a re-protection, never failed over";
+  InstanceLog(uuid).Info("{}", b.view.reason);
+  return true;
+}
+
+std::vector<std::string> Agent::SecurityWarnings() const {
+  std::vector<std::string> out;
+  if (cfg_.peer.allow_insecure && cfg_.peer.tls_cert_file.empty()) {
+    out.push_back("[peer] allow_insecure: the peer API on " + cfg_.peer.listen_address +
+                  " is plaintext and unauthenticated — anyone who can reach it can stream a "
+                  "domain for this host to run or take servers over");
+  }
+  if (!cfg_.witness.enabled() && cfg_.witness.allow_none) {
+    out.push_back("[witness] allow_none: automatic failover without a witness — a primary that "
+                  "degraded and released output its backup never got, then died, is resumed "
+                  "from an older replica (clients see that output again)");
+  }
+  return out;
+}
+
+Status Agent::CheckReplicaAllowed(const core::StreamOpen& open) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(open.instance_uuid));
+  // A server this host runs cannot also be replicated here: a later restore would replace the
+  // running copy's definition. (A copy this host took over is the registry's own refusal.)
+  if (auto dom = hypervisor_->LookupDomain(open.instance_uuid);
+      dom.ok() && dom->state != core::DomainState::kShutoff &&
+      dom->state != core::DomainState::kNoState) {
+    return absl::FailedPreconditionError("server " + open.instance_uuid + " runs on this host (" +
+                                         std::string(core::DomainStateName(dom->state)) +
+                                         "): a replica of it cannot be kept here");
+  }
+  return libvirt::CheckRestorableDomain(open.domain_xml, open.instance_uuid, cfg_.libvirt);
 }
 
 // Stage VII, failure detection. The primary is lost when the accrual detector suspects its
@@ -282,7 +350,20 @@ void Agent::CheckPrimaries() {
                           std::chrono::duration_cast<std::chrono::milliseconds>(silent).count(),
                           b.detector.Phi(now), b.detector.mean_ms(), b.detector.stddev_ms()));
   }
-  for (const auto& [uuid, why] : lost) StartFailover(uuid, why);
+  const bool automatic = witness_ || cfg_.witness.allow_none;
+  for (const auto& [uuid, why] : lost) {
+    if (automatic) {
+      StartFailover(uuid, why);
+      continue;
+    }
+    Backup& b = backups_[uuid];
+    const std::string reason =
+        "primary lost (" + why + "); automatic failover is off without a witness ([witness] "
+        "etcd_endpoints, or allow_none): restore it with an explicit failover request";
+    if (b.view.reason != reason) InstanceLog(uuid).Error("{}", reason);
+    b.view.state = "degraded";
+    b.view.reason = reason;
+  }
 }
 
 void Agent::StartFailover(const std::string& uuid, const std::string& why) {
@@ -303,14 +384,15 @@ void Agent::StartFailover(const std::string& uuid, const std::string& why) {
   const std::string domain_xml = b.open.domain_xml;
   const std::string primary = b.open.primary_host;
   const int64_t generation = b.open.witness_generation;
+  const bool handed_over = !b.waiters.empty();  // a planned switchover (AcceptTakeOver)
   b.cancel_failover = std::make_shared<std::atomic<bool>>(false);
   // The restore blocks for a few hundred ms (and the witness for as long as the primary's claim
   // lives): off the loop, result posted back.
-  failovers_.emplace_back([this, uuid, domain_xml, detected, primary, generation,
+  failovers_.emplace_back([this, uuid, domain_xml, detected, primary, generation, handed_over,
                            cancel = b.cancel_failover] {
     StatusOr<engine::RestoreResult> result = [&]() -> StatusOr<engine::RestoreResult> {
       if (witness_) NOVA_DT_RETURN_IF_ERROR(AwaitTakeOver(uuid, primary, generation, *cancel));
-      auto replica = registry_->Fence(uuid);
+      auto replica = registry_->Fence(uuid, handed_over);
       if (!replica.ok()) return replica.status();
       engine::RestoreRequest req;
       req.instance_uuid = uuid;
@@ -335,7 +417,7 @@ void Agent::OnFailoverDone(const std::string& uuid, const StatusOr<engine::Resto
     // nothing runs here (a failed restore leaves no domain), so a later stream from the primary
     // is not refused as taken over — that would make a primary that still runs the server (it
     // resumed after a failed switchover, or was only partitioned) destroy the last copy.
-    registry_->Relinquish(uuid);
+    registry_->Relinquish(uuid, b.open.primary_host, /*released=*/false);
     if (planned && witness_) {
       // The old primary keeps its paused copy: give the claim back so it may resume it.
       if (Status released = witness_->Release(uuid, cfg_.defaults.host);
@@ -415,6 +497,7 @@ core::AgentStatusSnapshot Agent::BuildSnapshot() const {
   s.peer_listen_address = server_ ? server_->peer_address() : cfg_.peer.listen_address;
   s.peers = peers_.Snapshot();
   s.bus = BuildBusView();
+  s.security_warnings = SecurityWarnings();
   for (const auto& [uuid, b] : backups_) s.protected_servers.push_back(b.view);
   for (const auto& [uuid, d] : dt_servers_) {
     core::ProtectedServerView v;
@@ -468,6 +551,8 @@ StatusOr<core::AgentStatusSnapshot> Agent::Snapshot(std::chrono::milliseconds ti
 }
 
 Status Agent::Protect(const std::string& instance_uuid, const std::string& backup_host) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(instance_uuid));
+  NOVA_DT_RETURN_IF_ERROR(ValidateHostName(backup_host));
   // By value: the task may run after a timed-out caller has returned (protection then starts
   // all the same and shows in Status).
   auto st = OnLoop<Status>(
@@ -477,6 +562,7 @@ Status Agent::Protect(const std::string& instance_uuid, const std::string& backu
 }
 
 Status Agent::Unprotect(const std::string& instance_uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(instance_uuid));
   // Taken off the loop, stopped here: stopping waits for the session's threads.
   auto session = OnLoop<std::shared_ptr<engine::PrimarySession>>(
       [this, instance_uuid]() -> std::shared_ptr<engine::PrimarySession> {
@@ -517,7 +603,7 @@ void Agent::DiscardKeptReplicaLater(const std::string& uuid, uint64_t mark) {
   });
 }
 
-void Agent::KeepAsBasis(const std::string& uuid) {
+void Agent::KeepAsBasis(const std::string& uuid, const std::string& new_owner) {
   const InstanceLog log(uuid);
   auto& hv = *hypervisor_;
   auto xml = hv.DomainXml(uuid);
@@ -548,7 +634,7 @@ void Agent::KeepAsBasis(const std::string& uuid) {
     files[s.target] = s.file;
     kept += (kept.empty() ? "" : ", ") + s.target;
   }
-  auto mark = registry_->KeepBasis(uuid, geometry, ram.ok() ? *ram : "", files);
+  auto mark = registry_->KeepBasis(uuid, geometry, ram.ok() ? *ram : "", files, new_owner);
   if (!mark.ok()) {
     log.Warn("nothing of the copy here kept for a re-protection: {}", mark.status().ToString());
     return;
@@ -558,7 +644,8 @@ void Agent::KeepAsBasis(const std::string& uuid) {
   DiscardKeptReplicaLater(uuid, *mark);
 }
 
-void Agent::StandDown(const std::string& uuid, const std::string& why) {
+void Agent::StandDown(const std::string& uuid, const std::string& why,
+                      const std::string& new_owner) {
   auto it = sessions_.find(uuid);
   if (it == sessions_.end()) return;
   const InstanceLog log(uuid);
@@ -567,7 +654,7 @@ void Agent::StandDown(const std::string& uuid, const std::string& why) {
   // here).
   (void)it->second.session->Fence(why);
   it->second.session->Abandon(why);
-  KeepAsBasis(uuid);
+  KeepAsBasis(uuid, new_owner);
   if (Status d = launcher_->Destroy(uuid); !d.ok()) {
     log.Error("cannot destroy the stale copy: {}", d.ToString());
   }

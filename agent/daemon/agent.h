@@ -113,12 +113,15 @@ class Agent {
   // Loop thread: another host runs `uuid` now (the witness moved it, or its backup refused the
   // stream because it took the server over): the copy here is paused, its session ends
   // releasing nothing, the domain is destroyed and the server forgotten here.
-  void StandDown(const std::string& uuid, const std::string& why);
+  // `new_owner`: the host that runs the server now.
+  void StandDown(const std::string& uuid, const std::string& why, const std::string& new_owner);
   // Before a copy another host now runs is destroyed or forgotten here: keeps its RAM (if it
   // still runs) and raw disk images as a replica basis, so that a re-protection towards here
   // sends only what differs (ReplicaRegistry::KeepBasis); freed after kKeptReplicaGrace unless
   // a re-protection used it. Best effort (logged). Copies locally on the calling thread.
-  void KeepAsBasis(const std::string& uuid);
+  // `new_owner`: the host that runs the server now (the only one whose re-protection stream
+  // may use the basis).
+  void KeepAsBasis(const std::string& uuid, const std::string& new_owner);
   // Frees, after kKeptReplicaGrace, the replica kept for `uuid` at `mark` unless it was used.
   void DiscardKeptReplicaLater(const std::string& uuid, uint64_t mark);
   // Switchover helpers (agent_switchover.cc). After a failed hand-over the guest paused here is
@@ -133,6 +136,12 @@ class Agent {
   void GreetPeers();
   void OnDomainEvent(const core::DomainEvent& ev);
   core::AgentStatusSnapshot BuildSnapshot() const;
+  // One sentence per setting that gives up a protection on purpose (logged at start, in status).
+  std::vector<std::string> SecurityWarnings() const;
+  // Backup side, on the stream's gRPC thread, before the registry sees a new stream: the
+  // server must not run here, and its domain must be one this host would restore
+  // (libvirt::CheckRestorableDomain). The refusal goes back to the primary.
+  Status CheckReplicaAllowed(const core::StreamOpen& open);
   // The message bus (agent_bus.cc): RPC server, Nova's notifications, the agent's own
   // notifications — whichever the configuration enables. Started by Run(), stopped before the
   // loop's state goes away.
@@ -155,6 +164,9 @@ class Agent {
   void OnReplicaOpened(const core::StreamOpen& open);
   void OnReplicaCommitted(const std::string& uuid, uint64_t epoch);
   void OnReplicaClosed(const std::string& uuid, const Status& why);
+  // Its primary ended protection on purpose: the replica is never failed over (phase kReleased).
+  // False when no replicating backup of `uuid` is known here.
+  bool MarkReleased(const std::string& uuid);
   void CheckPrimaries();
   void StartFailover(const std::string& uuid, const std::string& why);
   void OnFailoverDone(const std::string& uuid, const StatusOr<engine::RestoreResult>& result,
@@ -182,7 +194,8 @@ class Agent {
   core::LinkRateMeter link_meter_;
   // A server this host keeps a replica of.
   struct Backup {
-    enum class Phase { kReplicating, kFailingOver, kFailedOver, kFailoverFailed };
+    // kReleased: its primary ended the stream on purpose; never failed over (a basis only).
+    enum class Phase { kReplicating, kReleased, kFailingOver, kFailedOver, kFailoverFailed };
     core::ProtectedServerView view;
     core::StreamOpen open;
     Clock::TimePoint last_heard{};

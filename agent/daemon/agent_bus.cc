@@ -5,6 +5,7 @@
 
 #include "agent/bus/notifier.h"
 #include "agent/bus/rpc_server.h"
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/daemon/agent.h"
 
@@ -78,7 +79,8 @@ Json SnapshotToJson(const core::AgentStatusSnapshot& s) {
           {"protected_servers", std::move(servers)},
           {"bus", {{"rpc", LinkToJson(s.bus.rpc)},
                    {"nova_notifications", LinkToJson(s.bus.nova_notifications)},
-                   {"notifier", LinkToJson(s.bus.notifier)}}}};
+                   {"notifier", LinkToJson(s.bus.notifier)}}},
+          {"security_warnings", s.security_warnings}};
 }
 
 bool Enabled(const std::vector<std::string>& drivers) {
@@ -237,12 +239,15 @@ void Agent::Emit(core::PairEvent event) {
 }
 
 void Agent::ReportPairStates() {
-  std::vector<std::pair<std::string, std::string>> taken_over;
+  struct TakenOver {
+    std::string uuid, why, by;
+  };
+  std::vector<TakenOver> taken_over;
   for (auto& [uuid, p] : sessions_) {
     const engine::SessionStatus st = p.session->status();
     if (st.taken_over && !st.handing_over) {  // (a switchover decides on its own copy)
-      taken_over.emplace_back(uuid, "the backup " + p.backup_host + " runs the server now: " +
-                                        st.reason);
+      taken_over.push_back({uuid, "the backup " + p.backup_host + " runs the server now: " +
+                                        st.reason, p.backup_host});
       continue;
     }
     const std::string state(engine::PairStateName(st.state));
@@ -281,7 +286,7 @@ void Agent::ReportPairStates() {
     p.reported_state = state;
     Emit(std::move(e));
   }
-  for (const auto& [uuid, why] : taken_over) StandDown(uuid, why);
+  for (const auto& t : taken_over) StandDown(t.uuid, t.why, t.by);
 }
 
 void Agent::ReportLinkStats() {
@@ -296,6 +301,7 @@ void Agent::ReportLinkStats() {
 }
 
 Status Agent::Failover(const std::string& instance_uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(instance_uuid));
   auto st = OnLoop<Status>(
       [this, instance_uuid]() -> Status {
         auto it = backups_.find(instance_uuid);
@@ -303,6 +309,12 @@ Status Agent::Failover(const std::string& instance_uuid) {
           return absl::NotFoundError("this host keeps no committed replica of " + instance_uuid);
         }
         Backup& b = it->second;
+        if (b.phase == Backup::Phase::kReleased) {
+          return absl::FailedPreconditionError(
+              "primary " + b.open.primary_host + " ended protection of " + instance_uuid +
+              " on purpose: output it released since is not in this replica, which is never "
+              "restored");
+        }
         if (b.phase != Backup::Phase::kReplicating) {
           return absl::FailedPreconditionError("server " + instance_uuid +
                                                " is already failing or failed over here");
@@ -347,6 +359,10 @@ bus::HandleResult Agent::HandleNovaEvent(const bus::NovaEvent& event) {
 }
 
 bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
+  if (Status bad = ValidateInstanceUuid(e.uuid); !bad.ok()) {
+    spdlog::warn("{} ignored: {}", e.event_type, std::string(bad.message()));
+    return bus::HandleResult::kDone;
+  }
   const InstanceLog log(e.uuid);
   StatusOr<bus::DtSpecs> specs = bus::ParseDtSpecs(e.extra_specs);
   if (!specs.ok()) {
@@ -383,7 +399,7 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
 
   const bool here = e.host == cfg_.defaults.host;
   const bus::InstanceReaction reaction = bus::ReactionTo(e);
-  log.Info("nova: {} on {} → {}", e.event_type, e.host.empty() ? "?" : e.host,
+  log.Info("nova: {} on {} → {}", e.event_type, e.host.empty() ? "?" : Printable(e.host),
            bus::InstanceReactionName(reaction));
   auto record = [&](std::string reason, std::string resume_to) {
     (void)OnLoop<bool>(

@@ -9,6 +9,7 @@
 //   - migration capabilities (x-ignore-shared): set again by the new session.
 #include <thread>
 
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/daemon/agent.h"
 
@@ -81,6 +82,12 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
   };
   for (const auto& [uuid, entry] : listed) {
     if (stopping_) return;
+    // The table is this agent's own file, but a path is never built from an unchecked string.
+    if (Status bad = ValidateInstanceUuid(uuid); !bad.ok()) {
+      spdlog::error("protection table entry dropped: {}", std::string(bad.message()));
+      forget(uuid, "not a canonical instance UUID");
+      continue;
+    }
     const InstanceLog log(uuid);
     const bool pending = entry.backup_host == core::kReprotectPending;
     if (pending && cfg_.replication.reprotect_hosts.empty()) {
@@ -110,7 +117,7 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
       // the disks left here are the basis of a re-protection towards here.
       if (witness_) {
         auto owner = witness_->Read(uuid);
-        if (owner.ok() && owner->owner != cfg_.defaults.host) KeepAsBasis(uuid);
+        if (owner.ok() && owner->owner != cfg_.defaults.host) KeepAsBasis(uuid, owner->owner);
       }
       forget(uuid, "the domain is " + std::string(core::DomainStateName(info->state)));
       continue;
@@ -140,7 +147,9 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
           log.Error("destroying the stale copy after the agent restart, its held output never "
                     "released: {}",
                     why);
-          KeepAsBasis(uuid);
+          if (auto owner = witness_->Read(uuid); owner.ok() && owner->owner != cfg_.defaults.host) {
+            KeepAsBasis(uuid, owner->owner);
+          }
           if (Status d = launcher_->Destroy(uuid); !d.ok()) {
             log.Error("cannot destroy the stale copy: {}", d.ToString());
           }

@@ -22,6 +22,7 @@
 #include <future>
 #include <thread>
 
+#include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/daemon/agent.h"
 #include "agent/engine/qmp.h"
@@ -38,6 +39,7 @@ int64_t Ms(Clock::Duration d) {
 }  // namespace
 
 StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   struct Target {
     std::shared_ptr<engine::PrimarySession> session;
     std::string host, address;
@@ -82,7 +84,7 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   // If this copy runs on a replica it once took over here, the backup's re-protection stream
   // towards this host must not be refused as taken over (the backup would then stand down the
   // copy it just resumed). The backup only re-protects once it runs the server.
-  registry_->Relinquish(uuid);
+  registry_->Relinquish(uuid, t.host, /*released=*/true);
   if (witness_) {  // 2
     if (Status released = witness_->Release(uuid, cfg_.defaults.host); !released.ok()) {
       return RecoverFailedSwitchover(uuid, t.session, t.host,
@@ -102,7 +104,7 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   t.session->Abandon("switched over to " + t.host + " at epoch " + std::to_string(handed->epoch));
   // The paused copy holds exactly the final epoch: the best basis for the new primary's
   // re-protection towards here (if it ran on a replica taken over here, those files are it).
-  KeepAsBasis(uuid);
+  KeepAsBasis(uuid, t.host);
   if (Status destroyed = launcher_->Destroy(uuid); !destroyed.ok()) {
     log.Error("switched over, but the paused copy here cannot be destroyed: {}",
               destroyed.ToString());
@@ -177,6 +179,15 @@ StatusOr<core::SwitchoverResult> Agent::RecoverFailedSwitchover(
 
 StatusOr<core::TakeOverResult> Agent::AcceptTakeOver(const std::string& primary_host,
                                                      const std::string& uuid, uint64_t epoch) {
+  NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
+  // Only the replica's owner hands its server over (replica_owner.h), as recorded on disk.
+  if (Status owner = registry_->CheckOwner(primary_host, uuid); !owner.ok()) {
+    InstanceLog(uuid).Warn("take-over request from {} refused: {}", primary_host,
+                           owner.ToString());
+    return absl::IsNotFound(owner)
+               ? absl::FailedPreconditionError("no replica of " + uuid + " here")
+               : owner;
+  }
   auto waiter = std::make_shared<std::promise<StatusOr<engine::RestoreResult>>>();
   auto outcome = waiter->get_future();
   // The primary saw epoch `epoch` acked; this loop may learn of the commit a moment later.
@@ -193,7 +204,8 @@ StatusOr<core::TakeOverResult> Agent::AcceptTakeOver(const std::string& primary_
             return absl::FailedPreconditionError("the replica of " + uuid + " comes from " +
                                                  b.open.primary_host + ", not " + primary_host);
           }
-          if (b.phase != Backup::Phase::kReplicating) {
+          // (Released: the switchover's final stream ended cleanly just before this request.)
+          if (b.phase != Backup::Phase::kReplicating && b.phase != Backup::Phase::kReleased) {
             return absl::FailedPreconditionError("the replica of " + uuid +
                                                  " is not replicating (" + b.view.state + ")");
           }

@@ -79,10 +79,11 @@ void Agent::OnWitnessEvent(const witness::WitnessEvent& e) {
     case Type::kOwnershipLost: {
       awaiting_reclaim_.erase(e.instance_uuid);
       if (!sessions_.count(e.instance_uuid)) break;
-      StandDown(e.instance_uuid, "another host owns the server now (witness: '" +
-                                     e.ownership.owner + "' at generation " +
-                                     std::to_string(e.ownership.generation) + "): " +
-                                     std::string(e.reason.message()));
+      StandDown(e.instance_uuid,
+                "another host owns the server now (witness: '" + e.ownership.owner +
+                    "' at generation " + std::to_string(e.ownership.generation) + "): " +
+                    std::string(e.reason.message()),
+                e.ownership.owner);
       break;
     }
   }

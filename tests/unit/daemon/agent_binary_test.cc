@@ -10,6 +10,7 @@
 #include "nova_dt/v1/control.grpc.pb.h"
 #include "tests/support/fake_replica_sink.h"
 #include "tests/support/test_util.h"
+#include "tests/unit/libvirt/domain_fixtures.h"
 
 namespace novadt {
 namespace {
@@ -33,6 +34,8 @@ std::string AgentConfig(const ScratchDir& dir, const std::string& host, int port
          "[replication]\nreplica_path = " + dir.path() + "/" + host + "/replicas\n"
          // [peer] last: tests append options of that section.
          "[peer]\nlisten_address = 127.0.0.1:" + std::to_string(port) + "\n"
+         // Loopback between test agents; agent_security_test covers the TLS default.
+         "allow_insecure = true\n"
          "hello_interval_ms = 100\n" + (peers.empty() ? "" : "peers = " + peers + "\n");
 }
 
@@ -65,7 +68,7 @@ TEST(AgentBinaryTest, BadValueExitsWith2AndOneLineNamingFileSectionKey) {
   EXPECT_NE(out.find("[replication] epoch_ms"), std::string::npos) << out;
 }
 
-TEST(AgentBinaryTest, PeerTlsIsRefusedUntilItIsImplemented) {
+TEST(AgentBinaryTest, UnreadablePeerTlsFilesExitWith2) {
   ScratchDir dir;
   const std::string pem = dir.Write("x.pem", "not checked here\n");
   const std::string conf = dir.Write(
@@ -180,7 +183,8 @@ TEST(AgentBinaryTest, TwoAgentsSeeEachOtherAndTheStatusToolShowsIt) {
 TEST(AgentBinaryTest, KeepsAReplicaOfAStreamedServerAndReportsIt) {
   ScratchDir dir;
   const int port = novadt::testing::FreeTcpPort();
-  Subprocess b({kAgent, "--config-file", dir.Write("b.conf", AgentConfig(dir, "b", port))},
+  Subprocess b({kAgent, "--config-file",
+                dir.Write("b.conf", AgentConfig(dir, "b", port, "rig-a=127.0.0.1:1"))},
                dir.path() + "/b.log");
   ASSERT_TRUE(WaitFor([&] { return StatusOf(dir.path() + "/b.sock").has_value(); }, seconds(10)))
       << novadt::testing::ReadFile(dir.path() + "/b.log");
@@ -193,7 +197,9 @@ TEST(AgentBinaryTest, KeepsAReplicaOfAStreamedServerAndReportsIt) {
     if (a.kind == core::StreamAck::Kind::kCommitted) acked.push_back(a.epoch);
   };
   auto link = rpc::MakeGrpcReplicationLink();
-  const core::StreamOpen open = novadt::testing::TestOpen();
+  core::StreamOpen open = novadt::testing::TestOpen();
+  open.instance_uuid = libvirt::fixtures::kNovaUuid;
+  open.domain_xml = libvirt::fixtures::kNovaGeneratedXml;  // one the backup would restore
   auto stream = link->Open("127.0.0.1:" + std::to_string(port), open, cb);
   ASSERT_TRUE(stream.ok()) << stream.status();
   for (uint64_t e = 1; e <= 2; ++e) {
@@ -215,12 +221,13 @@ TEST(AgentBinaryTest, KeepsAReplicaOfAStreamedServerAndReportsIt) {
                 .substr(0, 4096),
             std::string(4096, 'c'));
 
+  // The primary ends protection: the replica is kept, but never failed over.
   ASSERT_TRUE((*stream)->Finish(seconds(5)).ok());
   ASSERT_TRUE(WaitFor(
       [&] {
         auto st = StatusOf(dir.path() + "/b.sock");
         return st && st->protected_servers_size() == 1 &&
-               st->protected_servers(0).state() == "degraded";
+               st->protected_servers(0).state() == "unprotected";
       },
       seconds(5)));
 }
