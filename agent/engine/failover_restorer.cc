@@ -168,6 +168,17 @@ StatusOr<RestoreResult> FailoverRestorer::Restore(const RestoreRequest& req) {
   auto t = clock_.Now();
   auto launched = launcher_.StartPausedIncoming(spec);
   if (!launched.ok()) return fail("starting the domain paused for incoming", launched.status());
+  if (launched->uuid != uuid) {
+    // The definition named another domain (the stream-open check refuses that; this is the
+    // last line): stop what was started, and never touch the server's own name.
+    if (Status d = launcher_.Destroy(launched->uuid); !d.ok()) {
+      spdlog::error("restore {}: cannot destroy the domain {} it started: {}", uuid,
+                    launched->uuid, d.ToString());
+    }
+    return fail("starting the domain paused for incoming",
+                absl::InvalidArgumentError("the definition started domain " + launched->uuid +
+                                           ", not " + uuid));
+  }
   started = true;
   result.domain_id = launched->id;
   result.timings.start_paused = Since(clock_, t);

@@ -60,8 +60,10 @@ class FakeLauncher final : public core::DomainLauncher {
       std::ofstream(dir + "/pc.ram") << "fresh";
     }
     running_ = true;
-    return core::LaunchedDomain{kUuid, "g", id_};
+    return core::LaunchedDomain{started_uuid.empty() ? kUuid : started_uuid, "g", id_};
   }
+  std::string started_uuid;  // the UUID the started domain has ("" : the server's)
+  std::vector<std::string> destroyed;  // UUIDs Destroy() was called with
   StatusOr<std::string> DomainRamFile(std::string_view) override {
     Record("ram-file");
     if (!running_) return absl::NotFoundError("not running");
@@ -75,8 +77,9 @@ class FakeLauncher final : public core::DomainLauncher {
     Record("define");
     return define_error;
   }
-  Status Destroy(std::string_view) override {
+  Status Destroy(std::string_view uuid) override {
     Record("destroy");
+    destroyed.emplace_back(uuid);
     if (running_) fs::remove_all(ram_dir_ + "/" + std::to_string(id_) + "-g");  // as libvirt
     running_ = false;
     return absl::OkStatus();
@@ -222,6 +225,18 @@ TEST_F(FailoverRestorerTest, WrongRamFileDestroysTheDomainAndNeverLoads) {
   EXPECT_FALSE(launcher_.running());
   EXPECT_FALSE(Armed());
   EXPECT_TRUE(fs::exists(req_.ram_path)) << "the replica must survive a failed restore";
+}
+
+// The domain a restore starts is the one it destroys: a definition that named another domain
+// (refused when the stream opened; this is the restorer's own guard) is stopped by its own UUID,
+// and nothing is ever done to the server's name or sent to its QEMU.
+TEST_F(FailoverRestorerTest, ADomainOtherThanTheServerIsDestroyedAndNothingElseTouched) {
+  launcher_.started_uuid = "00000000-0000-4000-8000-00000000beef";
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_EQ(launcher_.destroyed, std::vector<std::string>{launcher_.started_uuid});
+  EXPECT_TRUE(hv_.Commands().empty());
+  EXPECT_FALSE(Armed());
 }
 
 TEST_F(FailoverRestorerTest, FailedMigrationDestroysTheDomain) {
