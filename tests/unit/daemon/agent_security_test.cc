@@ -265,6 +265,25 @@ TEST_F(AgentSecurityTest, ADomainThatIsNotRestorableAsNovaMadeItIsRefusedAndNoth
   EXPECT_EQ(s->protected_servers_size(), 0);
 }
 
+// A server this host runs cannot be replicated here: a restore would replace the running
+// domain's definition (or the files it runs on, if it runs on a replica taken over here).
+// libvirt's test driver runs the domain "test" at start.
+TEST_F(AgentSecurityTest, AStreamForAServerRunningOnTheBackupIsRefused) {
+  StartB();
+  const std::string running = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+  core::StreamOpen open = NovaOpen();
+  open.instance_uuid = running;
+  for (size_t at; (at = open.domain_xml.find(kUuid)) != std::string::npos;) {
+    open.domain_xml.replace(at, kUuid.size(), running);
+  }
+  Stream s;
+  Open(s, "rig-a", open);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s.Refusal())) << s.Refusal();
+  EXPECT_NE(std::string(s.Refusal().message()).find("runs on this host"), std::string::npos)
+      << s.Refusal();
+  EXPECT_TRUE(ReplicaRoot().empty());
+}
+
 TEST_F(AgentSecurityTest, MalformedInstanceUuidsAreRefusedAndNoPathOutsideTheReplicaRootIsMade) {
   StartB();
   Stream owner;
