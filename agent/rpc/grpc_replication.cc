@@ -57,12 +57,6 @@ StatusOr<T> GuardedCall(const char* what, F&& call) {
   }
 }
 
-#define NOVA_DT_RETURN_IF_ERROR_GRPC(expr)     \
-  do {                                          \
-    const ::absl::Status _st = (expr);          \
-    if (!_st.ok()) return ToGrpc(_st);          \
-  } while (0)
-
 // Hashes per BasisChunk: 1 MiB of them.
 constexpr size_t kHashesPerChunk = 64 << 10;
 
@@ -107,7 +101,7 @@ grpc::Status ServeBasis(
     spdlog::warn("basis request from {} refused: {}", ctx->peer(), std::string(who.message()));
     return ToGrpc(who);
   }
-  NOVA_DT_RETURN_IF_ERROR_GRPC(ValidateInstanceUuid(request.instance_uuid()));
+  if (Status bad = ValidateInstanceUuid(request.instance_uuid()); !bad.ok()) return ToGrpc(bad);
   StatusOr<core::ReplicaBasis> b = GuardedCall<core::ReplicaBasis>(
       "basis", [&] { return basis(request.host(), request.instance_uuid()); });
   if (!b.ok()) return ToGrpc(b.status());
