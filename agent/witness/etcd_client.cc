@@ -27,6 +27,27 @@ bool TryNextEndpoint(const grpc::Status& s) {
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
+// With TLS 1.3 a client considers the handshake done before the server has checked the client's
+// certificate, so etcd with --client-cert-auth refuses a certificate it does not trust (or a
+// missing one) by closing the connection just after it: gRPC then fails the connection attempt
+// with a read error, a reset or a closed socket, and keeps the TLS alert to its own log. The
+// hint says what to check. (A stopped etcd refuses the TCP connection instead, and a server
+// certificate that does not verify fails the handshake itself: neither gets the hint.)
+std::string TlsRefusalHint(const grpc::Status& s, bool client_certificate) {
+  const std::string& m = s.error_message();
+  auto has = [&m](const char* what) { return m.find(what) != std::string::npos; };
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE || !has("failed to connect") ||
+      !(has("Endpoint read failed") || has("Connection reset by peer") || has("Socket closed"))) {
+    return "";
+  }
+  return client_certificate
+             ? " (etcd closed the connection right after the TLS handshake: most likely it does "
+               "not accept the client certificate [witness] tls_cert_file — it must be signed by "
+               "a CA in etcd's --trusted-ca-file)"
+             : " (etcd closed the connection right after the TLS handshake: most likely it "
+               "requires a client certificate — set [witness] tls_cert_file and tls_key_file)";
+}
+
 }  // namespace
 
 StatusOr<EtcdClientOptions> EtcdClientOptionsFromConfig(const config::WitnessSection& witness) {
@@ -133,8 +154,10 @@ StatusOr<Response> EtcdClient::Call(const char* method, Attempt attempt) {
     last_address = e.address;
     if (!TryNextEndpoint(s)) break;
   }
+  std::string hint;
+  if (options_.tls) hint = TlsRefusalHint(last, !options_.cert_pem.empty());
   return absl::Status(static_cast<absl::StatusCode>(last.error_code()),
-                      "etcd " + last_address + " " + method + ": " + last.error_message());
+                      "etcd " + last_address + " " + method + ": " + last.error_message() + hint);
 }
 
 StatusOr<etcdserverpb::RangeResponse> EtcdClient::Range(const etcdserverpb::RangeRequest& r) {

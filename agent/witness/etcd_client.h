@@ -58,7 +58,9 @@ class EtcdClient final {
   // Each returns etcd's response, or the gRPC status of the last endpoint tried as an
   // absl::Status with the same code ("etcd <endpoint> <Method>: <message>"): Unavailable /
   // DeadlineExceeded when no endpoint answered; etcd's own errors keep etcd's code (e.g.
-  // NotFound "etcdserver: requested lease not found" for a Put or Txn with a dead lease).
+  // NotFound "etcdserver: requested lease not found" for a Put or Txn with a dead lease). Over
+  // TLS, when etcd closed the connection right after the handshake (how it refuses a client
+  // certificate it does not trust, or none), the message says to check the client certificate.
   StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& request);
   StatusOr<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest& request);
   StatusOr<etcdserverpb::DeleteRangeResponse> DeleteRange(

@@ -309,13 +309,24 @@ class EtcdWitness final : public Witness {
     return options_.key_prefix + "/generations/" + uuid;
   }
 
+  // etcd's bare "permission denied" (its authentication is on and this client's user may not
+  // use the keys) with what the operator must grant; other errors unchanged.
+  Status WithAccessHint(const Status& s) const {
+    if (!absl::IsPermissionDenied(s)) return s;
+    return absl::PermissionDeniedError(
+        std::string(s.message()) + " for the witness's keys under '" + options_.key_prefix +
+        "/' ([witness] key_prefix): the etcd user named by the client certificate's common name "
+        "([witness] tls_cert_file) needs a role granting readwrite on that prefix "
+        "(docs/witness.md)");
+  }
+
   // Both keys of `uuid` in one linearizable read-only transaction.
   StatusOr<Record> ReadRecord(const std::string& uuid) {
     etcdserverpb::TxnRequest txn;
     *txn.add_success() = RangeOp(ServersKey(uuid));
     *txn.add_success() = RangeOp(GenerationsKey(uuid));
     StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn);
-    if (!r.ok()) return r.status();
+    if (!r.ok()) return WithAccessHint(r.status());
     return ParseRecord(uuid, *r);
   }
 
@@ -352,7 +363,7 @@ class EtcdWitness final : public Witness {
     *txn.add_compare() = ModRevisionIs(GenerationsKey(uuid), read.generations_mod);
     for (RequestOp& op : ops) *txn.add_success() = std::move(op);
     StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn);
-    if (!r.ok()) return r.status();
+    if (!r.ok()) return WithAccessHint(r.status());
     return r->succeeded();
   }
 

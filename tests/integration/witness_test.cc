@@ -1,7 +1,9 @@
 // The etcd witness (agent/witness) against a real etcd (Debian's etcd-server) started by the
 // test on 127.0.0.1: claims, refusals, one winner among racing take-overs, stale generations,
 // the self-fence deadline coming before etcd expires a dead owner's key, a revoked lease
-// (re-claim, never steal), an etcd restart, endpoint failover and TLS. Real time throughout,
+// (re-claim, never steal), an etcd restart, endpoint failover, TLS with client certificates,
+// deployments sharing one etcd under their own key prefixes, and etcd's own access control (a
+// role per key prefix, the user named by the client certificate). Real time throughout,
 // every wait bounded. Lease TTL 2 s (etcd's minimum with its default election timeout),
 // fence margin 500 ms, request timeout 500 ms.
 #include "agent/witness/witness.h"
@@ -19,6 +21,7 @@
 #include <condition_variable>
 #include <functional>
 #include <latch>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -134,6 +137,28 @@ std::optional<Clock::TimePoint> WaitUntilLapsed(Witness& observer, const std::st
     std::this_thread::sleep_for(milliseconds(10));
   }
   return std::nullopt;
+}
+
+// Every key under `prefix` + "/" with what a change to it would alter: value, mod revision and
+// lease. Read with `client` (a Range over the prefix).
+struct KeyState {
+  std::string value;
+  int64_t mod_revision = 0;
+  int64_t lease = 0;
+  bool operator==(const KeyState&) const = default;
+};
+std::map<std::string, KeyState> KeysUnder(EtcdClient& client, const std::string& prefix) {
+  etcdserverpb::RangeRequest range;
+  range.set_key(prefix + "/");
+  range.set_range_end(prefix + "0");  // '0' follows '/': every key starting with prefix + "/"
+  StatusOr<etcdserverpb::RangeResponse> r = client.Range(range);
+  EXPECT_TRUE(r.ok()) << r.status();
+  std::map<std::string, KeyState> keys;
+  if (!r.ok()) return keys;
+  for (const mvccpb::KeyValue& kv : r->kvs()) {
+    keys[kv.key()] = KeyState{kv.value(), kv.mod_revision(), kv.lease()};
+  }
+  return keys;
 }
 
 double Ms(Clock::Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -480,6 +505,97 @@ TEST_F(WitnessTest, LostLeaseIsReclaimedButNeverStolen) {
   EXPECT_GT(owner->FenceDeadline(), TheClock().Now());
 }
 
+// Two deployments share one etcd, each under its own [witness] key_prefix. The same server
+// (instance UUID) is claimed in both by different hosts; whatever happens to it in one — its
+// owner dies and the claim lapses, a take-over, advancing the generation, a release, forgetting
+// it — leaves the other's keys exactly as they were (values, mod revisions, leases).
+TEST_F(WitnessTest, DeploymentsUnderTheirOwnPrefixesAreIndependent) {
+  const std::string u = Uuid("two-deployments");
+  const std::string one = "/nova-dt/region-one";
+  const std::string two = "/nova-dt/region-two";
+  auto in = [](const std::string& prefix) {
+    return MakeWitness(ClientOptions({etcd_->address()}), nullptr, prefix);
+  };
+  std::unique_ptr<Witness> one_a = in(one);  // compute-1, deployment one
+  std::unique_ptr<Witness> one_b = in(one);  // compute-2
+  std::unique_ptr<Witness> two_a = in(two);  // compute-8, deployment two
+  std::unique_ptr<Witness> two_b = in(two);  // compute-9
+  std::unique_ptr<EtcdClient> admin = MakeClient(ClientOptions({etcd_->address()}));
+
+  StatusOr<Ownership> in_one = one_a->Claim(u, "compute-1");
+  ASSERT_TRUE(in_one.ok()) << in_one.status();
+  StatusOr<Ownership> in_two = two_a->Claim(u, "compute-8");
+  ASSERT_TRUE(in_two.ok()) << in_two.status();
+  EXPECT_EQ(*in_one, (Ownership{"compute-1", 1, true, false, in_one->lease_id}));
+  EXPECT_EQ(*in_two, (Ownership{"compute-8", 1, true, false, in_two->lease_id}));
+  StatusOr<Ownership> read = one_b->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, *in_one);
+  read = two_b->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, *in_two);
+  // The other deployment's owner counts for nothing here.
+  EXPECT_TRUE(absl::IsAborted(one_b->TakeOver(u, "compute-2", "compute-8", 1).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(two_b->Claim(u, "compute-1").status()));
+
+  const std::map<std::string, KeyState> two_before = KeysUnder(*admin, two);
+  ASSERT_EQ(two_before.size(), 2u);
+  ASSERT_EQ(two_before.count(two + "/servers/" + u), 1u);
+  ASSERT_EQ(two_before.count(two + "/generations/" + u), 1u);
+  EXPECT_EQ(two_before.at(two + "/servers/" + u).lease, in_two->lease_id);
+
+  // Deployment one: advance, then compute-1 dies and its claim lapses; compute-2 takes over,
+  // releases and forgets the server.
+  StatusOr<Ownership> advanced = one_a->AdvanceGeneration(u, "compute-1");
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(advanced->generation, 2);
+  one_a.reset();
+  ASSERT_TRUE(WaitUntilLapsed(*one_b, u).has_value());
+  read = two_b->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, *in_two) << "deployment two's claim lives on its own lease";
+  EXPECT_TRUE(absl::IsFailedPrecondition(two_b->TakeOver(u, "compute-9", "compute-8", 1).status()))
+      << "deployment one's lapse says nothing about deployment two";
+  EXPECT_TRUE(absl::IsAborted(one_b->TakeOver(u, "compute-2", "compute-1", 1).status()));
+  StatusOr<Ownership> took = one_b->TakeOver(u, "compute-2", "compute-1", 2);
+  ASSERT_TRUE(took.ok()) << took.status();
+  EXPECT_EQ(took->generation, 3);
+  ASSERT_TRUE(one_b->Release(u, "compute-2").ok());
+  read = one_b->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, (Ownership{"compute-2", 3, false, true, 0}));
+  ASSERT_TRUE(one_b->Forget(u, "compute-2").ok());
+  EXPECT_TRUE(absl::IsNotFound(one_b->Read(u).status()));
+  EXPECT_TRUE(KeysUnder(*admin, one).empty());
+
+  EXPECT_EQ(KeysUnder(*admin, two), two_before) << "deployment one touched deployment two's keys";
+  read = two_a->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, *in_two);
+
+  // And the other way round: deployment one claims the server afresh (generation 1); in
+  // deployment two it is released, taken over, advanced and forgotten.
+  in_one = one_b->Claim(u, "compute-2");
+  ASSERT_TRUE(in_one.ok()) << in_one.status();
+  EXPECT_EQ(in_one->generation, 1);
+  const std::map<std::string, KeyState> one_before = KeysUnder(*admin, one);
+  ASSERT_EQ(one_before.size(), 2u);
+  ASSERT_TRUE(two_a->Release(u, "compute-8").ok());
+  took = two_b->TakeOver(u, "compute-9", "compute-8", 1);
+  ASSERT_TRUE(took.ok()) << took.status();
+  EXPECT_EQ(took->generation, 2);
+  advanced = two_b->AdvanceGeneration(u, "compute-9");
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(advanced->generation, 3);
+  ASSERT_TRUE(two_b->Forget(u, "compute-9").ok());
+  EXPECT_TRUE(KeysUnder(*admin, two).empty());
+  EXPECT_EQ(KeysUnder(*admin, one), one_before) << "deployment two touched deployment one's keys";
+  read = one_b->Read(u);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, *in_one);
+  EXPECT_TRUE(one_b->Forget(u, "compute-2").ok());
+}
+
 // One dead endpoint (refuses connections) and one black hole (accepts TCP, never speaks) before
 // the live one: calls fail over in order, then stick to the endpoint that answered.
 TEST_F(WitnessTest, EndpointsAreTriedInOrder) {
@@ -605,6 +721,7 @@ TEST(WitnessTlsTest, GoodCaWorksWrongCaIsRefused) {
   ASSERT_TRUE(anonymous.ok()) << anonymous.status();
   refused = (*anonymous)->Read(u);
   EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("requires a client certificate"));
 
   // Plaintext to the TLS port fails too.
   StatusOr<Ownership> plain =
@@ -615,6 +732,168 @@ TEST(WitnessTlsTest, GoodCaWorksWrongCaIsRefused) {
   config::WitnessSection missing = cfg;
   missing.tls_ca_file = etcd.dir() + "/missing.pem";
   EXPECT_TRUE(absl::IsInvalidArgument(NewEtcdWitness(missing, TheClock()).status()));
+}
+
+// [witness] for `etcd` over https with `cert` ("<name>.pem"/".key" of the etcd's PKI) as the
+// client certificate; TTL 2 s, margin 500 ms, request timeout 500 ms.
+config::WitnessSection TlsConfig(const EtcdServer& etcd, const std::string& cert,
+                                 const std::string& key_prefix = "/nova-dt") {
+  config::WitnessSection cfg;
+  cfg.etcd_endpoints = {etcd.endpoint()};
+  cfg.tls_ca_file = etcd.ca_file();
+  cfg.tls_cert_file = etcd.cert_file(cert);
+  cfg.tls_key_file = etcd.key_file(cert);
+  cfg.key_prefix = key_prefix;
+  cfg.lease_ttl_ms = 2000;
+  cfg.fence_margin_ms = 500;
+  cfg.request_timeout_ms = 500;
+  return cfg;
+}
+
+// A client certificate that names the right host but comes from a CA etcd does not trust (the
+// agent itself trusts etcd's server certificate): etcd refuses the handshake, every witness call
+// fails with Unavailable naming the endpoint within the request timeout, and nothing reaches
+// etcd — no key, no lease, no new revision.
+TEST(WitnessTlsTest, ClientCertificateFromAnUntrustedCaIsRefused) {
+  EtcdServer::Options tls;
+  tls.tls = true;
+  EtcdServer etcd(tls);
+  ASSERT_TRUE(etcd.Start().ok()) << etcd.LogTail();
+  etcd.IssueCertificate("rogue-compute-1", "compute-1", "other-ca");
+  const std::string u = Uuid("untrusted-client");
+  StatusOr<std::unique_ptr<Witness>> trusted =
+      NewEtcdWitness(TlsConfig(etcd, "compute-1"), TheClock());
+  ASSERT_TRUE(trusted.ok()) << trusted.status();
+  std::unique_ptr<EtcdClient> admin =
+      MakeClient(*EtcdClientOptionsFromConfig(TlsConfig(etcd, "compute-1")));
+  etcdserverpb::RangeRequest everything;
+  everything.set_key(std::string(1, '\0'));
+  everything.set_range_end(std::string(1, '\0'));
+  StatusOr<etcdserverpb::RangeResponse> before = admin->Range(everything);
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  Events events;
+  StatusOr<std::unique_ptr<Witness>> rogue =
+      NewEtcdWitness(TlsConfig(etcd, "rogue-compute-1"), TheClock(), events.Listener());
+  ASSERT_TRUE(rogue.ok()) << rogue.status();
+  const auto begin = std::chrono::steady_clock::now();
+  StatusOr<Ownership> claim = (*rogue)->Claim(u, "compute-1");
+  const auto took = std::chrono::steady_clock::now() - begin;
+  std::printf("claim with an untrusted client certificate: %s\n",
+              claim.status().ToString().c_str());
+  EXPECT_TRUE(absl::IsUnavailable(claim.status())) << claim.status();
+  EXPECT_THAT(std::string(claim.status().message()), HasSubstr("etcd " + etcd.address()));
+  EXPECT_THAT(std::string(claim.status().message()),
+              HasSubstr("does not accept the client certificate [witness] tls_cert_file"));
+  EXPECT_LT(took, kRequestTimeout + milliseconds(500));
+  StatusOr<Ownership> take = (*rogue)->TakeOver(u, "compute-1", "compute-2", 1);
+  EXPECT_TRUE(absl::IsUnavailable(take.status())) << take.status();
+  EXPECT_TRUE(absl::IsUnavailable((*rogue)->Release(u, "compute-1"))) << "release";
+  EXPECT_TRUE(absl::IsUnavailable((*rogue)->Forget(u, "compute-1"))) << "forget";
+  EXPECT_EQ((*rogue)->FenceDeadline(), Clock::TimePoint::min()) << "no lease was granted";
+
+  EXPECT_TRUE(absl::IsNotFound((*trusted)->Read(u).status()));
+  StatusOr<etcdserverpb::RangeResponse> after = admin->Range(everything);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->count(), 0);
+  EXPECT_EQ(after->header().revision(), before->header().revision()) << "something was written";
+  rogue->reset();
+  EXPECT_EQ(events.size(), 0u);
+  // The same host with the certificate etcd trusts is served.
+  StatusOr<Ownership> o = (*trusted)->Claim(u, "compute-1");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->generation, 1);
+}
+
+// etcd's own access control as docs/witness.md sets it up ("etcd's own access control"):
+// authentication enabled, the user taken from the client certificate's common name, and a role
+// granting readwrite on "<key_prefix>/" only. Everything the witness does — claim, keep-alive,
+// advance, release, take-over (after a release, and after the owner died), forget — works under
+// that prefix; a prefix outside the role, and a certificate whose common name is no etcd user,
+// get PermissionDenied naming the prefix, and write nothing.
+TEST(WitnessEtcdAuthTest, ARoleOnTheKeyPrefixIsAllTheWitnessNeeds) {
+  EtcdServer::Options options;
+  options.tls = true;
+  options.auth = true;
+  EtcdServer etcd(options);
+  const absl::Status started = etcd.Start();
+  ASSERT_TRUE(started.ok()) << started;
+  const std::string one = "/nova-dt/region-one";
+  const absl::Status added = etcd.AddUser("nova-dt-region-one", one + "/");
+  ASSERT_TRUE(added.ok()) << added;
+  const config::WitnessSection cfg = TlsConfig(etcd, "nova-dt-region-one", one);
+  const std::string u = Uuid("auth");
+
+  Events events;
+  StatusOr<std::unique_ptr<Witness>> primary = NewEtcdWitness(cfg, TheClock(), events.Listener());
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  StatusOr<std::unique_ptr<Witness>> backup = NewEtcdWitness(cfg, TheClock());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+
+  StatusOr<Ownership> o = (*primary)->Claim(u, "compute-1");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->generation, 1);
+  // Two renewals (LeaseKeepAlive) after the claim.
+  const int first = events.WaitFor([](auto& e) { return IsType(e, WitnessEvent::Type::kRenewed); },
+                                   milliseconds(2000));
+  ASSERT_GE(first, 0) << "no renewal under authentication";
+  ASSERT_GE(events.WaitFor([](auto& e) { return IsType(e, WitnessEvent::Type::kRenewed); },
+                           milliseconds(2000), first + 1),
+            0);
+  EXPECT_GT((*primary)->FenceDeadline(), TheClock().Now());
+  StatusOr<Ownership> advanced = (*primary)->AdvanceGeneration(u, "compute-1");
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(advanced->generation, 2);
+  // Planned hand-over: release, take-over.
+  ASSERT_TRUE((*primary)->Release(u, "compute-1").ok());
+  StatusOr<Ownership> took = (*backup)->TakeOver(u, "compute-2", "compute-1", 2);
+  ASSERT_TRUE(took.ok()) << took.status();
+  EXPECT_EQ(*took, (Ownership{"compute-2", 3, true, false, took->lease_id}));
+  // Failover: the owner dies, its claim lapses (etcd expires the lease), the other takes over.
+  backup->reset();
+  ASSERT_TRUE(WaitUntilLapsed(**primary, u).has_value());
+  took = (*primary)->TakeOver(u, "compute-1", "compute-2", 3);
+  ASSERT_TRUE(took.ok()) << took.status();
+  EXPECT_EQ(took->generation, 4);
+  ASSERT_TRUE((*primary)->Forget(u, "compute-1").ok());
+  EXPECT_TRUE(absl::IsNotFound((*primary)->Read(u).status()));
+  for (const WitnessEvent& e : events.All()) {
+    EXPECT_NE(e.type, WitnessEvent::Type::kLeaseLost) << e.reason;
+    EXPECT_NE(e.type, WitnessEvent::Type::kOwnershipLost) << e.reason;
+  }
+
+  // Outside the role: another deployment's prefix, and one that only starts with the same
+  // characters (the grant ends with '/').
+  for (const std::string& other : {std::string("/nova-dt/region-two"), one + "-b"}) {
+    SCOPED_TRACE(other);
+    StatusOr<std::unique_ptr<Witness>> outside =
+        NewEtcdWitness(TlsConfig(etcd, "nova-dt-region-one", other), TheClock());
+    ASSERT_TRUE(outside.ok()) << outside.status();
+    StatusOr<Ownership> refused = (*outside)->Claim(u, "compute-1");
+    std::printf("claim under %s: %s\n", other.c_str(), refused.status().ToString().c_str());
+    EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("'" + other + "/'"));
+    EXPECT_TRUE(absl::IsPermissionDenied((*outside)->Read(u).status()));
+    EXPECT_EQ((*outside)->FenceDeadline(), Clock::TimePoint::min());
+  }
+  // A certificate etcd trusts whose common name ("compute-1") is no etcd user.
+  StatusOr<std::unique_ptr<Witness>> nobody =
+      NewEtcdWitness(TlsConfig(etcd, "compute-1", one), TheClock());
+  ASSERT_TRUE(nobody.ok()) << nobody.status();
+  StatusOr<Ownership> refused = (*nobody)->Claim(u, "compute-1");
+  std::printf("claim by a certificate that names no user: %s\n",
+              refused.status().ToString().c_str());
+  EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
+
+  // Nothing was written outside region one; region one holds nothing (forgotten above).
+  std::unique_ptr<EtcdClient> root =
+      MakeClient(*EtcdClientOptionsFromConfig(TlsConfig(etcd, "root")));
+  etcdserverpb::RangeRequest everything;
+  everything.set_key(std::string(1, '\0'));
+  everything.set_range_end(std::string(1, '\0'));
+  StatusOr<etcdserverpb::RangeResponse> all = root->Range(everything);
+  ASSERT_TRUE(all.ok()) << all.status();
+  for (const mvccpb::KeyValue& kv : all->kvs()) ADD_FAILURE() << "left behind: " << kv.key();
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "tests/support/etcd_server.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@ namespace novadt::testing {
 namespace {
 
 constexpr char kEtcd[] = "/usr/bin/etcd";
+constexpr char kEtcdctl[] = "/usr/bin/etcdctl";
 constexpr char kSetpriv[] = "/usr/bin/setpriv";
 constexpr auto kStopTimeout = std::chrono::seconds(10);
 
@@ -39,6 +41,7 @@ EtcdServer::EtcdServer(Options options) : options_(options), scratch_("nova-dt-e
   if (options_.tls) {
     // "localhost" is the server's certificate, "compute-1" a client's; both signed by "ca".
     pki_ = std::make_unique<TestPki>(std::vector<std::string>{"localhost", "compute-1"});
+    if (options_.auth) pki_->Issue("root", "ca");
   }
 }
 
@@ -60,6 +63,70 @@ std::string EtcdServer::ca_file() const { return pki_ ? pki_->Path("ca.pem") : "
 std::string EtcdServer::client_cert_file() const { return pki_ ? pki_->Path("compute-1.pem") : ""; }
 std::string EtcdServer::client_key_file() const { return pki_ ? pki_->Path("compute-1.key") : ""; }
 std::string EtcdServer::other_ca_file() const { return pki_ ? pki_->Path("other-ca.pem") : ""; }
+std::string EtcdServer::cert_file(const std::string& name) const {
+  return pki_ ? pki_->Path(name + ".pem") : "";
+}
+std::string EtcdServer::key_file(const std::string& name) const {
+  return pki_ ? pki_->Path(name + ".key") : "";
+}
+
+void EtcdServer::IssueCertificate(const std::string& name, const std::string& common_name,
+                                  const std::string& ca) {
+  if (!pki_) {
+    ADD_FAILURE() << "EtcdServer::IssueCertificate needs Options::tls";
+    return;
+  }
+  pki_->Issue(common_name, ca, name);
+}
+
+absl::Status EtcdServer::Etcdctl(const std::vector<std::string>& args) const {
+  if (access(kEtcdctl, X_OK) != 0) {
+    return absl::FailedPreconditionError(std::string(kEtcdctl) +
+                                         " not found: install Debian's etcd-client "
+                                         "(scripts/install-deps)");
+  }
+  std::vector<std::string> argv = {kEtcdctl,
+                                   "--endpoints=" + endpoint(),
+                                   "--cacert=" + ca_file(),
+                                   "--cert=" + cert_file("root"),
+                                   "--key=" + key_file("root"),
+                                   "--dial-timeout=5s",
+                                   "--command-timeout=10s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  if (RunCommand(argv, &out, std::chrono::seconds(30)) != 0) {
+    std::string command = "etcdctl";
+    for (const std::string& a : args) command += " " + a;
+    return absl::InternalError(command + " failed: " + out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EtcdServer::EnableAuth() {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"user", "add", "root", "--no-password"},
+                                             {"user", "grant-role", "root", "root"},
+                                             {"auth", "enable"}}) {
+    if (absl::Status s = Etcdctl(args); !s.ok()) return s;
+  }
+  auth_enabled_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status EtcdServer::AddUser(const std::string& user, const std::string& key_prefix) {
+  if (!auth_enabled_ || !running()) {
+    return absl::FailedPreconditionError("EtcdServer::AddUser needs a running etcd with auth");
+  }
+  IssueCertificate(user, user, "ca");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"role", "add", user},
+           {"role", "grant-permission", user, "readwrite", "--prefix=true", key_prefix},
+           {"user", "add", user, "--no-password"},
+           {"user", "grant-role", user, user}}) {
+    if (absl::Status s = Etcdctl(args); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status EtcdServer::Start() {
   if (etcd_) return absl::FailedPreconditionError("etcd already running");
@@ -128,6 +195,9 @@ absl::Status EtcdServer::Start() {
                              pki_->Path("localhost.key"), "--trusted-ca-file", ca_file()});
     if (options_.client_cert_auth) argv.push_back("--client-cert-auth");
   }
+  if (options_.auth && !(options_.tls && options_.client_cert_auth)) {
+    return absl::InvalidArgumentError("EtcdServer: auth needs tls and client_cert_auth");
+  }
   // A restart appends to the same log: look for readiness only after this point.
   const size_t log_start = ReadFile(log_path()).size();
   const auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;
@@ -143,6 +213,11 @@ absl::Status EtcdServer::Start() {
     if (log.size() > log_start &&
         log.find("serving client traffic", log_start) != std::string::npos &&
         (!options_.exec_prefix.empty() || ConnectLoopback(client_port_).valid())) {
+      if (options_.auth && !auth_enabled_) {
+        if (absl::Status s = EnableAuth(); !s.ok()) {
+          return fail("could not enable authentication: " + std::string(s.message()));
+        }
+      }
       return absl::OkStatus();
     }
     if (std::chrono::steady_clock::now() >= deadline) {

@@ -7,6 +7,9 @@
 //
 // With Options::tls the client port speaks TLS only, with a server certificate for "localhost"
 // made by TestPki, and clients must dial "localhost:<port>" (endpoint()/address() do).
+// With Options::auth as well, etcd's authentication is on and takes a client's user name from
+// its certificate's common name (docs/witness.md, "etcd's own access control"); AddUser() makes
+// users limited to a key prefix. Set-up goes through Debian's etcdctl (etcd-client).
 //
 // Not thread-safe: one test thread drives it.
 #pragma once
@@ -29,6 +32,10 @@ class EtcdServer {
     bool tls = false;
     // With tls: clients must present a certificate signed by "ca" (--client-cert-auth).
     bool client_cert_auth = true;
+    // With tls and client_cert_auth: the first Start() enables etcd's authentication, with user
+    // "root" (role root) whose certificate is cert_file("root"). Every other client is then the
+    // etcd user named by its certificate's common name; an unknown name has no rights.
+    bool auth = false;
     // Raft timing (ms). etcd's minimum lease TTL is ceil(1.5 x election_timeout) s: the
     // defaults (etcd's) give 2 s.
     int heartbeat_interval_ms = 100;
@@ -77,10 +84,28 @@ class EtcdServer {
   std::string client_key_file() const;
   std::string other_ca_file() const;
 
+  // With Options::tls: makes certificate `name` (cert_file(name), key_file(name)) whose common
+  // name and DNS name are `common_name`, for client and server use, signed by `ca`: "ca" (the
+  // CA etcd trusts) or "other-ca" (one it does not). Fails the current test when openssl fails.
+  void IssueCertificate(const std::string& name, const std::string& common_name,
+                        const std::string& ca = "ca");
+  std::string cert_file(const std::string& name) const;
+  std::string key_file(const std::string& name) const;
+
+  // With Options::auth, while running: makes etcd user `user` with a role of the same name that
+  // grants readwrite on every key starting with `key_prefix` (and nothing else), and its client
+  // certificate `user` (common name `user`, signed by "ca"). The error carries etcdctl's output.
+  absl::Status AddUser(const std::string& user, const std::string& key_prefix);
+
   std::string LogTail(int lines = 30) const;
 
  private:
   std::string log_path() const { return dir() + "/etcd.log"; }
+  // Runs etcdctl against this etcd with client certificate "root" (before authentication is
+  // enabled anyone may administer etcd; after, the user root may).
+  absl::Status Etcdctl(const std::vector<std::string>& args) const;
+  // Makes user root and enables authentication (once: etcd keeps it in its data directory).
+  absl::Status EnableAuth();
 
   Options options_;
   ScratchDir scratch_;
@@ -88,6 +113,7 @@ class EtcdServer {
   std::string name_;
   int client_port_ = 0;
   int peer_port_ = 0;
+  bool auth_enabled_ = false;
   std::unique_ptr<Subprocess> etcd_;
   std::unique_ptr<Subprocess> watchdog_;
 };
