@@ -30,8 +30,17 @@ ConsumerCounters NotificationConsumer::counters() const {
 
 Status NotificationConsumer::Setup(AmqpConnection& conn) {
   const bool durable = options_.durable || options_.quorum;
-  // Nova's publisher declares the exchange the same way (topic, durable per config).
-  NOVA_DT_RETURN_IF_ERROR(conn.DeclareExchange(options_.exchange, "topic", durable, false));
+  // Nova's exchange is Nova's: only check that it exists (a passive declare needs no RabbitMQ
+  // right, while an active one needs "configure", which also allows deleting it). Nova creates
+  // it; until then the set-up fails here and the connection loop retries with its back-off.
+  if (Status s = conn.DeclareExchange(options_.exchange, "topic", durable, false,
+                                      /*passive=*/true);
+      !s.ok()) {
+    if (!absl::IsNotFound(s)) return s;
+    return absl::NotFoundError("Nova's exchange '" + options_.exchange + "' does not exist yet" +
+                               " in this vhost (Nova creates it; the agent only checks that it" +
+                               " exists): " + std::string(s.message()));
+  }
   AmqpTable args;
   if (options_.quorum) args["x-queue-type"] = std::string("quorum");
   if (!options_.dead_letter_exchange.empty()) {

@@ -2,6 +2,12 @@
 // with "<topic>.info" and "<topic>.error") and hands each parsed event to a handler, acking only
 // after the handler returned. A malformed message is logged with its message id and acked, or
 // rejected into the dead-letter exchange when one is configured: it never stops the queue.
+//
+// Nova's exchange is declared passively: the consumer never creates, changes or needs the right
+// to delete it (docs/bus.md, "RabbitMQ users and permissions"). While it does not exist, every
+// connection attempt fails with NotFound "Nova's exchange '<name>' does not exist yet ..."
+// (last_error(), and a warning in the log) and is retried with the transport's back-off; Nova's
+// notifications published before the queue is bound are not seen.
 #pragma once
 
 #include <atomic>
@@ -22,7 +28,7 @@ struct NotificationConsumerOptions {
   std::string exchange = "nova";
   std::vector<std::string> topics = {"versioned_notifications"};
   std::string queue;
-  bool durable = false;  // exchange and queue; must match the deployment
+  bool durable = false;  // the queue; must match the deployment
   bool quorum = false;   // x-queue-type: quorum (implies durable)
   uint16_t prefetch = 64;
   size_t max_body_bytes = kDefaultMaxBodyBytes;

@@ -2,6 +2,7 @@
 // the wire, and by the real oslo.messaging client's call monitor), failures and reconnects; the
 // notifier keeping notifications through a broker outage; the consumer moving to the next host
 // of the transport URL.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
@@ -249,6 +250,12 @@ TEST_F(BusTest, ConsumerSkipsADeadHostOfTheTransportUrl) {
   o.connection_name = "bus_test:consumer";
   o.exchange = "nova_ct";
   o.queue = "ct_queue";
+  {
+    // Nova's exchange exists (Nova made it): the consumer only checks that.
+    auto nova = Connect(server_->port());
+    ASSERT_TRUE(nova);
+    ASSERT_TRUE(nova->DeclareExchange("nova_ct", "topic", false, false).ok());
+  }
   std::atomic<int> handled{0};
   NotificationConsumer consumer(o, [&](const NovaEvent&) {
     ++handled;
@@ -265,6 +272,60 @@ TEST_F(BusTest, ConsumerSkipsADeadHostOfTheTransportUrl) {
       c->Publish("nova_ct", "versioned_notifications.error", EncodeOsloBody(note)).ok());
   EXPECT_TRUE(WaitFor([&] { return handled == 2; }, seconds(10)));
   EXPECT_EQ(consumer.counters().malformed, 0u);
+}
+
+// Nova's exchange is Nova's: the consumer declares it passively. Until Nova has made it, the
+// consumer stays disconnected with a clear error, retries, and never creates it; once it exists
+// it connects, whatever durability Nova gave it (an active declare with other flags would fail
+// with 406 PRECONDITION_FAILED), and consumes.
+TEST_F(BusTest, ConsumerWaitsForNovasExchangeAndNeverCreatesIt) {
+  NotificationConsumerOptions o;
+  o.transport = TransportTo(server_->port());
+  o.connection_name = "bus_test:passive";
+  o.exchange = "nova_passive";
+  o.queue = "passive_queue";
+  o.durable = false;
+  std::atomic<int> handled{0};
+  NotificationConsumer consumer(o, [&](const NovaEvent&) {
+    ++handled;
+    return HandleResult::kDone;
+  });
+  consumer.Start();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return consumer.last_error().find("Nova's exchange 'nova_passive' does not exist yet") !=
+               std::string::npos;
+      },
+      seconds(10)))
+      << consumer.last_error();
+  EXPECT_THAT(consumer.last_error(), ::testing::HasSubstr("404 NOT_FOUND"));
+  // Several attempts (200 ms, then 400 ms, ... back-off), none of them connected or created it.
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_FALSE(consumer.connected());
+  auto nova = Connect(server_->port());
+  ASSERT_TRUE(nova);
+  Status missing = nova->DeclareExchange("nova_passive", "topic", false, false, /*passive=*/true);
+  EXPECT_TRUE(absl::IsNotFound(missing)) << missing;
+  std::string queues;
+  ASSERT_TRUE(server_->Ctl({"list_queues", "--no-table-headers", "name"}, &queues).ok());
+  EXPECT_EQ(queues.find("passive_queue"), std::string::npos) << queues;
+
+  // Nova makes its exchange, durable although the agent's own queue is not.
+  ASSERT_TRUE(nova->DeclareExchange("nova_passive", "topic", /*durable=*/true, false).ok());
+  ASSERT_TRUE(WaitFor([&] { return consumer.connected(); }, seconds(10))) << consumer.last_error();
+  EXPECT_EQ(consumer.last_error(), "");
+  EXPECT_EQ(consumer.reconnects(), 0u) << "the first successful connection";
+  const Json note = NotificationMessage("nova-compute:h1", "instance.create.end", "INFO",
+                                        {{"nova_object.data", {{"uuid", "u"}, {"host", "h1"}}}});
+  ASSERT_TRUE(
+      nova->Publish("nova_passive", "versioned_notifications.info", EncodeOsloBody(note)).ok());
+  EXPECT_TRUE(WaitFor([&] { return handled == 1; }, seconds(10)));
+  std::string exchanges;
+  ASSERT_TRUE(
+      server_->Ctl({"list_exchanges", "--no-table-headers", "name", "durable"}, &exchanges).ok());
+  EXPECT_NE(exchanges.find("nova_passive\ttrue"), std::string::npos)
+      << "Nova's exchange as Nova made it:\n"
+      << exchanges;
 }
 
 }  // namespace

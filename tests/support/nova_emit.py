@@ -15,6 +15,20 @@ from oslo_config import cfg
 
 from nova_payloads import instance_payload
 
+NOVA_EXCHANGE = "nova"
+
+
+def declare_nova_exchange(url, durable=False):
+    """Makes Nova's exchange as Nova's notifier (oslo.messaging's rabbit driver) does before it
+    publishes: topic, durable as [oslo_messaging_rabbit] amqp_durable_queues, not auto-deleted.
+    Run it before starting an agent, as a running Nova would have: the agent only checks that the
+    exchange exists (a passive declare) and waits until it does. `url` is a rabbit:// URL whose
+    user may configure "nova" (e.g. the test broker's guest)."""
+    import kombu
+    with kombu.Connection(url.replace("rabbit://", "amqp://", 1)) as conn:
+        kombu.Exchange(NOVA_EXCHANGE, type="topic", durable=durable,
+                       auto_delete=False)(conn.default_channel).declare()
+
 
 def main():
     p = argparse.ArgumentParser()

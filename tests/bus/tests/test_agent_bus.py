@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(SRC, "nova-integration"))
 
 import nova_dt.exception  # noqa: E402  (allowed_remote_exmods)
 from nova_dt_agent import AgentProcess, bus_test_config  # noqa: E402
+from nova_emit import declare_nova_exchange  # noqa: E402
 from nova_payloads import instance_payload  # noqa: E402
 from rabbitmq import RabbitMQ  # noqa: E402
 
@@ -72,6 +73,8 @@ class BusTestBase(unittest.TestCase):
         cls.workdir = tempfile.mkdtemp(prefix="nova-dt-bus-test.")
         cls.rabbit = RabbitMQ()
         cls.rabbit.start()
+        # Nova runs already: its exchange exists (the agent only checks that it does).
+        declare_nova_exchange(cls.rabbit.url, durable=cls.durable)
         cls.agent = AgentProcess(BUILD, cls.workdir,
                                  bus_test_config(HOST, cls.rabbit.url, BACKUP, cls.agent_extra))
         # Nova's side: control exchange "nova" (Nova's), RPC to the agent on "nova_dt".

@@ -29,6 +29,7 @@ BUILD = os.environ.get("NOVA_DT_BUILD", os.path.join(SRC, "build"))
 sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 
 from nova_dt_agent import AgentProcess, bus_test_config  # noqa: E402
+from nova_emit import declare_nova_exchange  # noqa: E402
 from nova_payloads import instance_payload  # noqa: E402
 from rabbitmq import RabbitMQ  # noqa: E402
 from rabbitmq_permissions import apply_documented_permissions  # noqa: E402
@@ -94,6 +95,9 @@ class PermissionsTest(unittest.TestCase):
         # A second host's user: the documented commands again (vhost exists already).
         cls.other = apply_documented_permissions(cls.rabbit, OTHER, rpc_vhost=RPC_VHOST,
                                                  notify_vhost=NOTIFY_VHOST, controller=False)
+        # Nova runs already: its exchange exists in its vhost, made by Nova's own user (here the
+        # broker's administrator). The agent only checks that it exists.
+        declare_nova_exchange(cls.rabbit.url)
         # The agent with its own user only: RPC in the agents' vhost, notifications in Nova's.
         config = bus_test_config(
             HOST, cls.users.agent_url(cls.rabbit, RPC_VHOST), OTHER,
@@ -269,9 +273,23 @@ class PermissionsTest(unittest.TestCase):
             (NOTIFY_VHOST, lambda c: c.queue_declare(
                 "nova_dt_agent.versioned_notifications." + OTHER),
              "declare another host's queue of Nova's notifications"),
+            # Nova's exchange is Nova's: the agent declares it passively, so it has no configure
+            # right on it — none to delete it or to declare it anew (with other flags).
+            (NOTIFY_VHOST, lambda c: c.exchange_delete("nova"), "delete Nova's exchange"),
+            (NOTIFY_VHOST, lambda c: c.exchange_declare("nova", "topic", durable=False,
+                                                        auto_delete=False),
+             "declare Nova's exchange (as it is)"),
+            (NOTIFY_VHOST, lambda c: c.exchange_declare("nova", "topic", durable=True,
+                                                        auto_delete=False),
+             "declare Nova's exchange anew (durable)"),
         ]
         for vhost, action, what in forbidden:
             self.assert_refused(u, p, vhost, action, what)
+        self.assertIn("nova\ttopic\tfalse", self.rabbit.ctl(
+            "list_exchanges", "-p", NOTIFY_VHOST, "--no-table-headers", "name", "type",
+            "durable"), "Nova's exchange is still there, as Nova made it")
+        # What the agent does instead: a passive declare (no right needed), then binds its queue.
+        self.connect(u, p, NOTIFY_VHOST).channel().exchange_declare("nova", "topic", passive=True)
         # Allowed, for contrast: its notifications, so also a forged dt.pair.failover.end of
         # any server (the controller checks those with the new host's agent).
         inner = {"message_id": str(uuid.uuid4()), "publisher_id": "nova-dt-agent:" + HOST,

@@ -93,6 +93,9 @@ class ControllerBusTest(test.NoDBTestCase):
         self.rabbit.start()
         self.users = permissions.apply_documented_permissions(
             self.rabbit, HOST, notify_vhost=NOTIFY_VHOST, rpc_vhost=RPC_VHOST)
+        # Nova runs already: its exchange exists (the agent only checks that it does).
+        import nova_emit
+        nova_emit.declare_nova_exchange(self.rabbit.url)
         self.agent = agent_mod.AgentProcess(
             BUILD, os.path.join(workdir, 'agent'),
             agent_mod.bus_test_config(
