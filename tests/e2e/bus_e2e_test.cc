@@ -70,6 +70,16 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
     if (host == "a") o.push_back("replication.default_backup_host=rig-b");
     return o;
   };
+  // Nova's exchange exists before the agents come, as in a running cloud: an agent only checks
+  // that it does (a passive declare; its RabbitMQ user may not create or delete it).
+  std::string declared;
+  ASSERT_EQ(in_net({"/usr/bin/python3", "-c",
+                    "import sys; sys.path.insert(0, sys.argv[1]); import nova_emit; "
+                    "nova_emit.declare_nova_exchange(sys.argv[2])",
+                    kSupport, url},
+                   &declared),
+            0)
+      << declared;
   ASSERT_TRUE(rig.StartAgent("a", agent_config("a")).ok());
   ASSERT_TRUE(rig.StartAgent("b", agent_config("b")).ok());
   ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > 20; }, seconds(60)));
