@@ -337,31 +337,23 @@ class GrpcReplicationLink final : public core::ReplicationLink {
   StatusOr<std::unique_ptr<core::EpochStream>> Open(const std::string& address,
                                                     const core::StreamOpen& open,
                                                     core::EpochStreamCallbacks callbacks) override {
-    auto host = hosts_.find(address);
-    if (credentials_->tls() && host == hosts_.end()) {
-      return absl::InvalidArgumentError("no configured peer host for " + address +
-                                        ": cannot verify its certificate");
-    }
-    auto stream = std::make_unique<GrpcEpochStream>(
-        Stub(address, host == hosts_.end() ? "" : host->second), std::move(callbacks));
+    auto stub = Stub(address);
+    if (!stub.ok()) return stub.status();
+    auto stream = std::make_unique<GrpcEpochStream>(*stub, std::move(callbacks));
     NOVA_DT_RETURN_IF_ERROR(stream->Start(open));
     return std::unique_ptr<core::EpochStream>(std::move(stream));
   }
 
   StatusOr<core::ReplicaBasis> Basis(const std::string& address, const core::StreamOpen& open,
                                      std::chrono::milliseconds timeout) override {
-    auto host = hosts_.find(address);
-    if (credentials_->tls() && host == hosts_.end()) {
-      return absl::InvalidArgumentError("no configured peer host for " + address +
-                                        ": cannot verify its certificate");
-    }
+    auto stub = Stub(address);
+    if (!stub.ok()) return stub.status();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
     nova_dt::v1::BasisRequest request;
     request.set_host(open.primary_host);
     request.set_instance_uuid(open.instance_uuid);
-    auto reader =
-        Stub(address, host == hosts_.end() ? "" : host->second)->Basis(&ctx, request);
+    auto reader = (*stub)->Basis(&ctx, request);
     core::ReplicaBasis basis;
     nova_dt::v1::BasisChunk c;
     bool head = true;
@@ -413,30 +405,34 @@ class GrpcReplicationLink final : public core::ReplicationLink {
 
   Status Release(const std::string& address, const core::StreamOpen& open,
                  std::chrono::milliseconds timeout) override {
-    auto host = hosts_.find(address);
-    if (credentials_->tls() && host == hosts_.end()) {
-      return absl::InvalidArgumentError("no configured peer host for " + address +
-                                        ": cannot verify its certificate");
-    }
+    auto stub = Stub(address);
+    if (!stub.ok()) return stub.status();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
     nova_dt::v1::ReleaseRequest request;
     request.set_host(open.primary_host);
     request.set_instance_uuid(open.instance_uuid);
     nova_dt::v1::ReleaseReply reply;
-    return FromGrpc(
-        Stub(address, host == hosts_.end() ? "" : host->second)->Release(&ctx, request, &reply));
+    return FromGrpc((*stub)->Release(&ctx, request, &reply));
   }
 
  private:
-  nova_dt::v1::Peer::Stub* Stub(const std::string& address, const std::string& host) {
+  // The stub of the peer at `address` (one channel per address, kept). With TLS the address
+  // must be a configured peer's, whose host its certificate must name: InvalidArgument if not.
+  StatusOr<nova_dt::v1::Peer::Stub*> Stub(const std::string& address) {
+    auto host = hosts_.find(address);
+    if (credentials_->tls() && host == hosts_.end()) {
+      return absl::InvalidArgumentError("no configured peer host for " + address +
+                                        ": cannot verify its certificate");
+    }
     std::lock_guard<std::mutex> lock(mu_);
     auto& stub = stubs_[address];
     if (!stub) {
       grpc::ChannelArguments args;
       args.SetMaxSendMessageSize(kMaxPeerMessageBytes);
       args.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
-      stub = nova_dt::v1::Peer::NewStub(credentials_->Channel(address, host, args));
+      stub = nova_dt::v1::Peer::NewStub(
+          credentials_->Channel(address, host == hosts_.end() ? "" : host->second, args));
     }
     return stub.get();
   }
