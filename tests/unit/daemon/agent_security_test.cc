@@ -12,8 +12,8 @@
 
 #include "agent/rpc/grpc_peer_link.h"
 #include "agent/rpc/grpc_replication.h"
-#include "nova_dt/v1/control.grpc.pb.h"
 #include "nova_dt/v1/peer.grpc.pb.h"
+#include "tests/support/agent_control.h"
 #include "tests/support/fake_replica_sink.h"
 #include "tests/support/test_pki.h"
 #include "tests/support/test_util.h"
@@ -33,16 +33,6 @@ using std::chrono::seconds;
 
 const std::string kAgent = std::string(NOVA_DT_BINARY_DIR) + "/agent/daemon/nova-dt-agent";
 const std::string kUuid = libvirt::fixtures::kNovaUuid;
-
-std::optional<nova_dt::v1::AgentStatus> StatusOf(const std::string& sock) {
-  auto stub = nova_dt::v1::Control::NewStub(
-      grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(500));
-  nova_dt::v1::AgentStatus s;
-  if (!stub->Status(&ctx, {}, &s).ok()) return std::nullopt;
-  return s;
-}
 
 // What rig-a streams: the Nova fixture server, its epochs from the fake sink's SmallEpoch().
 core::StreamOpen NovaOpen(const std::string& primary = "rig-a") {
@@ -106,9 +96,13 @@ class AgentSecurityTest : public ::testing::Test {
     b_ = std::make_unique<Subprocess>(
         std::vector<std::string>{kAgent, "--config-file", dir_.Write("b.conf", conf)},
         dir_.path() + "/b.log");
-    ASSERT_TRUE(WaitFor([&] { return StatusOf(Sock()).has_value(); }, seconds(15))) << Log();
+    ASSERT_TRUE(WaitFor([&] { return BackupStatus().has_value(); }, seconds(15))) << Log();
   }
   std::string Sock() const { return dir_.path() + "/b.sock"; }
+  // rig-b's status; nullopt while it does not answer.
+  std::optional<nova_dt::v1::AgentStatus> BackupStatus() const {
+    return novadt::testing::AgentStatusAt("unix:" + Sock());
+  }
   std::string Address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string Log() const { return ReadFile(dir_.path() + "/b.log"); }
 
@@ -170,7 +164,7 @@ TEST_F(AgentSecurityTest, WithoutCertificatesTheAgentStartsOnlyWhenAllowedInsecu
   EXPECT_NE(out.find("allow_insecure"), std::string::npos) << out;
 
   StartB("", /*tls=*/false);
-  auto s = StatusOf(Sock());
+  auto s = BackupStatus();
   ASSERT_TRUE(s);
   ASSERT_GE(s->security_warnings_size(), 1);
   EXPECT_NE(s->security_warnings(0).find("allow_insecure"), std::string::npos);
@@ -212,7 +206,7 @@ TEST_F(AgentSecurityTest, APeerThatIsNotTheOwnerCannotOpenReplaceDescribeOrTakeO
   EXPECT_EQ(ReplicaRam(), ram);
   for (const auto& item : novadt::testing::SmallEpoch(3)) ASSERT_TRUE(owner.stream->Send(item).ok());
   EXPECT_TRUE(WaitFor([&] { return owner.Acked() == 3; }, seconds(10))) << Log();
-  auto s = StatusOf(Sock());
+  auto s = BackupStatus();
   ASSERT_TRUE(s);
   ASSERT_EQ(s->protected_servers_size(), 1);
   EXPECT_EQ(s->protected_servers(0).state(), "protected");
@@ -260,7 +254,7 @@ TEST_F(AgentSecurityTest, ADomainThatIsNotRestorableAsNovaMadeItIsRefusedAndNoth
         << s.Refusal();
   }
   EXPECT_TRUE(ReplicaRoot().empty()) << "no replica directory was made";
-  auto s = StatusOf(Sock());
+  auto s = BackupStatus();
   ASSERT_TRUE(s);
   EXPECT_EQ(s->protected_servers_size(), 0);
 }
@@ -350,7 +344,7 @@ TEST_F(AgentSecurityTest, ForgedHellosNeverMakeAPeerReachable) {
     ASSERT_TRUE(got.get_future().get().ok()) << "the greeting itself is answered";
     std::this_thread::sleep_for(milliseconds(50));
   }
-  auto s = StatusOf(Sock());
+  auto s = BackupStatus();
   ASSERT_TRUE(s);
   bool seen = false;
   for (const auto& p : s->peers()) {
@@ -374,7 +368,7 @@ TEST_F(AgentSecurityTest, AStreamItsPrimaryEndedOnPurposeLeavesAReplicaThatIsNev
   std::optional<nova_dt::v1::AgentStatus> s;
   ASSERT_TRUE(WaitFor(
       [&] {
-        s = StatusOf(Sock());
+        s = BackupStatus();
         return s && s->protected_servers_size() == 1 &&
                s->protected_servers(0).state() == "unprotected";
       },
