@@ -154,6 +154,19 @@ ram="$("$rig" exec a find /var/lib/libvirt/qemu/ram -name pc.ram -size +1M)"
 [[ -z "$("$rig" exec b find /var/lib/libvirt/qemu/ram -name pc.ram)" ]] || fail "3: host b sees a RAM file"
 say "3: guest RAM file $ram (private to host a)"
 
+# QEMU runs as on a real Debian compute host: as libvirt-qemu, its RAM and disk given to it, the
+# kernel booted from the rig's copy (README "Each host").
+qemu_pid="$(cat "$RIG_DIR/a/run/qemu/$guest.pid")"
+qemu_user="$(ps -o user= -p "$qemu_pid")"
+[[ "$qemu_user" == libvirt-qemu ]] || fail "3: QEMU runs as '$qemu_user', expected libvirt-qemu"
+ram_owner="$("$rig" exec a stat -c %U "$ram")"
+[[ "$ram_owner" == libvirt-qemu ]] || fail "3: $ram belongs to $ram_owner, expected libvirt-qemu"
+disk_owner="$(stat -c %U "$RIG_DIR/a/lib/images/$guest.raw")"
+[[ "$disk_owner" == libvirt-qemu ]] || fail "3: the disk belongs to $disk_owner (no dynamic ownership?)"
+"$rig" virsh a dumpxml "$guest" | grep -q "<kernel>$RIG_DIR/boot/" ||
+  fail "3: the guest does not boot the rig's copy of the kernel"
+say "3: QEMU (pid $qemu_pid) runs as libvirt-qemu; RAM file and disk are libvirt-qemu's"
+
 disk="$RIG_DIR/a/lib/images/$guest.raw"
 last_seen="$(tail -n1 <<<"$values")"
 "$reader" "$disk" --has "$last_seen" || fail "3: record $last_seen (seen by the observer) is not on the disk"
