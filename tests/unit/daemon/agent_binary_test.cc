@@ -79,6 +79,22 @@ TEST(AgentBinaryTest, UnreadablePeerTlsFilesExitWith2) {
   EXPECT_NE(out.find("[peer] tls_cert_file"), std::string::npos) << out;
 }
 
+// Who QEMU runs as is looked up at start: replica images and capture sockets go to that user.
+TEST(AgentBinaryTest, AnUnknownQemuUserOrGroupExitsWith2NamingIt) {
+  ScratchDir dir;
+  const std::string conf = dir.Write("a.conf", AgentConfig(dir, "a", 0));
+  std::string out;
+  const std::string user = dir.Write("user.conf", "[libvirt]\nqemu_user = no-such-user-nova-dt\n");
+  EXPECT_EQ(RunCommand({kAgent, "--config-file", conf, "--config-file", user}, &out), 2);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find("[libvirt] qemu_user"), std::string::npos) << out;
+  EXPECT_NE(out.find("no such user 'no-such-user-nova-dt'"), std::string::npos) << out;
+  const std::string group =
+      dir.Write("group.conf", "[libvirt]\nqemu_group = no-such-group-nova-dt\n");
+  EXPECT_EQ(RunCommand({kAgent, "--config-file", conf, "--config-file", group}, &out), 2);
+  EXPECT_NE(out.find("no such group 'no-such-group-nova-dt'"), std::string::npos) << out;
+}
+
 TEST(AgentBinaryTest, MissingConfigFileAndBadArgumentsExitWith2) {
   std::string out;
   EXPECT_EQ(RunCommand({kAgent, "--config-file", "/nonexistent/agent.conf"}, &out), 2);
