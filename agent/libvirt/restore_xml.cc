@@ -1,5 +1,7 @@
 #include "agent/libvirt/restore_xml.h"
 
+#include "agent/common/identifiers.h"
+
 #include <arpa/inet.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -803,16 +805,27 @@ std::string Attribute(xmlNodePtr n, const char* name) {
   return out;
 }
 
-bool IsCanonicalUuid(std::string_view u) {
-  if (u.size() != 36) return false;
-  for (size_t i = 0; i < u.size(); ++i) {
-    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? u[i] != '-' : !((u[i] >= '0' && u[i] <= '9') || (u[i] >= 'a' && u[i] <= 'f'))) {
+// <qemu:commandline> holding exactly <qemu:arg value='-incoming'/><qemu:arg value='defer'/>
+// (what AddIncomingDefer() writes) and nothing else: no other argument, attribute or text.
+bool IsOwnIncomingDefer(xmlNodePtr n) {
+  if (!n->ns || !xmlStrEqual(n->ns->href, X(kQemuNs)) || !xmlStrEqual(n->name, X("commandline")) ||
+      n->properties) {
+    return false;
+  }
+  std::vector<std::string> args;
+  for (xmlNodePtr c = n->children; c; c = c->next) {
+    if (c->type == XML_TEXT_NODE && IsBlank(S(c->content))) continue;
+    if (c->type != XML_ELEMENT_NODE || !c->ns || !xmlStrEqual(c->ns->href, X(kQemuNs)) ||
+        !xmlStrEqual(c->name, X("arg")) || c->children || !c->properties ||
+        c->properties->next || !xmlStrEqual(c->properties->name, X("value"))) {
       return false;
     }
+    args.push_back(Attribute(c, "value"));
   }
-  return true;
+  return args == std::vector<std::string>{"-incoming", "defer"};
 }
+
+bool IsCanonicalUuid(std::string_view u) { return ValidateInstanceUuid(u).ok(); }
 
 // libvirt's <name>: also a file name on the backup (logs, the guest-RAM directory).
 bool IsSaneDomainName(std::string_view n) {
@@ -999,6 +1012,9 @@ class Walk {
         continue;
       }
       const std::string child_path = rule_path + "/" + name;
+      // A domain a backup restored carries the agent's own `-incoming defer` in its live XML
+      // (the restore started it so): that, exactly, is accepted and never carried.
+      if (rule_path == "domain" && IsOwnIncomingDefer(c)) continue;
       if (c->ns) {
         const std::string prefix = c->ns->prefix ? std::string(S(c->ns->prefix)) + ":" : "";
         return RefuseElement(c, child_path, where + "/" + prefix + name);

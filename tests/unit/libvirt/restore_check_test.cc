@@ -149,6 +149,38 @@ TEST(RestoreCheckTest, RefusesQemuCommandline) {
                       "<x:hook> (namespace 'urn:example') is outside libvirt's domain schema"));
 }
 
+// A server a backup restored runs with the agent's own `-incoming defer` in its live XML: when it
+// is protected again from there, that exactly is accepted (and never carried); anything more or
+// else is pass-through as ever.
+TEST(RestoreCheckTest, AcceptsOnlyTheAgentsOwnIncomingDeferOfARestoredDomain) {
+  const auto with = [](const std::string& args) {
+    return Edit(
+        Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
+             "<domain type='kvm' id='7' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"),
+        "</domain>", "  <qemu:commandline>" + args + "</qemu:commandline>\n</domain>");
+  };
+  const std::string restored = with(
+      "\n    <qemu:arg value='-incoming'/>\n    <qemu:arg value='defer'/>\n  ");
+  EXPECT_TRUE(CheckRestorableDomain(restored, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(restored, kNovaUuid, NovaHost());
+  auto clean = DeriveRestoreXml(restored, {{"vda", "/r/disk-vda.raw"}}, false, NovaHost());
+  ASSERT_TRUE(clean.ok()) << clean.status();
+  EXPECT_EQ(clean->find("incoming"), std::string::npos) << *clean;
+  for (const std::string& args :
+       {std::string("<qemu:arg value='-incoming'/><qemu:arg value='tcp:0:4444'/>"),
+        std::string("<qemu:arg value='-incoming'/><qemu:arg value='defer'/><qemu:arg "
+                    "value='-S'/>"),
+        std::string("<qemu:arg value='defer'/><qemu:arg value='-incoming'/>"),
+        std::string("<qemu:arg value='-incoming' x='1'/><qemu:arg value='defer'/>"),
+        std::string("<qemu:env name='X' value='1'/><qemu:arg value='-incoming'/><qemu:arg "
+                    "value='defer'/>"),
+        std::string("")}) {
+    EXPECT_TRUE(Refused(with(args), "/domain/qemu:commandline: <qemu:commandline> is QEMU "
+                                    "pass-through"))
+        << args;
+  }
+}
+
 TEST(RestoreCheckTest, RefusesHostdev) {
   const std::string xml = AddDevice(
       "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' "
