@@ -296,13 +296,10 @@ Status Agent::CheckReplicaAllowed(const core::StreamOpen& open) {
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(open.instance_uuid));
   // A server this host runs cannot also be replicated here: a later restore would replace the
   // running copy's definition. (A copy this host took over is the registry's own refusal.)
-  // (Its files may be a replica this host took over and runs on.) When that cannot be known,
-  // no stream is taken: without libvirt this host could not restore the server anyway.
+  // (A copy running on a replica this host took over is the registry's refusal, also while
+  // libvirt cannot be asked; replication goes on while libvirt is away, so that a failover can
+  // follow once it is back.)
   auto dom = hypervisor_->LookupDomain(open.instance_uuid);
-  if (!dom.ok() && !absl::IsNotFound(dom.status())) {
-    return absl::UnavailableError("cannot tell whether server " + open.instance_uuid +
-                                  " runs on this host: " + std::string(dom.status().message()));
-  }
   if (dom.ok() && dom->state != core::DomainState::kShutoff &&
       dom->state != core::DomainState::kNoState) {
     return absl::FailedPreconditionError("server " + open.instance_uuid + " runs on this host (" +

@@ -126,10 +126,11 @@ class Agent {
   void DiscardKeptReplicaLater(const std::string& uuid, uint64_t mark);
   // Switchover helpers (agent_switchover.cc). After a failed hand-over the guest paused here is
   // resumed only when this host may run it: with a witness it must win the claim back.
-  // `definite`: the backup said it did not (or no longer does) run the server.
+  // `definite`: the backup said it did not (or no longer does) run the server. `on_replica`:
+  // the copy here runs on a replica this host took over (relinquished for the switchover).
   StatusOr<core::SwitchoverResult> RecoverFailedSwitchover(
       const std::string& uuid, const std::shared_ptr<engine::PrimarySession>& session,
-      const std::string& backup_host, const Status& why, bool definite);
+      const std::string& backup_host, const Status& why, bool definite, bool on_replica);
   // Loop thread, every 500 ms: re-protects servers that failed or switched over to this host
   // towards the first [replication] reprotect_hosts entry that answers hellos.
   void TryReprotect();

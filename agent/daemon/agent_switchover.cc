@@ -84,20 +84,21 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
   // If this copy runs on a replica it once took over here, the backup's re-protection stream
   // towards this host must not be refused as taken over (the backup would then stand down the
   // copy it just resumed). The backup only re-protects once it runs the server.
+  const bool on_replica = registry_->TakenOverHere(uuid);
   registry_->Relinquish(uuid, t.host, /*released=*/true);
   if (witness_) {  // 2
     if (Status released = witness_->Release(uuid, cfg_.defaults.host); !released.ok()) {
       return RecoverFailedSwitchover(uuid, t.session, t.host,
                                      absl::AbortedError("the witness did not release the claim: " +
                                                         std::string(released.message())),
-                                     /*definite=*/true);
+                                     /*definite=*/true, on_replica);
     }
   }
   auto taken = peer_link_->TakeOver(t.address, uuid, handed->epoch, kTakeOverTimeout);  // 3
   if (!taken.ok()) {
     const bool definite =
         absl::IsFailedPrecondition(taken.status()) || absl::IsInternal(taken.status());
-    return RecoverFailedSwitchover(uuid, t.session, t.host, taken.status(), definite);
+    return RecoverFailedSwitchover(uuid, t.session, t.host, taken.status(), definite, on_replica);
   }
   const auto paused = clock_.Now() - handed->paused_at;
   // 4. The server runs on the backup: this copy must never run again.
@@ -124,7 +125,7 @@ StatusOr<core::SwitchoverResult> Agent::Switchover(const std::string& uuid) {
 
 StatusOr<core::SwitchoverResult> Agent::RecoverFailedSwitchover(
     const std::string& uuid, const std::shared_ptr<engine::PrimarySession>& session,
-    const std::string& backup_host, const Status& why, bool definite) {
+    const std::string& backup_host, const Status& why, bool definite, bool on_replica) {
   const InstanceLog log(uuid);
   bool may_resume = definite;
   std::string whose;
@@ -151,7 +152,15 @@ StatusOr<core::SwitchoverResult> Agent::RecoverFailedSwitchover(
     log.Error("{}", msg);  // the session's status says "handed over ...: guest paused here"
     return absl::UnknownError(msg);
   }
-  // The paused copy is the only one: run it again and protect it afresh.
+  // The paused copy is the only one: run it again and protect it afresh. If it runs on a
+  // replica this host took over, those files are the running copy's again: every stream for
+  // the server is refused as taken over, as before the switchover relinquished them.
+  if (on_replica) {
+    if (auto refenced = registry_->Fence(uuid, /*handed_over=*/true); !refenced.ok()) {
+      log.Error("the replica this copy runs on is not fenced again: {}",
+                refenced.status().ToString());
+    }
+  }
   session->Stop();
   Status resumed =
       engine::QmpCall(*hypervisor_, uuid, {{"execute", "cont"}}).status();

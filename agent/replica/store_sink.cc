@@ -419,6 +419,13 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid, bool han
   return out;
 }
 
+bool ReplicaRegistry::TakenOverHere(const std::string& uuid) {
+  if (!ValidateInstanceUuid(uuid).ok()) return false;
+  std::shared_ptr<Entry> entry = EntryFor(uuid);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  return entry->fenced;
+}
+
 Status ReplicaRegistry::Discard(const std::string& uuid) {
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   std::shared_ptr<Entry> entry = EntryFor(uuid);

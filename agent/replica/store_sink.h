@@ -102,6 +102,10 @@ class ReplicaRegistry {
   // errors (DataLoss...) when the replica cannot be opened consistently.
   StatusOr<FencedReplica> Fence(const std::string& instance_uuid, bool handed_over);
 
+  // Whether this host took `instance_uuid` over from its replica here (fenced; a copy may run on
+  // the replica's files). False for a malformed UUID.
+  bool TakenOverHere(const std::string& instance_uuid);
+
   // Frees the replica of a server that is gone (deleted in Nova, or switched away from a copy
   // that ran on it): an open stream's next item is refused (FailedPrecondition, not a
   // take-over), the replica directory is removed. A later stream for the server seeds anew.

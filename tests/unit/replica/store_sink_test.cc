@@ -1041,5 +1041,22 @@ TEST_F(OwnershipTest, AStreamItsOwnerClosedReleasesTheReplicaAndABrokenOneDoesNo
   EXPECT_EQ(handed->committed_epoch, 2u);
 }
 
+// A switchover away from a replica this host took over relinquishes it first; when the switchover
+// fails and the copy resumes here, fencing it again makes its files the running copy's again.
+TEST_F(OwnershipTest, AReplicaTakenOverHereIsFencedAgainAfterAFailedSwitchoverAway) {
+  BrokenStreamFromTheOwner();
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid()));
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/false).ok());
+  EXPECT_TRUE(registry_->TakenOverHere(Uuid()));
+  registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid()));
+  ASSERT_TRUE(registry_->Fence(Uuid(), /*handed_over=*/true).ok());
+  Restart();
+  EXPECT_TRUE(registry_->TakenOverHere(Uuid()));
+  EXPECT_TRUE(core::IsTakenOverRefusal(
+      core::ReplicationReceiver::Start(From("rig-b"), Factory()).status()));
+  EXPECT_FALSE(registry_->TakenOverHere("not-a-uuid"));
+}
+
 }  // namespace
 }  // namespace novadt::replica
