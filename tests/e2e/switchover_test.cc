@@ -122,8 +122,11 @@ class SwitchoverTest : public novadt::testing::PairRigTest {
     EXPECT_FALSE(qemu_pid.empty());
     if (qemu_pid.empty()) return {0, 0};
     const auto killed = SteadyClock::now();
-    ::kill(std::stoi(qemu_pid), SIGKILL);
+    // The agent first: a host dies at once, while an agent outliving its QEMU by a few ms sees
+    // a failed checkpoint, degrades and (with the witness) advances the generation, which then
+    // rightly refuses the backup's take-over from the older replica.
     EXPECT_TRUE(rig_->StopAgent(from, /*kill=*/true).ok());
+    ::kill(std::stoi(qemu_pid), SIGKILL);
     std::this_thread::sleep_for(milliseconds(100));  // frames released just before the kill
     const size_t seen = rig_->ObserverValues().size();
     const int64_t last = rig_->ObserverValues().back();

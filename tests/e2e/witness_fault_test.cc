@@ -66,8 +66,9 @@ TEST_F(WitnessFaultTest, PrimaryKilledFailsOverOnceItsClaimLapsedAndLosesNothing
   const std::string qemu_pid = novadt::testing::ReadFile(rig_->dir() + "/a/run/qemu/dtguest.pid");
   ASSERT_FALSE(qemu_pid.empty());
   const auto killed = SteadyClock::now();
-  ::kill(std::stoi(qemu_pid), SIGKILL);
+  // The agent first (see switchover_test's KillAndFailOver): the host dies at once.
   ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
+  ::kill(std::stoi(qemu_pid), SIGKILL);
   const auto seen_before = rig_->ObserverValues();
   const int64_t last_seen = seen_before.back();
   ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last_seen; }, seconds(20)))
