@@ -163,8 +163,9 @@ ram_owner="$("$rig" exec a stat -c %U "$ram")"
 [[ "$ram_owner" == libvirt-qemu ]] || fail "3: $ram belongs to $ram_owner, expected libvirt-qemu"
 disk_owner="$(stat -c %U "$RIG_DIR/a/lib/images/$guest.raw")"
 [[ "$disk_owner" == libvirt-qemu ]] || fail "3: the disk belongs to $disk_owner (no dynamic ownership?)"
-"$rig" virsh a dumpxml "$guest" | grep -q "<kernel>$RIG_DIR/boot/" ||
-  fail "3: the guest does not boot the rig's copy of the kernel"
+# Captured first: `virsh ... | grep -q` fails under pipefail when grep exits before virsh writes all.
+xml="$("$rig" virsh a dumpxml "$guest")" || fail "3: virsh dumpxml failed"
+grep -q "<kernel>$RIG_DIR/boot/" <<<"$xml" || fail "3: the guest does not boot the rig's copy of the kernel"
 say "3: QEMU (pid $qemu_pid) runs as libvirt-qemu; RAM file and disk are libvirt-qemu's"
 
 disk="$RIG_DIR/a/lib/images/$guest.raw"
