@@ -9,6 +9,7 @@ References are to Debian's python3-nova 26 (Zed) under /usr/lib/python3/dist-pac
 """
 
 import dataclasses
+import os
 
 from oslo_config import cfg
 
@@ -241,6 +242,288 @@ def check_libvirt_hook(host, ram_dir, hook_path=sources.LIBVIRT_HOOK,
                       "standard input, failing when it fails." % hook_path)
     return Result(name, PASS, "%s is nova-dt's hook, linking replica RAM under %s."
                   % (hook_path, hook_dir))
+
+
+def _agent_not_usable(name, agent, what):
+    """The Result when the agent's config cannot be judged (unreadable, or not found), else None."""
+    if agent.error:
+        return Result(name, FAIL, agent.error, "Fix %s." % agent.path)
+    if not agent.found:
+        return Result(name, WARN, "%s not found: %s was not checked." % (agent.path, what),
+                      "Run with --agent-config PATH if the agent's config lives elsewhere.")
+    return None
+
+
+def _refused(name, agent, refusals):
+    """FAIL for values nova-dt-agent refuses at start (it exits 2 naming the first)."""
+    return Result(name, FAIL, "nova-dt-agent does not start (exit 2): %s." % '; '.join(refusals),
+                  "Fix the value in %s." % agent.path)
+
+
+def _unreadable(name, agent, option, path, error, fix):
+    """The Result for a file the agent reads at start that this check could not read.
+
+    FAIL: the agent (root) stops on it too. WARN when only this check's own user lacks the
+    permission (the agent's TLS keys are root's, 0600).
+    """
+    if isinstance(error.__cause__, PermissionError) and os.geteuid() != 0:
+        return Result(name, WARN, "%s %s = %s: %s as uid %d: not checked (nova-dt-agent reads it "
+                                  "as root)." % (agent.path, option, path, error, os.geteuid()),
+                      "Run nova-dt-host-check as root.")
+    return Result(name, FAIL, "%s %s = %s: %s; nova-dt-agent does not start with it (exit 2)."
+                  % (agent.path, option, path, error), fix)
+
+
+_QEMU_FILES_WHY = (
+    "the agent gives replica images (ram.img, disk-*.raw) and the disk capture's NBD sockets to "
+    "that user and group, mode 0600, in directories only that group can pass "
+    "(docs/compute-host.md, \"Ownership and permissions\"): a QEMU running as anyone else cannot "
+    "open them, so protection and failover of the DT servers here fail")
+
+
+def check_qemu_user(agent, qemu, host):
+    """The agent's [libvirt] qemu_user/qemu_group are who libvirt runs QEMU as, and exist."""
+    name = 'qemu_user'
+    unusable = _agent_not_usable(name, agent, "[libvirt] qemu_user / qemu_group")
+    if unusable:
+        return unusable
+    refusals = agent.refusals('libvirt', 'qemu_user', 'qemu_group')
+    if refusals:
+        return _refused(name, agent, refusals)
+    if qemu.error:
+        return Result(name, FAIL, "%s; libvirt cannot start with it either." % qemu.error,
+                      "Fix the syntax of %s and restart libvirtd/virtqemud." % qemu.path)
+    # qemu.conf's user/group as libvirt takes them, and where that comes from.
+    wanted = {}
+    for conf_key, value, default in (('user', qemu.user, sources.LIBVIRT_DEFAULT_QEMU_USER),
+                                     ('group', qemu.group, sources.LIBVIRT_DEFAULT_QEMU_GROUP)):
+        if value is not None and not isinstance(value, str):
+            return Result(name, FAIL,
+                          "%s %s = %r: libvirt wants a string there and does not start."
+                          % (qemu.path, conf_key, value),
+                          "Quote the value in %s (e.g. %s = \"%s\") and restart "
+                          "libvirtd/virtqemud." % (qemu.path, conf_key, default))
+        if value is not None:
+            wanted[conf_key] = (value, '%s %s = "%s"' % (qemu.path, conf_key, value))
+        elif qemu.found:
+            wanted[conf_key] = (default, "%s leaves %s unset: Debian's libvirt default"
+                                % (qemu.path, conf_key))
+        else:
+            wanted[conf_key] = (default, "%s not found: Debian's libvirt default" % qemu.path)
+    agent_fix = ("Set [libvirt] qemu_user = %s and qemu_group = %s in %s (who libvirt runs QEMU "
+                 "as), and restart nova-dt-agent." % (wanted['user'][0], wanted['group'][0],
+                                                      agent.path))
+    where = {'user': '/etc/passwd', 'group': '/etc/group'}
+    if host.root in ('', '/'):
+        where = {'user': 'getpwnam', 'group': 'getgrnam'}
+    said = []
+    for key, what, lookup, libvirt_id in (
+            ('qemu_user', 'user', host.user_id, sources.libvirt_user_id),
+            ('qemu_group', 'group', host.group_id, sources.libvirt_group_id)):
+        spec = getattr(agent, key)
+        libvirt_spec, source = wanted[what]
+        mine = sources.agent_owner_id(spec, lookup)
+        if mine is None and spec.startswith('+'):
+            return Result(name, FAIL, "%s [libvirt] %s = %s: a malformed numeric %s (at most "
+                                      "4294967294), so nova-dt-agent does not start (exit 2)."
+                          % (agent.path, key, spec, what), agent_fix)
+        if mine is None:
+            return Result(name, FAIL,
+                          "%s [libvirt] %s = %s: no such %s on this host (%s), so nova-dt-agent "
+                          "does not start (exit 2); and %s."
+                          % (agent.path, key, spec, what, where[what], _QEMU_FILES_WHY),
+                          agent_fix if spec != libvirt_spec else
+                          "Create the %s %s (Debian's libvirt-daemon-system does), or make "
+                          "[libvirt] %s and qemu.conf's %s name an existing one."
+                          % (what, spec, key, what))
+        theirs = libvirt_id(host, libvirt_spec)
+        if theirs is None:
+            return Result(name, FAIL,
+                          "%s (%s %s): no such %s on this host (%s), so libvirtd/virtqemud does "
+                          "not start (\"Failed to parse %s '%s'\")."
+                          % (source, what, libvirt_spec, what, where[what], what, libvirt_spec),
+                          "Create the %s or set %s in %s to an existing one, and restart "
+                          "libvirtd/virtqemud." % (what, what, qemu.path))
+        if mine != theirs:
+            return Result(name, FAIL,
+                          "%s [libvirt] %s = %s (%sid %d), but libvirt runs QEMU as %s %s (%sid "
+                          "%d; %s): %s." % (agent.path, key, spec, what[0], mine, what,
+                                            libvirt_spec, what[0], theirs, source,
+                                            _QEMU_FILES_WHY),
+                          agent_fix)
+        said.append('%s %s (%sid %d; %s)' % (what, spec, what[0], mine, source))
+    return Result(name, PASS, "nova-dt-agent gives QEMU's files to the %s libvirt runs QEMU as."
+                  % ' and the '.join(said))
+
+
+def check_instances_path(nova, agent):
+    """The agent's [libvirt] instances_path is nova's [DEFAULT] instances_path."""
+    name = 'instances_path'
+    unusable = _agent_not_usable(name, agent, "[libvirt] instances_path")
+    if unusable:
+        return unusable
+    refusals = agent.refusals('libvirt', 'instances_path')
+    if refusals:
+        return _refused(name, agent, refusals)
+    nova_path = nova.instances_path
+    fix = ("Set [libvirt] instances_path = %s in %s (nova.conf's [DEFAULT] instances_path, as "
+           "libvirtd sees it), and restart nova-dt-agent." % (nova_path.rstrip('/') or '/',
+                                                             agent.path))
+    # nova names a server's files os.path.join(instances_path, uuid)/kernel, /ramdisk and
+    # /console.log (nova/virt/libvirt/utils.py get_instance_path); the agent accepts exactly
+    # <its instances_path>/<uuid>/<name> (agent/libvirt/restore_xml.cc HostFilePath).
+    uuid = '00000000-0000-0000-0000-000000000000'
+    if os.path.join(nova_path, uuid) != agent.instances_path + '/' + uuid:
+        return Result(name, FAIL,
+                      "nova.conf [DEFAULT] instances_path = %s, but %s [libvirt] instances_path "
+                      "= %s: as a backup the agent accepts a server's console.log, kernel and "
+                      "ramdisk only as <its instances_path>/<uuid>/..., so it refuses the "
+                      "definition of every server nova keeps under %s (nova gives every server a "
+                      "console.log there; \"host file ... is neither ...\"): no server can be "
+                      "protected towards this host." % (nova_path, agent.path,
+                                                        agent.instances_path, nova_path), fix)
+    return Result(name, PASS,
+                  "nova.conf [DEFAULT] instances_path = %s, as %s [libvirt] instances_path: as a "
+                  "backup the agent accepts the console.log, kernel and ramdisk paths nova gives "
+                  "servers." % (nova_path, agent.path))
+
+
+# --- security of the peer link and the witness (docs/security.md) ------------------------------
+
+_PEER_TLS_FIX = (
+    "Make the certificates with deploy/nova-dt-make-certs DIR <host>... (one CA; per compute "
+    "host a certificate naming its [DEFAULT] host), copy ca.pem and this host's .pem/.key to it "
+    "(e.g. /etc/nova-dt/tls/) and set [peer] tls_ca_file, tls_cert_file and tls_key_file in %s "
+    "(docs/security.md, \"Deploying securely\").")
+
+
+def check_peer_tls(agent, host, openssl=None):
+    """The agent serves its peer API with mutual TLS, with a certificate naming this host."""
+    name = 'peer_tls'
+    fix = _PEER_TLS_FIX % agent.path
+    unusable = _agent_not_usable(name, agent, "the peer API's TLS")
+    if unusable:
+        return unusable
+    refusals = agent.refusals('peer', 'tls_cert_file', 'tls_key_file', 'tls_ca_file',
+                              'allow_insecure')
+    if refusals:
+        return _refused(name, agent, refusals)
+    files = (('tls_cert_file', agent.peer_tls_cert_file), ('tls_key_file', agent.peer_tls_key_file),
+             ('tls_ca_file', agent.peer_tls_ca_file))
+    if not agent.peer_tls_cert_file:
+        if agent.peer_allow_insecure:
+            return Result(name, WARN,
+                          "%s [peer] sets no TLS files and allow_insecure = true: the peer API "
+                          "is served in plaintext and authenticates nobody; anyone who can "
+                          "reach its listen_address and claims a [peer] peers host can stream a "
+                          "domain for this host to run, or take its servers over. For an "
+                          "isolated lab network only (the agent warns: INSECURE SETTING)."
+                          % agent.path, fix + " Then remove allow_insecure.")
+        return Result(name, FAIL,
+                      "%s [peer] sets no TLS files (tls_cert_file, tls_key_file, tls_ca_file): "
+                      "nova-dt-agent refuses to start (exit 2, \"[peer] has no TLS "
+                      "certificates\")." % agent.path, fix)
+    for key, path in files:
+        try:
+            sources.read_pem(host, path)
+        except sources.SourceError as e:
+            return _unreadable(name, agent, '[peer] ' + key, path, e, fix)
+    host_name = agent.host or host.hostname
+    which = ('[DEFAULT] host' if agent.host else "this machine's hostname ([DEFAULT] host unset)")
+    done = ("%s [peer] tls_cert_file, tls_key_file and tls_ca_file are readable PEM files: the "
+            "peer API uses mutual TLS" % agent.path)
+    try:
+        names = sources.certificate_names(host, agent.peer_tls_cert_file, openssl)
+    except sources.ToolTimeout as e:
+        return Result(name, WARN, "%s; whether the certificate names %s %s was not checked: %s."
+                      % (done, which, host_name, e),
+                      "Check by hand: openssl x509 -noout -ext subjectAltName -subject -in %s"
+                      % agent.peer_tls_cert_file)
+    except sources.SourceError as e:
+        return Result(name, FAIL, "%s [peer] tls_cert_file = %s: %s." % (agent.path,
+                                                                         agent.peer_tls_cert_file,
+                                                                         e), fix)
+    if names is None:
+        return Result(name, PASS, "%s. Not checked: whether the certificate names %s %s "
+                                  "(openssl is not installed)." % (done, which, host_name))
+    has_sans = bool(names.dns or names.other_sans)
+    if host_name in names.dns or (not has_sans and host_name in names.common_names):
+        return Result(name, PASS, "%s; the certificate names %s %s (%s), as peers require."
+                      % (done, which, host_name,
+                         'DNS subjectAltName' if host_name in names.dns else 'CN, no SANs'))
+    shown = ', '.join(['DNS:%s' % n for n in names.dns] + list(names.other_sans) +
+                      ['CN=%s' % n for n in names.common_names]) or 'no name'
+    if not names.dns and host_name in names.common_names:
+        return Result(name, WARN,
+                      "%s; the certificate's CN is %s %s, but it has subjectAltNames without "
+                      "that DNS name (%s): whether peers accept the CN then depends on gRPC's "
+                      "TLS library (docs/security.md names the host as DNS subjectAltName)."
+                      % (done, which, host_name, shown), fix)
+    return Result(name, FAIL,
+                  "%s, but the certificate %s names %s, not %s %s (as DNS subjectAltName, or CN "
+                  "without SANs): peers refuse this agent's hellos and streams (\"its certificate "
+                  "names ...\") and this agent's own calls fail the TLS handshake, so no server "
+                  "is protected to or from here." % (done, agent.peer_tls_cert_file, shown,
+                                                     which, host_name), fix)
+
+
+def check_witness(agent, host):
+    """The etcd witness is configured, over https with client certificates."""
+    name = 'witness'
+    unusable = _agent_not_usable(name, agent, "the [witness]")
+    if unusable:
+        return unusable
+    refusals = agent.refusals('witness', 'etcd_endpoints', 'tls_ca_file', 'tls_cert_file',
+                              'tls_key_file', 'allow_none')
+    if refusals:
+        return _refused(name, agent, refusals)
+    production = ("Set [witness] etcd_endpoints = https://etcd-1:2379,... with tls_cert_file and "
+                  "tls_key_file (a client certificate etcd's --client-cert-auth trusts) and "
+                  "tls_ca_file in %s (docs/witness.md, \"Production setting\")." % agent.path)
+    endpoints = agent.etcd_endpoints
+    if not endpoints:
+        if agent.witness_allow_none:
+            return Result(name, WARN,
+                          "%s [witness] sets no etcd_endpoints and allow_none = true: automatic "
+                          "failover without a witness. A primary whose backup stops answering "
+                          "degrades and releases its held output; if it then dies while its "
+                          "backup never heard of the degrade, the backup resumes a replica older "
+                          "than what clients saw (output repeated, the disk goes back: "
+                          "docs/security.md, \"Without a witness\")." % agent.path,
+                          production + " Then remove allow_none.")
+        return Result(name, WARN,
+                      "%s [witness] sets no etcd_endpoints: automatic failover is off. A lost "
+                      "primary is reported on its backup (degraded: \"automatic failover is off "
+                      "without a witness\") and only an explicit failover request (the RPC "
+                      "API's failover) restores the server (docs/security.md, \"Without a "
+                      "witness\")." % agent.path, production)
+    for key, path in (('tls_ca_file', agent.witness_tls_ca_file),
+                      ('tls_cert_file', agent.witness_tls_cert_file),
+                      ('tls_key_file', agent.witness_tls_key_file)):
+        if not path:
+            continue
+        try:
+            sources.check_readable_file(host, path)
+        except sources.SourceError as e:
+            return _unreadable(name, agent, '[witness] ' + key, path, e,
+                               "Fix [witness] %s in %s." % (key, agent.path))
+    shown = ', '.join(endpoints)
+    if endpoints[0].startswith('http://'):
+        return Result(name, WARN,
+                      "%s [witness] etcd_endpoints = %s: plain http, so anyone who can reach "
+                      "etcd can write the ownership and fencing keys, i.e. make two copies of a "
+                      "server run or none; http:// is for tests and labs." % (agent.path, shown),
+                      production)
+    if not agent.witness_tls_cert_file:
+        return Result(name, WARN,
+                      "%s [witness] etcd_endpoints = %s over https, but without a client "
+                      "certificate (tls_cert_file, tls_key_file): etcd then cannot require one "
+                      "(--client-cert-auth), so any client it lets in can write the fencing keys."
+                      % (agent.path, shown), production)
+    return Result(name, PASS,
+                  "%s [witness] etcd_endpoints = %s over https with a client certificate (%s): "
+                  "failover is fenced by the witness." % (agent.path, shown,
+                                                         agent.witness_tls_cert_file))
 
 
 # --- userspace virtio-net (vhost off) ----------------------------------------------------------
@@ -499,9 +782,11 @@ def run(host=None, nova_config_files=None, nova_config_dirs=None,
     results += [
         check_replica_path(agent, qemu, host),
         check_libvirt_hook(host, qemu.ram_dir, libvirt_hook, hook_env),
+        check_qemu_user(agent, qemu, host),
     ]
     if nova is not None:
         results += [
+            _guarded('instances_path', check_instances_path, nova, agent),
             _guarded('vhost_net', check_vhost_net, nova, host),
             _guarded('vif_rx_queue_size', check_vif_queue_size, nova),
             _guarded('notification_format', check_notification_format, nova),
@@ -509,6 +794,10 @@ def run(host=None, nova_config_files=None, nova_config_dirs=None,
             _guarded('notification_topics', check_notification_topics, nova, agent),
             _guarded('notification_transport', check_notification_transport, nova, agent),
         ]
+    results += [
+        check_peer_tls(agent, host),
+        check_witness(agent, host),
+    ]
     return Report(results, {
         'nova_config': nova_config.files if nova_config else [],
         'qemu_conf': qemu.path + ('' if qemu.found else ' (not found)'),

@@ -2,13 +2,19 @@
 
 Every test builds a compute host's files under a temporary root (nova.conf, qemu.conf, the
 agent's config, the libvirt hook, /proc/modules, modprobe.d, /dev/vhost-net, the guest-RAM
-directory) and reads it with the real readers: nova.conf through oslo.config with nova's own
-option definitions. Nothing under the real /etc, /proc or /dev is read.
+directory, /etc/passwd and /etc/group, the peer link's certificates) and reads it with the real
+readers: nova.conf through oslo.config with nova's own option definitions, certificates made by
+the real deploy/nova-dt-make-certs and read by the real openssl. Nothing under the real /etc,
+/proc or /dev is read.
 """
 
+import atexit
 import io
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 
 import fixtures
@@ -26,9 +32,14 @@ from nova_dt.tests import fixtures as dt_fixtures
 CONF = nova.conf.CONF
 RELEASE = '6.1.0-test-amd64'
 RAM_DIR = '/var/lib/libvirt/qemu/ram'
+REPO_DIR = os.path.join(os.path.dirname(__file__), '..', '..', '..', '..')
+# Read at import, before nova's test base class points tempfile at a per-test directory.
+_TMP_ROOT = tempfile.gettempdir()
 
 GOOD_NOVA_CONF = """\
 [DEFAULT]
+# As Debian's nova.conf (nova-common): instances_path is then /var/lib/nova/instances.
+state_path = /var/lib/nova
 transport_url = rabbit://nova:secret@ctl1:5672,nova:secret@ctl2:5672/
 ram_allocation_ratio = 1.0
 reserved_host_memory_mb = 0
@@ -51,7 +62,51 @@ transport_url = rabbit://dt:pw@ctl2:5672,dt:pw@CTL1/
 
 [replication]
 replica_path = /var/lib/libvirt/qemu/ram/nova-dt
+
+[peer]
+tls_ca_file = /etc/nova-dt/tls/ca.pem
+tls_cert_file = /etc/nova-dt/tls/compute-1.pem
+tls_key_file = /etc/nova-dt/tls/compute-1.key
+
+[witness]
+etcd_endpoints = https://etcd-1:2379,https://[fd00::3]:2379
+tls_ca_file = /etc/nova-dt/etcd/ca.pem
+tls_cert_file = /etc/nova-dt/etcd/client.pem
+tls_key_file = /etc/nova-dt/etcd/client.key
 """
+
+# Debian's libvirt-daemon-system: user and group libvirt-qemu (64055), kvm as in udev.
+PASSWD = 'root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:64055::/var/lib/libvirt:' \
+         '/usr/sbin/nologin\n'
+GROUP = 'root:x:0:\nkvm:x:104:libvirt-qemu\nlibvirt-qemu:x:64055:libvirt-qemu\n'
+
+_certs_dir = None
+
+
+def certificates():
+    """A directory of certificates, made once per test process and removed at its exit.
+
+    ca.pem, compute-1.pem/.key and compute-2.pem/.key by deploy/nova-dt-make-certs;
+    cn-only.pem/.key (CN=compute-1, no subjectAltName) and ip-san.pem/.key (CN=compute-1,
+    subjectAltName IP:10.0.0.1 only), self-signed by openssl.
+    """
+    global _certs_dir
+    if _certs_dir is None:
+        d = tempfile.mkdtemp(prefix='nova-dt-hostcheck-certs.', dir=_TMP_ROOT)
+        atexit.register(shutil.rmtree, d, True)
+        subprocess.run(['bash', os.path.join(REPO_DIR, 'deploy', 'nova-dt-make-certs'), d,
+                        'compute-1', 'compute-2'], check=True, timeout=60,
+                       stdout=subprocess.DEVNULL)
+        for stem, extra in (('cn-only', []),
+                            ('ip-san', ['-addext', 'subjectAltName=IP:10.0.0.1'])):
+            subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                            'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj',
+                            '/CN=compute-1', '-keyout', os.path.join(d, stem + '.key'), '-out',
+                            os.path.join(d, stem + '.pem')] + extra,
+                           check=True, timeout=60, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        _certs_dir = d
+    return _certs_dir
 
 
 class HostTree(fixtures.Fixture):
@@ -83,13 +138,25 @@ class HostTree(fixtures.Fixture):
         if extra:
             self.write('/etc/nova/nova.conf.d/zz.conf', extra)
 
+    def copy(self, src, host_path, mode=0o600):
+        with open(src) as f:
+            self.write(host_path, f.read(), mode)
+
     def good(self):
         self.nova_conf()
-        self.write('/etc/libvirt/qemu.conf', '# memory_backing_dir = "/dev/shm"\nuser = "root"\n')
+        self.write('/etc/libvirt/qemu.conf', '# memory_backing_dir = "/dev/shm"\n'
+                                             '#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n')
+        self.write('/etc/passwd', PASSWD)
+        self.write('/etc/group', GROUP)
         self.write('/etc/nova-dt/nova-dt-agent.conf', GOOD_AGENT_CONF)
-        with open(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..', 'deploy',
-                               'libvirt-hooks', 'qemu')) as f:
-            self.write('/etc/libvirt/hooks/qemu', f.read(), mode=0o755)
+        certs = certificates()
+        for name in ('ca.pem', 'compute-1.pem', 'compute-1.key'):
+            self.copy(os.path.join(certs, name), '/etc/nova-dt/tls/' + name)
+        self.copy(os.path.join(certs, 'ca.pem'), '/etc/nova-dt/etcd/ca.pem')
+        self.copy(os.path.join(certs, 'compute-2.pem'), '/etc/nova-dt/etcd/client.pem')
+        self.copy(os.path.join(certs, 'compute-2.key'), '/etc/nova-dt/etcd/client.key')
+        self.copy(os.path.join(REPO_DIR, 'deploy', 'libvirt-hooks', 'qemu'),
+                  '/etc/libvirt/hooks/qemu', mode=0o755)
         self.mkdir(RAM_DIR + '/nova-dt')
         self.write('/proc/sys/kernel/osrelease', RELEASE + '\n')
         self.write('/proc/modules', 'kvm_intel 380928 0 - Live 0x0\nkvm 1142784 1 kvm_intel, '
@@ -129,9 +196,10 @@ class TestGoodHost(HostCheckTestCase):
         report = self.tree.run()
         self.assertEqual(
             ['file_backed_memory', 'ram_allocation_ratio', 'reserved_host_memory_mb',
-             'memory_backing_dir', 'replica_path', 'libvirt_hook', 'vhost_net',
-             'vif_rx_queue_size', 'notification_format', 'notification_driver',
-             'notification_topics', 'notification_transport'],
+             'memory_backing_dir', 'replica_path', 'libvirt_hook', 'qemu_user',
+             'instances_path', 'vhost_net', 'vif_rx_queue_size', 'notification_format',
+             'notification_driver', 'notification_topics', 'notification_transport',
+             'peer_tls', 'witness'],
             [r.name for r in report.results])
         self.assertEqual([], [r for r in report.results if r.status != checks.PASS])
         self.assertEqual(checks.PASS, report.status)
@@ -488,13 +556,324 @@ class TestNotificationTransport(HostCheckTestCase):
         self.assertResult(checks.FAIL, 'notification_transport', 'no transport_url')
 
 
+class TestQemuUser(HostCheckTestCase):
+
+    def agent_conf(self, libvirt):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf',
+                        GOOD_AGENT_CONF + '[libvirt]\n' + libvirt)
+
+    def test_pass_on_debians_defaults(self):
+        self.assertResult(checks.PASS, 'qemu_user', 'user libvirt-qemu (uid 64055',
+                          'group libvirt-qemu (gid 64055', "leaves user unset: Debian's libvirt "
+                          'default')
+
+    def test_pass_without_qemu_conf(self):
+        self.tree.remove('/etc/libvirt/qemu.conf')
+        self.assertResult(checks.PASS, 'qemu_user', "not found: Debian's libvirt default")
+
+    def test_pass_on_numeric_ids_naming_the_same(self):
+        # libvirt reads "64055" as a name first, then as a uid; the agent's "+N" is the id.
+        self.tree.write('/etc/libvirt/qemu.conf', 'user = "64055"\ngroup = "+64055"\n')
+        self.agent_conf('qemu_user = +64055\nqemu_group = libvirt-qemu\n')
+        self.assertResult(checks.PASS, 'qemu_user', 'user +64055 (uid 64055',
+                          'qemu.conf group = "+64055"')
+
+    def test_fail_when_libvirt_runs_qemu_as_another_user(self):
+        self.tree.write('/etc/libvirt/qemu.conf', 'user = "root"\n')
+        r = self.assertResult(checks.FAIL, 'qemu_user', 'qemu_user = libvirt-qemu (uid 64055)',
+                              'runs QEMU as user root (uid 0', 'failover')
+        self.assertIn('Set [libvirt] qemu_user = root and qemu_group = libvirt-qemu', r.fix)
+
+    def test_fail_when_libvirt_runs_qemu_in_another_group(self):
+        self.tree.write('/etc/libvirt/qemu.conf', 'group = "kvm"\n')
+        r = self.assertResult(checks.FAIL, 'qemu_user', 'qemu_group = libvirt-qemu (gid 64055)',
+                              'group kvm (gid 104')
+        self.assertIn('qemu_group = kvm', r.fix)
+
+    def test_fail_when_the_agents_user_does_not_exist(self):
+        self.tree.write('/etc/passwd', 'root:x:0:0:root:/root:/bin/bash\n')
+        r = self.assertResult(checks.FAIL, 'qemu_user', 'qemu_user = libvirt-qemu: no such user',
+                              'does not start (exit 2)', '/etc/passwd')
+        self.assertIn('Create the user libvirt-qemu', r.fix)
+
+    def test_fail_when_the_agents_group_does_not_exist(self):
+        self.agent_conf('qemu_group = qemu\n')
+        r = self.assertResult(checks.FAIL, 'qemu_user', 'qemu_group = qemu: no such group')
+        self.assertIn('qemu_group = libvirt-qemu', r.fix)
+
+    def test_fail_when_qemu_confs_user_does_not_exist(self):
+        self.tree.write('/etc/libvirt/qemu.conf', 'user = "qemu"\n')
+        self.assertResult(checks.FAIL, 'qemu_user', 'qemu.conf user = "qemu"',
+                          "libvirtd/virtqemud does not", "Failed to parse user 'qemu'")
+
+    def test_fail_on_a_numeric_id_the_agent_refuses(self):
+        self.agent_conf('qemu_group = +4294967295\n')
+        self.assertResult(checks.FAIL, 'qemu_user', 'malformed numeric group')
+
+    def test_fail_on_a_value_the_agent_refuses(self):
+        self.agent_conf('qemu_user = libvirt qemu\n')
+        self.assertResult(checks.FAIL, 'qemu_user', 'does not start',
+                          "[libvirt] qemu_user: expected a user or group name, or +N, got "
+                          "'libvirt qemu'")
+
+    def test_fail_on_a_number_libvirt_refuses(self):
+        self.tree.write('/etc/libvirt/qemu.conf', 'user = 0\n')
+        self.assertResult(checks.FAIL, 'qemu_user', 'user = 0', 'wants a string')
+
+    def test_fail_on_an_unparsable_qemu_conf(self):
+        self.tree.write('/etc/libvirt/qemu.conf', 'user = "root\n')
+        self.assertResult(checks.FAIL, 'qemu_user', 'cannot parse')
+
+    def test_warn_without_agent_config(self):
+        self.tree.remove('/etc/nova-dt/nova-dt-agent.conf')
+        self.assertResult(checks.WARN, 'qemu_user', 'not found', '--agent-config')
+
+    def test_users_are_looked_up_through_nss_on_the_real_root(self):
+        host = sources.Host('/')
+        self.assertEqual(0, host.user_id('root'))
+        self.assertEqual(0, host.group_id('root'))
+        self.assertIsNone(host.user_id('no-such-user-nova-dt'))
+
+
+class TestInstancesPath(HostCheckTestCase):
+
+    def test_pass_with_debians_state_path(self):
+        self.assertResult(checks.PASS, 'instances_path', '= /var/lib/nova/instances')
+
+    def test_pass_with_both_set_alike(self):
+        self.tree.nova_conf('[DEFAULT]\ninstances_path = /srv/nova/instances/\n')
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf', GOOD_AGENT_CONF +
+                        '[libvirt]\ninstances_path = /srv/nova/instances\n')
+        self.assertResult(checks.PASS, 'instances_path', '/srv/nova/instances')
+
+    def test_fail_on_novas_own_default_without_state_path(self):
+        # nova's default is $state_path/instances with state_path = $pybasedir (its package).
+        self.tree.nova_conf(base=GOOD_NOVA_CONF.replace('state_path = /var/lib/nova\n', ''))
+        import nova.conf.paths
+        pybasedir = nova.conf.paths.ALL_OPTS[0].default
+        r = self.assertResult(checks.FAIL, 'instances_path', pybasedir + '/instances',
+                              'console.log', 'every server')
+        self.assertIn('Set [libvirt] instances_path = %s/instances' % pybasedir, r.fix)
+
+    def test_fail_when_they_differ(self):
+        self.tree.nova_conf('[DEFAULT]\ninstances_path = /srv/instances\n')
+        self.assertResult(checks.FAIL, 'instances_path', '= /srv/instances',
+                          '[libvirt] instances_path = /var/lib/nova/instances')
+
+    def test_fail_on_a_path_nova_would_write_differently(self):
+        # os.path.join('/srv//i', uuid) keeps the '//': the agent compares paths as text.
+        self.tree.nova_conf('[DEFAULT]\ninstances_path = /srv//i\n')
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf', GOOD_AGENT_CONF +
+                        '[libvirt]\ninstances_path = /srv/i\n')
+        self.assertResult(checks.FAIL, 'instances_path', '/srv//i')
+
+    def test_fail_on_a_value_the_agent_refuses(self):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf', GOOD_AGENT_CONF +
+                        '[libvirt]\ninstances_path = /var/lib/nova/instances/\n')
+        self.assertResult(checks.FAIL, 'instances_path', 'does not start',
+                          "without a trailing '/'")
+
+    def test_warn_without_agent_config(self):
+        self.tree.remove('/etc/nova-dt/nova-dt-agent.conf')
+        self.assertResult(checks.WARN, 'instances_path', 'not found', '--agent-config')
+
+
+class TestPeerTls(HostCheckTestCase):
+
+    def agent_conf(self, peer, default='[DEFAULT]\nhost = compute-1\n'):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf', default + '[peer]\n' + peer)
+
+    def use_cert(self, stem):
+        certs = certificates()
+        self.tree.copy(os.path.join(certs, stem + '.pem'), '/etc/nova-dt/tls/compute-1.pem')
+        self.tree.copy(os.path.join(certs, stem + '.key'), '/etc/nova-dt/tls/compute-1.key')
+
+    def test_pass_with_a_certificate_naming_the_host(self):
+        self.assertResult(checks.PASS, 'peer_tls', 'mutual TLS',
+                          'names [DEFAULT] host compute-1 (DNS subjectAltName)')
+
+    def test_pass_with_the_cn_of_a_certificate_without_sans(self):
+        self.use_cert('cn-only')
+        self.assertResult(checks.PASS, 'peer_tls', 'compute-1 (CN, no SANs)')
+
+    def test_pass_with_the_hostname_when_host_is_unset(self):
+        self.tree.write('/proc/sys/kernel/hostname', 'compute-1\n')
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf',
+                        GOOD_AGENT_CONF.replace('host = compute-1\n', ''))
+        self.assertResult(checks.PASS, 'peer_tls', "this machine's hostname ([DEFAULT] host "
+                                                   "unset) compute-1")
+
+    def test_fail_when_the_certificate_names_another_host(self):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf',
+                        GOOD_AGENT_CONF.replace('host = compute-1', 'host = compute-2'))
+        r = self.assertResult(checks.FAIL, 'peer_tls', 'names DNS:compute-1, CN=compute-1, not '
+                              '[DEFAULT] host compute-2', 'peers refuse')
+        self.assertIn('deploy/nova-dt-make-certs', r.fix)
+        self.assertIn('docs/security.md', r.fix)
+
+    def test_warn_on_a_cn_hidden_by_other_sans(self):
+        self.use_cert('ip-san')
+        self.assertResult(checks.WARN, 'peer_tls', "certificate's CN is [DEFAULT] host "
+                                                   "compute-1", 'IP Address:10.0.0.1')
+
+    def test_pass_with_a_note_without_openssl(self):
+        r = checks.check_peer_tls(sources.load_agent_conf(self.tree.host), self.tree.host,
+                                  openssl='no-such-openssl-nova-dt')
+        self.assertEqual(checks.PASS, r.status, r)
+        self.assertIn('Not checked: whether the certificate names', r.reason)
+        self.assertIn('openssl is not installed', r.reason)
+
+    def test_warn_when_openssl_does_not_answer(self):
+        self.tree.write('/bin/slow-openssl', '#!/bin/sh\nexec sleep 30\n', mode=0o755)
+        self.useFixture(fixtures.MonkeyPatch('nova_dt.hostcheck.sources.OPENSSL_TIMEOUT', 0.2))
+        r = checks.check_peer_tls(sources.load_agent_conf(self.tree.host), self.tree.host,
+                                  openssl=self.tree.path('/bin/slow-openssl'))
+        self.assertEqual(checks.WARN, r.status, r)
+        self.assertIn('did not finish within 0.2 s', r.reason)
+        self.assertIn('openssl x509 -noout', r.fix)
+
+    def test_fail_when_openssl_cannot_read_the_certificate(self):
+        self.tree.copy(self.tree.path('/etc/nova-dt/tls/compute-1.key'),
+                       '/etc/nova-dt/tls/compute-1.pem')
+        self.assertResult(checks.FAIL, 'peer_tls', 'openssl cannot read a certificate')
+
+    def test_fail_without_tls_files(self):
+        self.agent_conf('')
+        r = self.assertResult(checks.FAIL, 'peer_tls', 'refuses to start',
+                              '[peer] has no TLS certificates')
+        self.assertIn('deploy/nova-dt-make-certs', r.fix)
+
+    def test_warn_without_tls_files_when_insecure_is_allowed(self):
+        self.agent_conf('allow_insecure = True\n')
+        r = self.assertResult(checks.WARN, 'peer_tls', 'plaintext', 'authenticates nobody')
+        self.assertIn('remove allow_insecure', r.fix)
+
+    def test_fail_on_a_partial_set(self):
+        self.agent_conf('tls_cert_file = /etc/nova-dt/tls/compute-1.pem\n')
+        self.assertResult(checks.FAIL, 'peer_tls', 'does not start',
+                          '[peer] tls_key_file: the peer TLS files go together')
+
+    def test_fail_on_a_missing_file(self):
+        self.tree.remove('/etc/nova-dt/tls/ca.pem')
+        self.assertResult(checks.FAIL, 'peer_tls', 'tls_ca_file = /etc/nova-dt/tls/ca.pem',
+                          'No such file or directory')
+
+    def test_fail_on_a_file_without_pem(self):
+        self.tree.write('/etc/nova-dt/tls/compute-1.key', 'not a key\n')
+        self.assertResult(checks.FAIL, 'peer_tls', 'tls_key_file', 'holds no PEM block')
+
+    def test_warn_when_only_this_checks_user_cannot_read_a_file(self):
+        self.useFixture(fixtures.MonkeyPatch('os.geteuid', lambda: 1000))
+        real_open = os.open
+
+        def open_as_user(path, *args, **kwargs):
+            if path.endswith('compute-1.key'):
+                raise PermissionError(13, 'Permission denied')
+            return real_open(path, *args, **kwargs)
+
+        self.useFixture(fixtures.MonkeyPatch('os.open', open_as_user))
+        r = self.assertResult(checks.WARN, 'peer_tls', 'Permission denied as uid 1000',
+                              'reads it as root')
+        self.assertEqual('Run nova-dt-host-check as root.', r.fix)
+
+    def test_fail_on_a_directory(self):
+        self.tree.remove('/etc/nova-dt/tls/ca.pem')
+        self.tree.mkdir('/etc/nova-dt/tls/ca.pem')
+        self.assertResult(checks.FAIL, 'peer_tls', 'not a regular file')
+
+    def test_fail_on_a_file_too_large_to_be_a_tls_file(self):
+        self.tree.write('/etc/nova-dt/tls/ca.pem', '-----BEGIN CERTIFICATE-----\n' +
+                        'A' * sources.MAX_TLS_FILE_BYTES)
+        self.assertResult(checks.FAIL, 'peer_tls', 'tls_ca_file', 'not a TLS file')
+
+    def test_fail_on_a_fifo_without_waiting_for_a_writer(self):
+        self.tree.remove('/etc/nova-dt/tls/ca.pem')
+        os.mkfifo(self.tree.path('/etc/nova-dt/tls/ca.pem'))
+        self.assertResult(checks.FAIL, 'peer_tls', 'tls_ca_file', 'not a regular file')
+
+    def test_fail_on_an_allow_insecure_the_agent_refuses(self):
+        self.agent_conf('allow_insecure = t\n')
+        self.assertResult(checks.FAIL, 'peer_tls', "[peer] allow_insecure: expected a boolean")
+
+    def test_warn_without_agent_config(self):
+        self.tree.remove('/etc/nova-dt/nova-dt-agent.conf')
+        self.assertResult(checks.WARN, 'peer_tls', 'not found', '--agent-config')
+
+
+class TestWitness(HostCheckTestCase):
+
+    def agent_conf(self, witness):
+        self.tree.write('/etc/nova-dt/nova-dt-agent.conf',
+                        GOOD_AGENT_CONF.partition('[witness]')[0] + '[witness]\n' + witness)
+
+    def test_pass_over_https_with_a_client_certificate(self):
+        self.assertResult(checks.PASS, 'witness', 'https://etcd-1:2379, https://[fd00::3]:2379',
+                          'client certificate (/etc/nova-dt/etcd/client.pem)')
+
+    def test_warn_over_http(self):
+        self.agent_conf('etcd_endpoints = http://etcd-1:2379\n')
+        r = self.assertResult(checks.WARN, 'witness', 'plain http', 'tests and labs')
+        self.assertIn('docs/witness.md', r.fix)
+
+    def test_warn_over_https_without_a_client_certificate(self):
+        self.agent_conf('etcd_endpoints = https://etcd-1:2379\ntls_ca_file = '
+                        '/etc/nova-dt/etcd/ca.pem\n')
+        self.assertResult(checks.WARN, 'witness', 'without a client certificate',
+                          '--client-cert-auth')
+
+    def test_warn_without_a_witness_when_allowed(self):
+        self.agent_conf('allow_none = yes\n')
+        r = self.assertResult(checks.WARN, 'witness', 'allow_none = true',
+                              'automatic failover without a witness', 'Without a witness')
+        self.assertIn('remove allow_none', r.fix)
+
+    def test_warn_without_a_witness(self):
+        self.agent_conf('')
+        self.assertResult(checks.WARN, 'witness', 'automatic failover is off',
+                          'only an explicit failover request')
+
+    def test_fail_on_an_endpoint_the_agent_refuses(self):
+        self.agent_conf('etcd_endpoints = etcd-1:2379\n')
+        self.assertResult(checks.FAIL, 'witness', 'does not start',
+                          "expected 'http://host:port' or 'https://host:port' items, got "
+                          "'etcd-1:2379'")
+
+    def test_fail_on_a_bad_port(self):
+        self.agent_conf('etcd_endpoints = https://etcd-1:0\n')
+        self.assertResult(checks.FAIL, 'witness', 'the port must be an integer in 1..65535')
+
+    def test_fail_on_mixed_schemes(self):
+        self.agent_conf('etcd_endpoints = https://etcd-1:2379, http://etcd-2:2379\n')
+        self.assertResult(checks.FAIL, 'witness', 'mixes http:// and https://')
+
+    def test_fail_on_tls_files_with_http(self):
+        self.agent_conf('etcd_endpoints = http://etcd-1:2379\ntls_ca_file = '
+                        '/etc/nova-dt/etcd/ca.pem\n')
+        self.assertResult(checks.FAIL, 'witness', 'TLS files need https://')
+
+    def test_fail_on_a_certificate_without_its_key(self):
+        self.agent_conf('etcd_endpoints = https://etcd-1:2379\ntls_cert_file = '
+                        '/etc/nova-dt/etcd/client.pem\n')
+        self.assertResult(checks.FAIL, 'witness', '[witness] tls_key_file: tls_cert_file and '
+                                                  'tls_key_file go together')
+
+    def test_fail_on_an_unreadable_tls_file(self):
+        self.tree.remove('/etc/nova-dt/etcd/client.key')
+        self.assertResult(checks.FAIL, 'witness', 'tls_key_file = /etc/nova-dt/etcd/client.key',
+                          'No such file or directory', 'exit 2')
+
+    def test_warn_without_agent_config(self):
+        self.tree.remove('/etc/nova-dt/nova-dt-agent.conf')
+        self.assertResult(checks.WARN, 'witness', 'not found', '--agent-config')
+
+
 class TestNovaConfig(HostCheckTestCase):
 
     def test_fail_without_nova_conf_and_skip_its_checks(self):
         self.tree.remove('/etc/nova/nova.conf')
         report = self.tree.run()
-        self.assertEqual(['nova_config', 'replica_path', 'libvirt_hook'],
-                         [r.name for r in report.results])
+        self.assertEqual(['nova_config', 'replica_path', 'libvirt_hook', 'qemu_user', 'peer_tls',
+                          'witness'], [r.name for r in report.results])
         self.assertEqual(checks.FAIL, report.results[0].status)
         self.assertIn('/etc/nova/nova.conf', report.results[0].reason)
 
@@ -565,6 +944,54 @@ class TestReaders(test.NoDBTestCase):
         self.assertEqual('/var/lib/libvirt/qemu/ram/nova-dt', missing.replica_path)
         tree.write('/b.conf', '[nova_notifications]\nenabled = maybe\n')
         self.assertIn('not a boolean', sources.load_agent_conf(tree.host, '/b.conf').error)
+        self.assertEqual(('', '/var/lib/nova/instances', 'libvirt-qemu', 'libvirt-qemu', '', '',
+                          '', False, (), False, {}),
+                         (a.host, a.instances_path, a.qemu_user, a.qemu_group,
+                          a.peer_tls_cert_file, a.peer_tls_key_file, a.peer_tls_ca_file,
+                          a.peer_allow_insecure, a.etcd_endpoints, a.witness_allow_none,
+                          a.invalid))
+
+    def test_agent_booleans_are_the_agents(self):
+        # config_loader.cc ReadBool: oslo's 't'/'y' are refused by the agent.
+        for text, value in (('TRUE', True), ('on', True), ('1', True), ('No', False),
+                            ('off', False)):
+            self.assertEqual(value, sources._bool(text))
+        for text in ('t', 'y', 'enabled', ''):
+            self.assertRaises(ValueError, sources._bool, text)
+
+    def test_agent_list_and_address(self):
+        self.assertEqual(['a', 'b'], sources.agent_list(' a , b '))
+        self.assertEqual([], sources.agent_list('  '))
+        self.assertRaises(ValueError, sources.agent_list, 'a,,b')
+        self.assertEqual('', sources.address_error('etcd-1:2379'))
+        self.assertEqual('', sources.address_error('[::1]:2379'))
+        self.assertIn('in brackets', sources.address_error('::1:2379'))
+        self.assertIn('IPv6', sources.address_error('[nope]:2379'))
+        self.assertIn('1..65535', sources.address_error('h:65536'))
+        self.assertIn("expected 'host:port'", sources.address_error('h'))
+
+    def test_parse_certificate_names(self):
+        names = sources.parse_certificate_names(
+            'X509v3 Subject Alternative Name: \n    DNS:foo, IP Address:10.0.0.1, DNS:bar\n'
+            'subject=\n    O=x, y\n    CN=compute-1\n')
+        self.assertEqual(sources.CertificateNames(('foo', 'bar'), ('IP Address:10.0.0.1',),
+                                                  ('compute-1',)), names)
+        self.assertEqual(sources.CertificateNames((), (), ('c',)),
+                         sources.parse_certificate_names('subject=\n    CN=c\n'))
+
+    def test_libvirt_and_agent_ids(self):
+        tree = self.useFixture(HostTree())
+        tree.write('/etc/passwd', PASSWD + '100:x:7:7::/:/bin/false\n')
+        host = tree.host
+        # libvirt: "+N" is N; a name first, else a number; the agent: "+N" or a name.
+        self.assertEqual(64055, sources.libvirt_user_id(host, 'libvirt-qemu'))
+        self.assertEqual(7, sources.libvirt_user_id(host, '100'))
+        self.assertEqual(100, sources.libvirt_user_id(host, '+100'))
+        self.assertEqual(4242, sources.libvirt_user_id(host, '4242'))
+        self.assertIsNone(sources.libvirt_user_id(host, 'qemu'))
+        self.assertEqual(4242, sources.agent_owner_id('+4242', host.user_id))
+        self.assertIsNone(sources.agent_owner_id('4242', host.user_id))
+        self.assertIsNone(sources.agent_owner_id('+4294967295', host.user_id))
 
     def test_module_state(self):
         tree = self.useFixture(HostTree())
@@ -592,7 +1019,7 @@ class TestCli(test.NoDBTestCase):
     def test_table_and_exit_0_when_all_pass(self):
         code, out = self.main()
         self.assertEqual(0, code)
-        self.assertIn('Result: PASS (12 PASS, 0 WARN, 0 FAIL)', out)
+        self.assertIn('Result: PASS (16 PASS, 0 WARN, 0 FAIL)', out)
         for line in out.splitlines():
             self.assertLessEqual(len(line), host_check.WIDTH + 10, line)
         self.assertRegex(out, r'\nvhost_net +PASS +vhost_net is not loaded')
@@ -618,7 +1045,7 @@ class TestCli(test.NoDBTestCase):
         self.assertEqual(1, code)
         doc = json.loads(out)
         self.assertEqual('FAIL', doc['result'])
-        self.assertEqual({'PASS': 11, 'WARN': 0, 'FAIL': 1}, doc['summary'])
+        self.assertEqual({'PASS': 15, 'WARN': 0, 'FAIL': 1}, doc['summary'])
         self.assertEqual({'name', 'status', 'reason', 'fix'}, set(doc['checks'][0]))
         [bad] = [c for c in doc['checks'] if c['status'] == 'FAIL']
         self.assertEqual('notification_format', bad['name'])
