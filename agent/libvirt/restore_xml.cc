@@ -35,21 +35,9 @@ struct ParserCtxtFree {
   void operator()(xmlParserCtxt* c) const { xmlFreeParserCtxt(c); }
 };
 
-// A peer's value for an error message: at most 160 bytes (a whole path), anything outside
-// printable ASCII as \xHH.
-std::string Quote(std::string_view v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (size_t i = 0; i < v.size() && i < 160; ++i) {
-    const auto c = static_cast<unsigned char>(v[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
-    }
-  }
-  return out + (v.size() > 160 ? "...'" : "'");
-}
+// A peer's value for an error message, quoted: at most 160 bytes (a whole path), anything
+// outside printable ASCII as \xHH (Printable()).
+std::string Quote(std::string_view v) { return "'" + Printable(v, 160) + "'"; }
 
 Status Refused(const std::string& where, const std::string& why) {
   return absl::InvalidArgumentError("domain XML refused: " + where + ": " + why);
@@ -171,10 +159,11 @@ Check Mac() {
     return Bad(Quote(v) + " is not a MAC address");
   };
 }
-// A guest disk name (libvirt target dev, e.g. "vda"), also part of replica file names.
+// A guest disk name (libvirt target dev, e.g. "vda"), also part of replica file names: the
+// agent's own rule for disk names (ValidateDiskName).
 Check DiskName() {
   return [](std::string_view v, const Ctx&) -> StatusOr<Carry> {
-    if (AllOf(v, "_.-", 64) && v[0] != '.') return Carry::kCopy;
+    if (ValidateDiskName(v).ok()) return Carry::kCopy;
     return Bad(Quote(v) + " is not a disk name (1..64 of [A-Za-z0-9_.-], not starting with '.')");
   };
 }
@@ -302,6 +291,29 @@ StatusOr<Carry> SecLabel(const Ctx& ctx) {
              "dynamic labels, which the backup chooses itself, are restorable");
 }
 
+// A disk's <source>: the primary's storage, never carried (ReplicaDisk rebuilds it on the replica
+// image) and otherwise unread. Its one <seclabel> may be exactly what ReplicaDisk writes,
+// <seclabel model='dac' relabel='no'/> (a domain a backup restored is protected again from its
+// live XML); any other per-disk label is refused like a static domain label.
+std::string Attribute(xmlNodePtr n, const char* name);  // below, with the walk's helpers
+
+StatusOr<Carry> DiskSource(const Ctx& ctx) {
+  for (xmlNodePtr c = ctx.node->children; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || !xmlStrEqual(c->name, X("seclabel"))) continue;
+    size_t attrs = 0;
+    for (xmlAttrPtr a = c->properties; a; a = a->next) ++attrs;
+    const bool exact = !c->ns && !c->children && attrs == 2 &&
+                       xmlHasNsProp(c, X("model"), nullptr) &&
+                       xmlHasNsProp(c, X("relabel"), nullptr) && Attribute(c, "model") == "dac" &&
+                       Attribute(c, "relabel") == "no";
+    if (!exact) {
+      return Bad("a disk <source><seclabel> other than <seclabel model='dac' relabel='no'/> "
+                 "would set the label of an image on this host: not restorable");
+    }
+  }
+  return Carry::kDrop;
+}
+
 // Aliases: libvirt's generated ones are runtime state (libvirt makes the same again); user
 // aliases ("ua-" prefix) name the device for QEMU and are carried.
 StatusOr<Carry> Alias(const Ctx& ctx) {
@@ -313,8 +325,20 @@ StatusOr<Carry> Alias(const Ctx& ctx) {
 }
 
 // An interface's <target dev>: names libvirt generated (vnetN, macvtapN) are runtime state; Nova
-// names its taps "tap" + the first 11 characters of the port id (nova/network/model.py); anything
-// else could name another interface of this host.
+// names its taps ("tap" + port id)[:14] (nova/network/model.py NIC_NAME_LEN; os-vif alike): "tap"
+// and the first 11 characters of the Neutron port UUID, 8 hex digits, '-', 2 hex digits, e.g.
+// tap3c1d2e4f-5a. Exactly that is carried; anything else could name another interface of this
+// host.
+bool IsNovaTapName(std::string_view dev) {
+  if (dev.size() != 14 || dev.substr(0, 3) != "tap") return false;
+  for (size_t i = 3; i < dev.size(); ++i) {
+    const char c = dev[i];
+    const bool ok = i == 11 ? c == '-' : (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    if (!ok) return false;
+  }
+  return true;
+}
+
 StatusOr<Carry> InterfaceTarget(const Ctx& ctx) {
   xmlChar* d = xmlGetNoNsProp(ctx.node, X("dev"));
   const std::string dev(S(d));
@@ -322,14 +346,20 @@ StatusOr<Carry> InterfaceTarget(const Ctx& ctx) {
   if (dev.empty() || dev.substr(0, 4) == "vnet" || dev.substr(0, 7) == "macvtap") {
     return Carry::kDrop;
   }
-  if (dev.size() > 3 && dev.substr(0, 3) == "tap" && AllOf(dev.substr(3), "_-", 12)) {
-    return Carry::kCopy;
-  }
-  return Bad("tap name " + Quote(dev) + " is neither libvirt's (vnet*) nor Nova's (tap<port id>)");
+  if (IsNovaTapName(dev)) return Carry::kCopy;
+  return Bad("tap name " + Quote(dev) +
+             " is neither libvirt's (vnet*) nor Nova's ('tap' + the first 11 characters of the "
+             "port UUID)");
 }
 
 StatusOr<Carry> InterfaceType(std::string_view v, const Ctx&) {
-  if (v == "bridge" || v == "ethernet" || v == "network") return Carry::kCopy;
+  if (v == "bridge" || v == "ethernet") return Carry::kCopy;
+  if (v == "network") {
+    return Bad("an interface of type 'network' is whatever the libvirt network of that name is on "
+               "this host: its forward mode can make it host device (hostdev) or macvtap "
+               "passthrough; Nova (os-vif) never generates it, only bridge and ethernet NICs are "
+               "restorable");
+  }
   if (v == "hostdev" || v == "direct" || v == "vdpa") {
     return Bad("an interface of type " + Quote(v) +
                " hands a device of this host to the guest (SR-IOV, macvtap, vDPA)");
@@ -338,16 +368,32 @@ StatusOr<Carry> InterfaceType(std::string_view v, const Ctx&) {
   return Bad("an interface of type " + Quote(v) + " is not restorable");
 }
 
-// <interface><source>: the bridge of a bridge NIC, the libvirt network of a network NIC (whose
-// live XML also shows the bridge and port id libvirt picked: runtime state).
-Check InterfaceSource(std::string_view attr) {
-  return [attr](std::string_view v, const Ctx& ctx) -> StatusOr<Carry> {
-    const std::string type = ParentType(ctx);
-    if (attr == "bridge" && type == "bridge") return IfName()(v, ctx);
-    if (attr == "bridge" && type == "network") return Carry::kDrop;
-    if (attr == "network" && type == "network") return Token()(v, ctx);
-    return Bad("source " + std::string(attr) + " of an interface of type " + Quote(type));
-  };
+// <interface><source bridge>: the bridge of a bridge NIC (an ethernet NIC has none: os-vif plugs
+// its tap).
+StatusOr<Carry> InterfaceSourceBridge(std::string_view v, const Ctx& ctx) {
+  const std::string type = ParentType(ctx);
+  if (type == "bridge") return IfName()(v, ctx);
+  return Bad("source bridge of an interface of type " + Quote(type));
+}
+
+// <virtualport><parameters interfaceid>: the Neutron port UUID Nova (os-vif) writes for OVS, in
+// canonical lowercase form (OVS's external-ids:iface-id; nothing else belongs there).
+StatusOr<Carry> OvsInterfaceId(std::string_view v, const Ctx&) {
+  if (ValidateInstanceUuid(v).ok()) return Carry::kCopy;
+  return Bad(Quote(v) +
+             " is not a Neutron port UUID in canonical lowercase form "
+             "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+}
+
+// <watchdog action>: what QEMU does when the guest stops feeding it. 'dump' makes libvirtd, as
+// root, write a core of the guest's memory to qemu.conf's auto_dump_path on this host; Nova
+// never generates it (nova/objects/fields.py WatchdogAction: none, pause, poweroff, reset).
+StatusOr<Carry> WatchdogAction(std::string_view v, const Ctx& ctx) {
+  if (v == "dump") {
+    return Bad("a watchdog action 'dump' makes libvirtd (root) write guest memory cores to a "
+               "host directory (qemu.conf auto_dump_path); Nova never generates it");
+  }
+  return OneOf({"reset", "shutdown", "poweroff", "pause", "none", "inject-nmi"})(v, ctx);
 }
 
 StatusOr<Carry> CharType(std::string_view v, const Ctx&) {
@@ -377,8 +423,8 @@ StatusOr<Carry> ChannelType(std::string_view v, const Ctx&) {
              "unix channel and SPICE's spicevmc are)");
 }
 
-// <rng><backend>: the guest reads the host's /dev/urandom (model 'random'), or QEMU's own
-// getrandom() ('builtin'); no other host device or EGD socket.
+// <rng><backend>: the guest reads the host's /dev/urandom (model 'random', Nova's default), or
+// QEMU's own getrandom() (model 'builtin', no text); no other host device or EGD socket.
 StatusOr<Carry> RngBackend(std::string_view v, const Ctx& ctx) {
   xmlChar* m = xmlGetNoNsProp(ctx.node, X("model"));
   const std::string model(S(m));
@@ -400,6 +446,8 @@ StatusOr<Carry> RngBackend(std::string_view v, const Ctx& ctx) {
 struct Attr {
   std::string_view name;
   Check check;
+  // Not null: the attribute is required, and this says why when it is missing.
+  const char* required = nullptr;
 };
 
 struct Rule {
@@ -455,7 +503,9 @@ constexpr std::string_view kAddressedDevices[] = {
 
 std::vector<Rule> MakeAllowList() {
   std::vector<Rule> rules = {
-      {.path = "domain", .attrs = {{"type", OneOf({"kvm", "qemu"})}, {"id", Drop()}}},
+      {.path = "domain",
+       .attrs = {{"type", OneOf({"kvm", "qemu"}), "the domain type (kvm or qemu) is required"},
+                 {"id", Drop()}}},
       // name and uuid: checked before the walk (Walk::Domain); carried as they are.
       {.path = "domain/name", .text = Copy()},
       {.path = "domain/uuid", .text = Copy()},
@@ -576,7 +626,10 @@ std::vector<Rule> MakeAllowList() {
       // replica's raw image (replica_disk). The primary's source, credentials, backing chain and
       // block-copy mirror are never carried.
       {.path = "domain/devices/disk",
-       .attrs = {{"type", DiskType}, {"device", DiskDevice}},
+       .attrs = {{"type", DiskType},
+                 {"device", DiskDevice,
+                  "a disk without device='disk' (Nova always writes it) is not restorable: the "
+                  "agent replicates only disks that name device='disk'"}},
        .many = true,
        .replica_disk = true},
       {.path = "domain/devices/disk/driver",
@@ -591,7 +644,7 @@ std::vector<Rule> MakeAllowList() {
                  {"rerror_policy", OneOf({"stop", "report", "ignore"})},
                  {"queues", Uint()},
                  {"iommu", OnOff()}}},
-      {.path = "domain/devices/disk/source", .drop = true},
+      {.path = "domain/devices/disk/source", .whole = DiskSource},
       {.path = "domain/devices/disk/auth", .drop = true},  // a network disk's credentials
       {.path = "domain/devices/disk/backingStore", .drop = true},
       {.path = "domain/devices/disk/mirror", .drop = true},
@@ -602,14 +655,14 @@ std::vector<Rule> MakeAllowList() {
       {.path = "domain/devices/disk/blockio",
        .attrs = {{"logical_block_size", Uint()}, {"physical_block_size", Uint()}}},
       {.path = "domain/devices/disk/iotune"},
-      // NICs: bridge (Linux bridge or OVS with a virtualport), ethernet (os-vif plugs the tap),
-      // libvirt network. Nova's tap name, MAC, model, MTU, queues, QoS are carried.
-      {.path = "domain/devices/interface", .attrs = {{"type", InterfaceType}}, .many = true},
+      // NICs: bridge (Linux bridge or OVS with a virtualport), ethernet (os-vif plugs the tap);
+      // never a libvirt network. Nova's tap name, MAC, model, MTU, queues, QoS are carried.
+      {.path = "domain/devices/interface",
+       .attrs = {{"type", InterfaceType, "an interface without a type is not restorable"}},
+       .many = true},
       {.path = "domain/devices/interface/mac", .attrs = {{"address", Mac()}}},
       {.path = "domain/devices/interface/source",
-       .attrs = {{"bridge", InterfaceSource("bridge")},
-                 {"network", InterfaceSource("network")},
-                 {"portid", Drop()}}},
+       .attrs = {{"bridge", InterfaceSourceBridge}, {"portid", Drop()}}},
       {.path = "domain/devices/interface/target",
        .attrs = {{"dev", Copy()}, {"managed", OneOf({"yes"})}},
        .whole = InterfaceTarget},
@@ -625,7 +678,7 @@ std::vector<Rule> MakeAllowList() {
       {.path = "domain/devices/interface/mtu", .attrs = {{"size", Uint()}}},
       {.path = "domain/devices/interface/virtualport", .attrs = {{"type", OneOf({"openvswitch"})}}},
       {.path = "domain/devices/interface/virtualport/parameters",
-       .attrs = {{"interfaceid", Token()}, {"profileid", Token()}}},
+       .attrs = {{"interfaceid", OvsInterfaceId}}},  // no profileid: Nova never writes one
       {.path = "domain/devices/interface/bandwidth"},
       {.path = "domain/devices/interface/link", .attrs = {{"state", OneOf({"up", "down"})}}},
       {.path = "domain/devices/interface/boot", .attrs = {{"order", Uint()}}},
@@ -692,8 +745,7 @@ std::vector<Rule> MakeAllowList() {
       {.path = "domain/devices/rng/driver", .attrs = {{"iommu", OnOff()}}},
       {.path = "domain/devices/watchdog",
        .attrs = {{"model", OneOf({"i6300esb", "ib700", "itco"})},
-                 {"action",
-                  OneOf({"reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi"})}},
+                 {"action", WatchdogAction}},
        .many = true},
       {.path = "domain/devices/controller",
        .attrs = {{"type", OneOf({"usb", "pci", "ide", "sata", "scsi", "virtio-serial", "fdc"})},
@@ -881,6 +933,9 @@ class Walk {
         return Refused("/domain", std::string("no <") + required + ">");
       }
     }
+    if (!FirstChild(FirstChild(root, "os"), "type")) {
+      return Refused("/domain/os", "no <type>hvm</type> (a full virtualization guest)");
+    }
     if (images_ && matched_ != images_->size()) {
       return absl::InvalidArgumentError(
           "restore XML: replica images given for disks the domain does not have");
@@ -985,6 +1040,11 @@ class Walk {
       if (!carry.ok()) return Refused(at, std::string(carry.status().message()));
       if (out && *carry == Carry::kCopy) xmlSetProp(out, a->name, X(value.c_str()));
     }
+    for (const Attr& r : rule.attrs) {
+      if (r.required && !xmlHasNsProp(in, X(std::string(r.name).c_str()), nullptr)) {
+        return Refused(where + "/@" + std::string(r.name), r.required);
+      }
+    }
 
     std::string text;
     std::unordered_map<std::string, int> seen;
@@ -1085,8 +1145,15 @@ class Walk {
     xmlSetProp(driver, X("name"), X("qemu"));
     xmlSetProp(driver, X("type"), X("raw"));
     for (const auto& [name, value] : others) xmlSetProp(driver, X(name.c_str()), X(value.c_str()));
+    // <source file='<replica image>'><seclabel model='dac' relabel='no'/></source>: the agent has
+    // given the image to QEMU's user already (mode 0600), in a directory below libvirt's RAM
+    // directory that QEMU's user owns; libvirtd (root) must not chown by a path a compromised
+    // QEMU could have swapped for a symbolic link (docs/security.md).
     xmlNodePtr source = xmlNewDocNode(out_, nullptr, X("source"), nullptr);
     xmlSetProp(source, X("file"), X(image->second.c_str()));
+    xmlNodePtr label = xmlNewChild(source, nullptr, X("seclabel"), nullptr);
+    xmlSetProp(label, X("model"), X("dac"));
+    xmlSetProp(label, X("relabel"), X("no"));
     xmlAddNextSibling(driver, source);
     return absl::OkStatus();
   }

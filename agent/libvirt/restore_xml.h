@@ -27,18 +27,24 @@ inline constexpr size_t kMaxDomainXmlBytes = size_t{1} << 20;
 // OK when the definition:
 //  - is at most kMaxDomainXmlBytes of UTF-8 XML without a DOCTYPE (so without a DTD or entity
 //    declarations; parsed with no network access and no entity substitution);
-//  - is a <domain type='kvm'|'qemu'> whose <uuid> is exactly `instance_uuid` in canonical lowercase
+//  - is a <domain type='kvm'|'qemu'> (the type attribute required) whose <uuid> is exactly `instance_uuid` in canonical lowercase
 //    form (8-4-4-4-12 hex digits), so the domain a failover starts is the one it destroys when it
 //    fails, and whose <name> is 1..64 characters of [A-Za-z0-9_.+-] starting with a letter or
 //    digit;
-//  - holds only allow-listed elements and attributes with allowed values (restore_xml.cc): among
-//    others disks of device='disk' (of type file, block, network or volume: each becomes a file
-//    disk on the replica image), bridge/ethernet/network NICs, pty or file
-//    serial consoles, VNC/SPICE graphics, video, input, memballoon, rng on /dev/urandom, watchdog,
-//    controllers, the QEMU guest agent channel, Nova's <metadata>. Libvirt's runtime parts (domain
-//    id, generated aliases and tap names, pty paths, dynamic <seclabel>s, the disk's source,
-//    credentials, backing chain and block-copy <mirror>, <resource>, a standard <emulator>) are
-//    accepted and never carried;
+//  - holds an <os><type>hvm</type> and only allow-listed elements and attributes with allowed
+//    values (restore_xml.cc), the attributes that decide what a device is present (a disk's
+//    device, an interface's type): among others disks of device='disk' (of type file, block,
+//    network or volume: each becomes a file disk on the replica image), bridge or ethernet NICs
+//    (Nova's tap names, an OVS <virtualport> whose interfaceid is a canonical port UUID), pty or
+//    file serial consoles, VNC/SPICE graphics, video, input, memballoon, rng on /dev/urandom or
+//    QEMU's builtin source, watchdog (any action but 'dump'), controllers, the QEMU guest agent
+//    channel, and <metadata>, whose content is accepted unread (only Nova's <nova:instance> is
+//    carried, when it holds nothing but Nova's elements; everything else in it is dropped).
+//    Libvirt's runtime parts (domain id, generated aliases and tap names, pty paths, dynamic
+//    <seclabel>s, the disk's source, credentials, backing chain and block-copy <mirror>,
+//    <resource>, a standard <emulator>) are accepted and never carried; a disk's <source> may
+//    hold exactly <seclabel model='dac' relabel='no'/> (what the derivation writes) and no other
+//    label;
 //  - names host files (kernel and initrd of a direct kernel boot, a serial console's file or log)
 //    only as Nova does: <cfg.instances_path>/<uuid>/kernel, .../ramdisk, .../console.log, or as
 //    any file below one of cfg.restore_file_dirs (paths as libvirtd sees them: absolute, without
@@ -48,10 +54,11 @@ inline constexpr size_t kMaxDomainXmlBytes = size_t{1} << 20;
 // InvalidArgument otherwise (the definition itself is refused: retrying cannot help), the message
 // naming the offending element or attribute by its path, e.g. "domain XML refused:
 // /domain/devices/hostdev: host device passthrough ... is not restorable". Refused among others:
-// <qemu:commandline> and every other element outside libvirt's namespace (except Nova's
-// metadata), <hostdev>, static or 'none' <seclabel>s, lun/cdrom/floppy disks, a non-standard
-// <emulator>, UEFI <loader>/<nvram>, TCP/unix/device consoles, direct, hostdev or vhost-user NICs
-// and <script>s.
+// <qemu:commandline> (but the agent's own `-incoming defer` of a domain it restored) and every
+// other element outside libvirt's namespace that is not inside <metadata>, <hostdev>, static or
+// 'none' <seclabel>s, lun/cdrom/floppy disks and disks without a device attribute, a
+// non-standard <emulator>, UEFI <loader>/<nvram>, TCP/unix/device consoles, network, direct,
+// hostdev or vhost-user NICs and <script>s, a watchdog that dumps guest cores on this host.
 Status CheckRestorableDomain(std::string_view domain_xml, std::string_view instance_uuid,
                              const config::LibvirtSection& cfg);
 
@@ -59,7 +66,9 @@ Status CheckRestorableDomain(std::string_view domain_xml, std::string_view insta
 // a new document holding only what CheckRestorableDomain() accepts and the allow-list marks to
 // carry, with the domain's name, UUID, memory and devices (addresses kept: the restored QEMU must
 // lay out its devices as the primary's did). Every disk becomes a raw file disk on
-// `disk_images[target dev]` (paths as libvirtd sees them). With `incoming` true the result also
+// `disk_images[target dev]` (paths as libvirtd sees them), its <source> holding
+// <seclabel model='dac' relabel='no'/>: the agent has given the replica images to QEMU's user
+// already, and libvirtd must not chown by a path below a directory QEMU's user owns. With `incoming` true the result also
 // holds the agent's own <qemu:commandline> `-incoming defer` (the namespace declared on <domain>):
 // the restore XML for virDomainCreateXML; false gives the clean XML for virDomainDefineXML.
 // InvalidArgument whenever CheckRestorableDomain() would refuse the definition (the UUID is not

@@ -133,6 +133,53 @@ TEST(RestoreCheckTest, TheRigGuestNeedsItsDirectoriesAllowed) {
   EXPECT_TRUE(Refused(kRigLiveXml, "/domain/os/kernel", prefix, kRigUuid));
 }
 
+// With restore_file_dirs configured, a path below an allowed directory is compared by its
+// components: '..', '.', empty components and relative paths never reach past it.
+TEST(RestoreCheckTest, RefusesTraversalBelowRestoreFileDirs) {
+  const std::string dir = kRigGuestDir;
+  for (const std::string& kernel :
+       {dir + "/../../../../etc/shadow", dir + "/..", dir + "/../guest/vmlinux", dir + "//vmlinux",
+        dir + "/./vmlinux", dir + "/.", dir + "/", dir, dir.substr(1) + "/vmlinux",
+        std::string("vmlinux"), dir + "/vmlinux/", dir + "/vm\nlinux"}) {
+    EXPECT_TRUE(Refused(Edit(kRigLiveXml, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>",
+                             "<kernel>" + kernel + "</kernel>"),
+                        "/domain/os/kernel", RigHost(), kRigUuid))
+        << kernel;
+  }
+  for (const char* console : {"/var/log/libvirt/../../etc/shadow", "/var/log/libvirt//x.log",
+                              "/var/log/libvirt/./x.log", "var/log/libvirt/x.log"}) {
+    EXPECT_TRUE(Refused(Edit(kRigLiveXml, "<source path='/var/log/libvirt/dtguest-console.log'",
+                             std::string("<source path='") + console + "'"),
+                        "/domain/devices/serial[1]/source/@path", RigHost(), kRigUuid))
+        << console;
+  }
+  // What is below, in a subdirectory too, is allowed.
+  const std::string deeper = Edit(kRigLiveXml, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>",
+                                  "<kernel>" + dir + "/boot/vmlinux..old</kernel>");
+  EXPECT_TRUE(CheckRestorableDomain(deeper, kRigUuid, RigHost()).ok())
+      << CheckRestorableDomain(deeper, kRigUuid, RigHost());
+}
+
+// A default namespace (xmlns='...') puts an element outside libvirt's schema as a prefix does:
+// it is not the element of the same local name.
+TEST(RestoreCheckTest, RefusesElementsInADefaultNamespace) {
+  EXPECT_TRUE(Refused(AddDevice("<hostdev xmlns='urn:x' mode='subsystem' type='pci' "
+                                "managed='yes'><source><address domain='0x0000' bus='0x03' "
+                                "slot='0x00' function='0x0'/></source></hostdev>"),
+                      "/domain/devices/hostdev: <hostdev> (namespace 'urn:x') is outside "
+                      "libvirt's domain schema"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<devices>", "<devices xmlns='urn:x'>"),
+                      "/domain/devices: <devices> (namespace 'urn:x') is outside libvirt's "
+                      "domain schema"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<interface type='bridge'>",
+                           "<interface xmlns='http://libvirt.org/schemas/domain/qemu/1.0' "
+                           "type='bridge'>"),
+                      "/domain/devices/interface: <interface> is QEMU pass-through"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
+                           "<domain xmlns='urn:x' type='kvm' id='7'>"),
+                      "/: the root element is not <domain>"));
+}
+
 TEST(RestoreCheckTest, RefusesQemuCommandline) {
   const std::string xml = Edit(
       Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
@@ -193,6 +240,128 @@ TEST(RestoreCheckTest, RefusesHostdev) {
   EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<interface type='bridge'>", "<interface type='hostdev'>"),
                       "/domain/devices/interface[1]/@type: an interface of type 'hostdev' hands a "
                       "device of this host to the guest"));
+}
+
+// A libvirt network NIC is whatever that network is on the backup: its forward mode can make it
+// hostdev or macvtap passthrough. Nova (os-vif) never writes one.
+TEST(RestoreCheckTest, RefusesLibvirtNetworkInterfaces) {
+  std::string xml = Edit(kNovaLiveXml, "<interface type='bridge'>", "<interface type='network'>");
+  xml = Edit(xml, "<source bridge='brq1a2b3c4d-5e'/>",
+             "<source network='default' portid='11111111-2222-4333-8444-555555555555' "
+             "bridge='virbr0'/>");
+  EXPECT_TRUE(Refused(xml,
+                      "/domain/devices/interface[1]/@type: an interface of type 'network' is "
+                      "whatever the libvirt network of that name is on this host: its forward "
+                      "mode can make it host device (hostdev) or macvtap passthrough"));
+  // Nor can a bridge NIC name a network.
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<source bridge='brq1a2b3c4d-5e'/>",
+                           "<source bridge='brq1a2b3c4d-5e' network='default'/>"),
+                      "/domain/devices/interface[1]/source/@network: attribute 'network'"));
+  // An ethernet NIC (os-vif plugs the tap) still is restorable.
+  const std::string ethernet =
+      Edit(Edit(kNovaLiveXml, "<interface type='bridge'>", "<interface type='ethernet'>"),
+           "<source bridge='brq1a2b3c4d-5e'/>", "");
+  EXPECT_TRUE(CheckRestorableDomain(ethernet, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(ethernet, kNovaUuid, NovaHost());
+}
+
+// OVS: Nova writes the Neutron port UUID as the virtualport's interfaceid (OVS's iface-id).
+TEST(RestoreCheckTest, OvsInterfaceIdIsACanonicalPortUuid) {
+  const auto ovs = [](const std::string& parameters) {
+    return Edit(kNovaLiveXml, "<mtu size='1450'/>",
+                "<mtu size='1450'/><virtualport type='openvswitch'><parameters " + parameters +
+                    "/></virtualport>");
+  };
+  const std::string good = ovs("interfaceid='3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'");
+  EXPECT_TRUE(CheckRestorableDomain(good, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(good, kNovaUuid, NovaHost());
+  for (const char* id : {"3C1D2E4F-5A6B-4C7D-8E9F-0A1B2C3D4E5F", "3c1d2e4f5a6b4c7d8e9f0a1b2c3d4e5f",
+                         "port-1", "3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f,x", "",
+                         "{3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f}"}) {
+    EXPECT_TRUE(Refused(ovs(std::string("interfaceid='") + id + "'"),
+                        "/domain/devices/interface[1]/virtualport/parameters/@interfaceid: '" +
+                            std::string(id) + "' is not a Neutron port UUID"))
+        << id;
+  }
+  EXPECT_TRUE(Refused(ovs("interfaceid='3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f' profileid='p'"),
+                      "/domain/devices/interface[1]/virtualport/parameters/@profileid: attribute "
+                      "'profileid' of <parameters> is not on the restore allow-list"));
+}
+
+TEST(RestoreCheckTest, NovasTapNamesOnly) {
+  // ("tap" + port UUID)[:14], nova/network/model.py NIC_NAME_LEN.
+  for (const char* tap : {"tap3c1d2e4f-5ab", "tap3c1d2e4f-5", "tap3c1d2e4f_5a", "tap3C1D2E4F-5A",
+                          "tapx", "tap", "tap3c1d2e4f5ab"}) {
+    EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<target dev='tap3c1d2e4f-5a'/>",
+                             std::string("<target dev='") + tap + "'/>"),
+                        "/domain/devices/interface[1]/target: tap name"))
+        << tap;
+  }
+}
+
+// What libvirt would default, or Nova always writes, is required: the check must not guess.
+TEST(RestoreCheckTest, RefusesDefinitionsWithoutRequiredAttributes) {
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<domain type='kvm' id='7'>", "<domain id='7'>"),
+                      "/domain/@type: the domain type (kvm or qemu) is required"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<domain type='kvm' id='7'>", "<domain type='xen'>"),
+                      "/domain/@type: 'xen' is not one of the allowed values (kvm, qemu)"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<interface type='bridge'>", "<interface>"),
+                      "/domain/devices/interface[1]/@type: an interface without a type"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "<disk type='file' device='disk'>", "<disk type='file'>"),
+                      "/domain/devices/disk[1]/@device: a disk without device='disk' (Nova "
+                      "always writes it) is not restorable"));
+  EXPECT_TRUE(Refused(
+      Edit(kNovaLiveXml, "<type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>", ""),
+      "/domain/os: no <type>hvm</type>"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "machine='pc-i440fx-7.2'>hvm</type>",
+                           "machine='pc-i440fx-7.2'>exe</type>"),
+                      "/domain/os/type: 'exe' is not one of the allowed values (hvm)"));
+  EXPECT_TRUE(Refused(Edit(kNovaLiveXml, "machine='pc-i440fx-7.2'>hvm</type>",
+                           "machine='pc-i440fx-7.2'/>"),
+                      "/domain/os/type: '' is not one of the allowed values (hvm)"));
+}
+
+TEST(RestoreCheckTest, RefusesAWatchdogThatDumpsCores) {
+  EXPECT_TRUE(Refused(AddDevice("<watchdog model='i6300esb' action='dump'/>"),
+                      "/domain/devices/watchdog[1]/@action: a watchdog action 'dump' makes "
+                      "libvirtd (root) write guest memory cores"));
+  for (const char* action : {"reset", "poweroff", "pause", "none"}) {
+    const std::string xml =
+        AddDevice(std::string("<watchdog model='i6300esb' action='") + action + "'/>");
+    EXPECT_TRUE(CheckRestorableDomain(xml, kNovaUuid, NovaHost()).ok())
+        << action << ": " << CheckRestorableDomain(xml, kNovaUuid, NovaHost());
+  }
+  EXPECT_TRUE(Refused(AddDevice("<watchdog model='i6300esb' action='explode'/>"),
+                      "'explode' is not one of the allowed values"));
+}
+
+// A disk's <source> may hold the label the derivation writes (a restored domain's live XML),
+// exactly, and no other.
+TEST(RestoreCheckTest, DiskSourcesMayHoldOnlyTheNoRelabelDacLabel) {
+  const auto labelled = [](const std::string& label) {
+    return Edit(kNovaLiveXml,
+                "/disk' index='2'/>", "/disk' index='2'>" + label + "</source>");
+  };
+  const std::string own = labelled("<seclabel model='dac' relabel='no'/>");
+  EXPECT_TRUE(CheckRestorableDomain(own, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(own, kNovaUuid, NovaHost());
+  const std::string own_reordered = labelled("<seclabel relabel=\"no\" model=\"dac\"></seclabel>");
+  EXPECT_TRUE(CheckRestorableDomain(own_reordered, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(own_reordered, kNovaUuid, NovaHost());
+  for (const char* label :
+       {"<seclabel model='dac' relabel='yes'/>", "<seclabel model='selinux' relabel='no'/>",
+        "<seclabel model='dac'/>", "<seclabel relabel='no'/>",
+        "<seclabel model='dac' relabel='yes'><label>+0:+0</label></seclabel>",
+        "<seclabel model='dac' relabel='no'><label>+0:+0</label></seclabel>",
+        "<seclabel model='dac' relabel='no' labelskip='yes'/>",
+        "<seclabel model='dac' relabel='no' xmlns:x='urn:x' x:y='1'/>",
+        "<seclabel model='dac' relabel='no'/><seclabel model='apparmor' relabel='yes'/>",
+        "<x:seclabel xmlns:x='urn:x' model='dac' relabel='no'/>"}) {
+    EXPECT_TRUE(Refused(labelled(label),
+                        "/domain/devices/disk[1]/source: a disk <source><seclabel> other than "
+                        "<seclabel model='dac' relabel='no'/>"))
+        << label;
+  }
 }
 
 TEST(RestoreCheckTest, RefusesStaticAndNoSecurityLabels) {

@@ -67,11 +67,13 @@ TEST(RestoreXmlTest, RestoreXmlOfANovaServerKeepsItsGuestAndPointsTheDiskAtTheRe
   EXPECT_TRUE(Has(x, "<feature policy=\"disable\" name=\"nrip-save\"/>")) << x;
   EXPECT_TRUE(Has(x, "<entry name=\"uuid\">" + std::string(kNovaUuid) + "</entry>")) << x;
   EXPECT_TRUE(Has(x, "<nova:name>web-1</nova:name>")) << x;  // Nova's metadata, informational
-  // The disk: a raw file on the replica, nothing of the primary's storage.
+  // The disk: a raw file on the replica, nothing of the primary's storage; libvirtd does not
+  // relabel (chown) it: the agent gave it to QEMU's user already.
   EXPECT_TRUE(Has(x,
                   "<disk type=\"file\" device=\"disk\">\n      <driver name=\"qemu\" "
                   "type=\"raw\" cache=\"none\" discard=\"ignore\"/>\n      <source "
-                  "file=\"/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw\"/>\n      <target "
+                  "file=\"/var/lib/libvirt/qemu/ram/nova-dt/u/disk-vda.raw\">\n        <seclabel "
+                  "model=\"dac\" relabel=\"no\"/>\n      </source>\n      <target "
                   "dev=\"vda\" bus=\"virtio\"/>"))
       << x;
   for (const char* gone :
@@ -93,7 +95,10 @@ TEST(RestoreXmlTest, RestoreXmlOfANovaServerKeepsItsGuestAndPointsTheDiskAtTheRe
                          "/console.log\" append=\"off\"/>"))
       << x;
   // The primary's runtime state and host choices: never carried.
-  for (const char* gone : {"id=\"7\"", "seclabel", "+64055", "apparmor", "<resource", "/machine",
+  // (The domain's dynamic <seclabel>s: the disk's own no-relabel label is the only one left.)
+  EXPECT_EQ(x.find("seclabel"), x.find("<seclabel model=\"dac\" relabel=\"no\"/>") + 1) << x;
+  EXPECT_EQ(x.find("seclabel", x.find("relabel=\"no\"/>")), std::string::npos) << x;
+  for (const char* gone : {"id=\"7\"", "type=\"dynamic\"", "+64055", "apparmor", "<resource", "/machine",
                            "alias", "/dev/pts", "tty=", "port=\"5900\"", "<emulator", "qemu-system",
                            "/var/lib/libvirt/qemu/channel", "state=\"connected\""}) {
     EXPECT_FALSE(Has(x, gone)) << gone << "\n" << x;
@@ -206,6 +211,72 @@ TEST(RestoreXmlTest, TheDerivedDefinitionIsAFixedPointOfTheAllowList) {
   }
 }
 
+// Every disk the derived definition points at a replica image carries the no-relabel label, and a
+// restored domain's live XML (libvirt adds its id, aliases, dynamic labels) passes the check again
+// when the server is protected from its new host.
+TEST(RestoreXmlTest, EveryReplicaDiskIsNotRelabelledAndARestoredDomainPassesAgain) {
+  const std::string in = Edit(
+      kNovaLiveXml, "    <controller type='usb'",
+      "    <disk type='network' device='disk'><driver name='qemu' type='raw'/><source "
+      "protocol='rbd' name='vms/x_disk'><host name='10.0.0.1' port='6789'/></source><target "
+      "dev='vdb' bus='virtio'/></disk>\n    <controller type='usb'");
+  const std::map<std::string, std::string> images = {{"vda", "/r/u/disk-vda.raw"},
+                                                     {"vdb", "/r/u/disk-vdb.raw"}};
+  auto xml = DeriveRestoreXml(in, images, /*incoming=*/true, NovaHost());
+  ASSERT_TRUE(xml.ok()) << xml.status();
+  for (const char* disk : {"vda", "vdb"}) {
+    EXPECT_TRUE(Has(*xml, "<source file=\"/r/u/disk-" + std::string(disk) +
+                              ".raw\">\n        <seclabel model=\"dac\" relabel=\"no\"/>\n"
+                              "      </source>"))
+        << disk << "\n"
+        << *xml;
+  }
+  std::string live = Edit(*xml, "type=\"kvm\">", "type=\"kvm\" id=\"9\">");
+  live = Edit(live, "<target dev=\"vdb\" bus=\"virtio\"/>",
+              "<target dev=\"vdb\" bus=\"virtio\"/><alias name=\"virtio-disk1\"/>");
+  live = Edit(live, "</devices>",
+              "</devices><seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+994"
+              "</label></seclabel>");
+  EXPECT_TRUE(CheckRestorableDomain(live, kNovaUuid, NovaHost()).ok())
+      << CheckRestorableDomain(live, kNovaUuid, NovaHost()) << "\n"
+      << live;
+  auto again = DeriveRestoreXml(live, images, /*incoming=*/false, NovaHost());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->find("id=\"9\""), std::string::npos) << *again;
+  EXPECT_TRUE(Has(*again, "disk-vdb.raw\">\n        <seclabel model=\"dac\" relabel=\"no\"/>"))
+      << *again;
+}
+
+// Text split by comments or CDATA sections reads as libvirt reads it (the text nodes joined,
+// comments left out): the check and the derivation see the UUID and paths libvirt would use.
+TEST(RestoreXmlTest, TextSplitByCommentsOrCdataIsReadAsLibvirtReadsIt) {
+  std::string in = Edit(kRigLiveXml, "<uuid>6a1f8a3e-0b7c-4e8d-9f10-2b3c4d5e6f70</uuid>",
+                        "<uuid>6a1f8a3e<!-- x -->-0b7c-4e8d-<![CDATA[9f10]]>-2b3c4d5e6f70</uuid>");
+  in = Edit(in, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>",
+            "<kernel>/opt/nova-dt/<![CDATA[build]]>/gu<!---->est/vmlinux</kernel>");
+  EXPECT_TRUE(CheckRestorableDomain(in, kRigUuid, RigHost()).ok())
+      << CheckRestorableDomain(in, kRigUuid, RigHost());
+  auto xml = DeriveRestoreXml(in, kImages, /*incoming=*/false, RigHost());
+  ASSERT_TRUE(xml.ok()) << xml.status();
+  EXPECT_TRUE(Has(*xml, "<uuid>" + std::string(kRigUuid) + "</uuid>")) << *xml;
+  EXPECT_TRUE(Has(*xml, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>")) << *xml;
+  EXPECT_FALSE(Has(*xml, "CDATA")) << *xml;
+  // Joined, a split '..' is a '..'.
+  const std::string traversal =
+      Edit(kRigLiveXml, "<kernel>/opt/nova-dt/build/guest/vmlinux</kernel>",
+           "<kernel>/opt/nova-dt/build/guest/.<!-- -->.<![CDATA[/../../../etc/shadow]]></kernel>");
+  const Status st = CheckRestorableDomain(traversal, kRigUuid, RigHost());
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+  EXPECT_TRUE(Has(std::string(st.message()),
+                  "/domain/os/kernel: '/opt/nova-dt/build/guest/../../../../etc/shadow' is not an "
+                  "absolute path"))
+      << st;
+  // A UUID split into another server's: the joined one is compared.
+  const std::string other = Edit(kRigLiveXml, "<uuid>6a1f8a3e",
+                                 "<uuid><![CDATA[7]]><!-- -->a1f8a3e");
+  EXPECT_TRUE(absl::IsInvalidArgument(CheckRestorableDomain(other, kRigUuid, RigHost())));
+}
+
 TEST(RestoreXmlTest, NovaMetadataSurvivesANamespaceDeclaredOnTheDomain) {
   std::string in = Edit(kNovaLiveXml, "<domain type='kvm' id='7'>",
                         "<domain type='kvm' id='7' "
@@ -263,6 +334,11 @@ TEST(RestoreXmlTest, LibvirtAcceptsTheDerivedDefinitions) {
       ASSERT_TRUE(back);
       CString owned(back);
       EXPECT_TRUE(Has(back, "disk-vda.raw")) << back;
+      // The schema's place for a per-disk label: libvirt keeps it.
+      EXPECT_TRUE(Has(back,
+                      "disk-vda.raw'>\n        <seclabel model='dac' relabel='no'/>\n      "
+                      "</source>"))
+          << back;
       // (The test driver validates <qemu:commandline> against the schema but does not keep it.)
       virDomainUndefine(dom.get());
     }
