@@ -801,12 +801,50 @@ Status HashPieces(const std::string& path, uint64_t size, uint64_t unit,
   return absl::OkStatus();
 }
 
+// Opens the source of a basis for reading: a running copy's RAM file (in the guest-RAM
+// directory libvirt gives to QEMU's user) or a disk image. The agent reads it as root and copies
+// it into a file QEMU's user can read back, so a compromised QEMU must not be able to make it
+// name anything else (/etc/shadow, the agent's TLS key, another guest's RAM): the last component
+// is never followed (O_NOFOLLOW), a FIFO or device never waited on (O_NONBLOCK, then S_ISREG),
+// and the file must have exactly one name (a hard link planted to another file is refused) and
+// belong to QEMU's user or to the agent. FailedPrecondition naming the file otherwise.
+StatusOr<ScopedFd> OpenBasisSource(const std::string& from, const FileOwner& qemu) {
+  ScopedFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!in.valid()) {
+    if (errno == ELOOP) {
+      return absl::FailedPreconditionError(
+          Cat("basis source ", from, " is a symbolic link: refused (never followed)"));
+    }
+    return ErrnoStatus(errno, "open", from);
+  }
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return ErrnoStatus(errno, "stat", from);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        Cat("basis source ", from, " is not a regular file: refused"));
+  }
+  if (st.st_nlink != 1) {
+    return absl::FailedPreconditionError(Cat("basis source ", from, " has ", st.st_nlink,
+                                             " names (a hard link): refused"));
+  }
+  const bool qemus = qemu.uid != FileOwner::kKeepUid && st.st_uid == qemu.uid;
+  if (!qemus && st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(
+        Cat("basis source ", from, " belongs to uid ", st.st_uid, ", neither QEMU's (",
+            qemu.uid == FileOwner::kKeepUid ? std::string("the agent's") : qemu.name,
+            ") nor the agent's: refused"));
+  }
+  return in;
+}
+
 // Copies the first `size` bytes of `from` over `to` (same offsets), leaving all-zero chunks
-// unwritten (the target is zero already) and stopping at the end of a shorter source.
-Status CopyInto(const std::string& from, const std::string& to, uint64_t size) {
-  // The source is not a replica file (a QEMU's RAM file or disk image): opened as named.
-  ScopedFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in.valid()) return ErrnoStatus(errno, "open", from);
+// unwritten (the target is zero already) and stopping at the end of a shorter source. The
+// source is opened by OpenBasisSource().
+Status CopyInto(const std::string& from, const std::string& to, uint64_t size,
+                const FileOwner& qemu) {
+  StatusOr<ScopedFd> source = OpenBasisSource(from, qemu);
+  if (!source.ok()) return source.status();
+  const ScopedFd& in = *source;
   StatusOr<ScopedFd> out = OpenFile(to, O_WRONLY);
   if (!out.ok()) return out.status();
   StatusOr<uint64_t> have = FileSize(in.get(), from);
@@ -863,11 +901,13 @@ Status ReplicaStore::CreateBasis(const std::string& dir, const ReplicaGeometry& 
   auto created = Create(dir, geometry, options);
   if (!created.ok()) return created.status();
   Status st;
-  if (!ram_file.empty()) st = CopyInto(ram_file, (*created)->ram_path(), geometry.ram_size);
+  if (!ram_file.empty()) {
+    st = CopyInto(ram_file, (*created)->ram_path(), geometry.ram_size, options.qemu);
+  }
   for (const auto& d : geometry.disks) {
     auto it = disk_files.find(d.name);
     if (!st.ok() || it == disk_files.end() || it->second.empty()) continue;
-    st = CopyInto(it->second, (*created)->disk_path(d.name), d.size);
+    st = CopyInto(it->second, (*created)->disk_path(d.name), d.size, options.qemu);
   }
   if (!st.ok()) {
     (*created)->Destroy().IgnoreError();

@@ -133,6 +133,17 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
 ReplicaRegistry::ReplicaRegistry(RegistryOptions options, ReplicaEvents events)
     : options_(std::move(options)), events_(std::move(events)) {}
 
+std::shared_ptr<ReplicaRegistry::Entry> ReplicaRegistry::LiveEntryFor(
+    const std::string& uuid, std::unique_lock<std::mutex>& lock) {
+  for (;;) {
+    std::shared_ptr<Entry> entry = EntryFor(uuid);
+    lock = std::unique_lock<std::mutex>(entry->mu);
+    if (!entry->discarded) return entry;
+    // Discarded while this caller waited: Discard() has removed it from the map by now.
+    lock.unlock();
+  }
+}
+
 std::shared_ptr<ReplicaRegistry::Entry> ReplicaRegistry::EntryFor(const std::string& uuid) {
   std::shared_ptr<Entry> entry;
   {
@@ -206,11 +217,12 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
     NOVA_DT_RETURN_IF_ERROR(ValidateHostName(open.primary_host));
     const std::string& uuid = open.instance_uuid;
     const InstanceLog log(uuid);
-    std::shared_ptr<Entry> entry = EntryFor(uuid);
     std::unique_ptr<ReplicaStore> store;
     uint64_t stream_id;
+    std::shared_ptr<Entry> entry;
     {
-      std::lock_guard<std::mutex> lock(entry->mu);
+      std::unique_lock<std::mutex> lock;
+      entry = LiveEntryFor(uuid, lock);  // never an entry Discard() freed meanwhile
       if (entry->fenced) return core::TakenOverRefusal(uuid);
       const bool owner = OwnedBy(*entry, uuid, open.primary_host).ok();
       // A replica another primary owns is its own until it lets go (docs/security.md).
@@ -389,33 +401,36 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid, bool han
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
   std::shared_ptr<Entry> entry = EntryFor(uuid);
   const std::string dir = ReplicaDir(options_.replica_path, uuid);
-  {
-    std::lock_guard<std::mutex> lock(entry->mu);
-    if (!handed_over && entry->owner && entry->owner->released && !entry->fenced) {
-      return absl::FailedPreconditionError(
-          "the replica of " + uuid + " was released by its primary " + entry->owner->host +
-          " (it ended protection on purpose): output it released since is not in it, so it is "
-          "never restored");
-    }
-    entry->fenced = true;
-    entry->basis_id = 0;  // the copy restored from it will change the files
-    if (entry->store) entry->store->Abort();
-    if (entry->owner) {
-      // Remembered across restarts: a returning old primary's stream must never replace the
-      // files the copy restored here runs on.
-      if (Status st = SetOwner(*entry, uuid, {options_.this_host, false, true}); !st.ok()) {
-        InstanceLog(uuid).Error("cannot record the take-over in the replica: {}", st.ToString());
-      }
-    }
+  // Under the entry's lock throughout: an open stream applies nothing while the replica is
+  // opened, and the entry is fenced only once there is a replica to restore and the take-over
+  // is recorded (a fence that fails leaves the server's streams accepted, as before).
+  std::lock_guard<std::mutex> lock(entry->mu);
+  if (!handed_over && entry->owner && entry->owner->released && !entry->fenced) {
+    return absl::FailedPreconditionError(
+        "the replica of " + uuid + " was released by its primary " + entry->owner->host +
+        " (it ended protection on purpose): output it released since is not in it, so it is "
+        "never restored");
   }
+  entry->basis_id = 0;  // the copy restored from it will change the files
+  if (entry->store) entry->store->Abort();  // its open epoch (and journal) go before Open()
   // The committed state as the files say (recovering an interrupted commit if needed).
   auto store = ReplicaStore::Open(dir, options_.store);
   if (!store.ok()) return store.status();
+  // Remembered across restarts: a returning old primary's stream must never replace the files
+  // the copy restored here runs on. Recorded also when no owner was (a replica made before
+  // owner records, or an unreadable record). Not recorded: no take-over.
+  if (Status st = SetOwner(*entry, uuid, {options_.this_host, false, true}); !st.ok()) {
+    return Status(st.code(), "cannot record the take-over in the replica of " + uuid + ": " +
+                                 std::string(st.message()));
+  }
+  entry->fenced = true;
   FencedReplica out;
   out.committed_epoch = (*store)->committed_epoch();
   out.ram_path = (*store)->ram_path();
   out.device_state_path = (*store)->device_state_path();
-  for (const auto& d : (*store)->geometry().disks) out.disk_paths[d.name] = (*store)->disk_path(d.name);
+  for (const auto& d : (*store)->geometry().disks) {
+    out.disk_paths[d.name] = (*store)->disk_path(d.name);
+  }
   return out;
 }
 
@@ -428,18 +443,20 @@ bool ReplicaRegistry::TakenOverHere(const std::string& uuid) {
 
 Status ReplicaRegistry::Discard(const std::string& uuid) {
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(uuid));
-  std::shared_ptr<Entry> entry = EntryFor(uuid);
-  {
-    std::lock_guard<std::mutex> lock(entry->mu);
-    entry->discarded = true;  // the open sink (if any) refuses its next item
-    if (entry->store) entry->store->Abort();
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    entries_.erase(uuid);  // a new stream gets a fresh entry
-  }
+  std::unique_lock<std::mutex> lock;
+  std::shared_ptr<Entry> entry = LiveEntryFor(uuid, lock);
+  entry->discarded = true;  // the open sink (if any) refuses its next item
+  if (entry->store) entry->store->Abort();
+  // The directory goes while the entry is locked and still the server's: a stream opening
+  // meanwhile waits for it, finds the entry discarded and starts afresh on a new one — it never
+  // creates a replica that is then removed under it.
   std::error_code ec;
   std::filesystem::remove_all(ReplicaDir(options_.replica_path, uuid), ec);
+  {
+    std::lock_guard<std::mutex> map_lock(mu_);
+    auto it = entries_.find(uuid);
+    if (it != entries_.end() && it->second == entry) entries_.erase(it);  // a fresh entry next
+  }
   if (ec) {
     return absl::InternalError("cannot remove the replica of " + uuid + ": " + ec.message());
   }

@@ -99,7 +99,9 @@ class ReplicaRegistry {
   // committed replica. `handed_over`: the owner handed the server over (a planned switchover,
   // whose final stream ended on purpose); otherwise (a failover) a replica its owner released is
   // refused with FailedPrecondition, and nothing changes. NotFound when there is none; its own
-  // errors (DataLoss...) when the replica cannot be opened consistently.
+  // errors (DataLoss...) when the replica cannot be opened consistently; the error of writing
+  // owner.rec when the take-over cannot be recorded. On any error the server is not fenced
+  // (streams are accepted as before; an epoch the open stream had begun is dropped).
   StatusOr<FencedReplica> Fence(const std::string& instance_uuid, bool handed_over);
 
   // Whether this host took `instance_uuid` over from its replica here (fenced; a copy may run on
@@ -155,6 +157,9 @@ class ReplicaRegistry {
                                                       const ReplicaGeometry& geometry) const;
   // The entry of a validated uuid, its owner record loaded. REQUIRES: uuid valid.
   std::shared_ptr<Entry> EntryFor(const std::string& uuid);
+  // EntryFor(), locked into `lock`, never one Discard() has freed (such an entry is out of the
+  // map once its lock is free: the next lookup gets the fresh one).
+  std::shared_ptr<Entry> LiveEntryFor(const std::string& uuid, std::unique_lock<std::mutex>& lock);
   // Reads the owner record into `e` the first time. REQUIRES: e.mu held.
   void LoadOwner(Entry& e, const std::string& uuid) const;
   // Records `owner` for `uuid` (file, then `e`). REQUIRES: e.mu held, the directory exists.

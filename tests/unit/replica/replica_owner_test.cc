@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <string>
+#include <vector>
+
 #include "tests/support/test_util.h"
 
 namespace novadt::replica {
@@ -41,10 +44,19 @@ TEST(ReplicaOwnerTest, AnythingButTheExactShapeIsDataLoss) {
         std::string(100000, 'a'), std::string("nova-dt-owner 1\n\n\n\n\n"), other_host}) {
     EXPECT_TRUE(absl::IsDataLoss(DecodeReplicaOwner(bad).status())) << bad.substr(0, 80);
   }
-  // A host that is not a host name is refused even with a matching check.
-  std::string body = "nova-dt-owner 1\nhost a/b\nreleased 0\ntaken-over 0\n";
-  EXPECT_FALSE(WriteReplicaOwner("/nonexistent", {"a/b", false, false}).ok());
-  EXPECT_TRUE(absl::IsDataLoss(DecodeReplicaOwner(body + "check 0\n").status()));
+  // A host that is not a host name is refused even with a matching check: EncodeReplicaOwner
+  // seals whatever it is given, so only the decoder's host validation stands in the way.
+  novadt::testing::ScratchDir dir;
+  EXPECT_TRUE(absl::IsInvalidArgument(WriteReplicaOwner(dir.path(), {"a/b", false, false})));
+  for (const std::string& host :
+       std::vector<std::string>{"a/b", "../..", "", "-rig", "rig a", std::string(256, 'a')}) {
+    const std::string sealed = EncodeReplicaOwner({host, false, false});
+    const Status st = DecodeReplicaOwner(sealed).status();
+    EXPECT_TRUE(absl::IsDataLoss(st)) << host << ": " << st;
+    EXPECT_EQ(st.message().find("check value"), std::string_view::npos)
+        << host << ": refused for its check, not its host: " << st;
+    EXPECT_NE(st.message().find("host"), std::string_view::npos) << st;
+  }
 }
 
 TEST(ReplicaOwnerTest, AnOversizedFileIsRefusedWithoutReadingItAll) {

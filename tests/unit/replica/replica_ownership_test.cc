@@ -160,6 +160,64 @@ TEST_F(ReplicaOwnershipTest, ABasisFollowsTheRule) {
   EXPECT_EQ(ModeOf(src), src_before) << "the source is not the replica's: left as it was";
 }
 
+// The source of a basis is a running copy's RAM file, in a directory QEMU's user owns, and its
+// disk images: the agent reads it as root into a file QEMU's user reads back. A compromised
+// QEMU must not be able to point it at another file (a symbolic or a hard link, a file of some
+// other user): refused, naming the file, and no replica is left behind.
+TEST_F(ReplicaOwnershipTest, ABasisSourceThatIsALinkOrAnotherUsersFileIsRefused) {
+  const std::string secret = scratch_.Write("shadow", Fill(3, geometry_.ram_size));
+  const std::string ram_dir = scratch_.path() + "/5-guest";
+  fs::create_directories(ram_dir);
+  auto refused = [&](const std::string& src, const std::string& why) {
+    SCOPED_TRACE(why);
+    Status st = ReplicaStore::CreateBasis(Dir(), geometry_, src, {}, options_);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(src));
+    EXPECT_THAT(std::string(st.message()), HasSubstr(why));
+    EXPECT_FALSE(fs::exists(Dir())) << "nothing is kept";
+    // Nor as a disk image.
+    st = ReplicaStore::CreateBasis(Dir(), geometry_, "", {{"vdb", src}}, options_);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+    EXPECT_FALSE(fs::exists(Dir()));
+  };
+
+  const std::string symlink = ram_dir + "/pc.ram";
+  fs::create_symlink(secret, symlink);
+  refused(symlink, "symbolic link");
+  fs::remove(symlink);
+
+  // A hard link to the secret (as QEMU's user could make to a file of its own).
+  const std::string hardlink = ram_dir + "/pc.ram";
+  fs::create_hard_link(secret, hardlink);
+  refused(hardlink, "2 names");
+  fs::remove(hardlink);
+
+  // A file of a third user (neither QEMU's nor the agent's).
+  const std::string foreign = scratch_.Write("foreign.ram", Fill(4, geometry_.ram_size));
+  ASSERT_EQ(::chown(foreign.c_str(), 12345, 12345), 0);
+  refused(foreign, "uid 12345");
+
+  // Not a regular file: a FIFO is refused, never waited on.
+  const std::string fifo = ram_dir + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  refused(fifo, "not a regular file");
+
+  // QEMU's own RAM file, one name: kept.
+  const std::string ram = scratch_.Write("pc.ram", Fill(5, geometry_.ram_size));
+  ASSERT_EQ(::chown(ram.c_str(), kQemuUid, kQemuGid), 0);
+  Status st = ReplicaStore::CreateBasis(Dir(), geometry_, ram, {}, options_);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(Slurp(Dir() + "/ram.img"), Slurp(ram));
+  EXPECT_EQ(Slurp(secret), Fill(3, geometry_.ram_size)) << "untouched";
+}
+
+TEST_F(ReplicaOwnershipTest, ABasisSourceOfTheAgentsOwnIsKept) {
+  // A disk image libvirt gave back to root when the copy stopped: the agent's own.
+  const std::string disk = scratch_.Write("disk", Fill(6, geometry_.disks[1].size));
+  ASSERT_TRUE(ReplicaStore::CreateBasis(Dir(), geometry_, "", {{"vdb", disk}}, options_).ok());
+  EXPECT_EQ(Slurp(Dir() + "/disk-vdb.raw"), Slurp(disk));
+}
+
 TEST_F(ReplicaOwnershipTest, ASymbolicLinkInAReplicaIsNeverFollowed) {
   {
     auto store = ReplicaStore::Create(Dir(), geometry_, options_);

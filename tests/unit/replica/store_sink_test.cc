@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <thread>
 
 #include "agent/core/epoch_sender.h"
 #include "agent/core/replica_basis.h"
@@ -242,6 +243,61 @@ TEST_F(StoreSinkTest, RelinquishedServerMayBeStreamedAgainAndItsIdleReplicaFreed
 TEST_F(StoreSinkTest, FenceOfAnUnknownServerIsNotFound) {
   Factory();
   EXPECT_TRUE(absl::IsNotFound(registry_->Fence("00000000-0000-0000-0000-00000000dead", /*handed_over=*/true).status()));
+}
+
+// A fence that finds no replica to restore fences nothing: the server's streams are still
+// accepted (not refused as taken over until the agent restarts).
+TEST_F(StoreSinkTest, AFenceOfAMissingReplicaLeavesTheServerStreamable) {
+  Factory();
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/true);
+  EXPECT_TRUE(absl::IsNotFound(fenced.status())) << fenced.status();
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid()));
+  StreamEpochs(TestOpen(), 1);
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  // Nor one whose files are gone from under a known entry.
+  std::filesystem::remove_all(ReplicaDir(dir_.path(), Uuid()));
+  fenced = registry_->Fence(Uuid(), /*handed_over=*/true);
+  EXPECT_TRUE(absl::IsNotFound(fenced.status())) << fenced.status();
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid()));
+  auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
+// Discard() removes the directory while the server's entry is still locked: a stream opening
+// meanwhile waits, then starts afresh — its new replica is never removed under it, and no
+// leftover of the old one is in its way.
+TEST_F(StoreSinkTest, AStreamOpeningWhileADiscardRemovesTheReplicaKeepsItsFreshOne) {
+  StreamEpochs(TestOpen(), 1);
+  const std::string dir = ReplicaDir(dir_.path(), Uuid());
+  // Something that takes a while to remove (and is no replica file).
+  constexpr int kJunk = 20000;
+  std::filesystem::create_directory(dir + "/junk");
+  for (int i = 0; i < kJunk; ++i) std::ofstream(dir + "/junk/" + std::to_string(i));
+  std::atomic<bool> done{false};
+  Status discarded;
+  std::thread discard([&] {
+    discarded = registry_->Discard(Uuid());
+    done = true;
+  });
+  // Wait until the removal has begun.
+  auto removing = [&] {
+    for (int i = 0; i < kJunk; i += kJunk / 50) {
+      if (!std::filesystem::exists(dir + "/junk/" + std::to_string(i))) return true;
+    }
+    return false;
+  };
+  while (!done && !removing()) std::this_thread::yield();
+  auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+  discard.join();
+  ASSERT_TRUE(discarded.ok()) << discarded;
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : novadt::testing::SmallEpoch(1)) {
+    auto handled = (*r)->Handle(item);
+    ASSERT_TRUE(handled.ok()) << handled.status();
+  }
+  (*r)->Close(absl::OkStatus());
+  EXPECT_EQ(CommittedEpoch(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/junk"));
 }
 
 TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) {
@@ -928,8 +984,62 @@ TEST_F(OwnershipTest, ATakeOverIsRememberedAcrossRestartsAndRefusesTheOldPrimary
   registry_->Relinquish(Uuid(), "rig-b", /*released=*/true);
   Restart();
   EXPECT_TRUE(registry_->Basis("rig-b", Uuid()).ok());
-  EXPECT_TRUE(absl::IsPermissionDenied(registry_->Basis("rig-a", Uuid()).status()) ||
-              absl::IsNotFound(registry_->Basis("rig-a", Uuid()).status()));
+  // rig-b released it: to rig-a it is a replica another peer let go, never described.
+  const Status old_primary = registry_->Basis("rig-a", Uuid()).status();
+  EXPECT_TRUE(absl::IsNotFound(old_primary)) << old_primary;
+}
+
+// The take-over must be on disk before the copy runs on the files: otherwise, after a restart,
+// the old primary's stream would re-create the replica under the restored copy.
+TEST_F(OwnershipTest, AFenceThatCannotRecordTheTakeOverFailsAndFencesNothing) {
+  BrokenStreamFromTheOwner();
+  const std::string obstacle = ReplicaDir(dir_.path(), Uuid()) + "/owner.rec.tmp";
+  ASSERT_TRUE(std::filesystem::create_directory(obstacle));  // owner.rec cannot be written
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  EXPECT_FALSE(fenced.ok());
+  EXPECT_THAT(std::string(fenced.status().message()), HasSubstr("cannot record the take-over"));
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid()));
+  auto owner = ReadReplicaOwner(ReplicaDir(dir_.path(), Uuid()));
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(*owner, (ReplicaOwner{"rig-a", false, false})) << "still rig-a's live replica";
+  EXPECT_TRUE(registry_->CheckOwner("rig-a", Uuid()).ok());
+  EXPECT_EQ(CommittedEpoch(), 2u);
+  // Once owner.rec can be written, the same fence succeeds.
+  std::filesystem::remove(obstacle);
+  fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_EQ(fenced->committed_epoch, 2u);
+  EXPECT_TRUE(registry_->TakenOverHere(Uuid()));
+}
+
+// A replica without a usable owner record (made before owner records, or the record damaged):
+// the take-over is recorded all the same, and so survives a restart.
+TEST_F(OwnershipTest, AFenceRecordsTheTakeOverWhenNoOwnerWasRecorded) {
+  for (bool corrupt : {false, true}) {
+    SCOPED_TRACE(corrupt ? "owner.rec corrupt" : "no owner.rec");
+    BrokenStreamFromTheOwner();
+    registry_.reset();
+    const std::string record = ReplicaDir(dir_.path(), Uuid()) + "/owner.rec";
+    if (corrupt) {
+      std::ofstream(record, std::ios::trunc) << "nova-dt-owner 1\nhost rig-a\n";
+    } else {
+      ASSERT_TRUE(std::filesystem::remove(record));
+    }
+    Factory();
+    ASSERT_TRUE(absl::IsNotFound(registry_->CheckOwner("rig-a", Uuid()))) << "nobody's";
+    auto fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+    ASSERT_TRUE(fenced.ok()) << fenced.status();
+    EXPECT_EQ(fenced->committed_epoch, 2u);
+    auto owner = ReadReplicaOwner(ReplicaDir(dir_.path(), Uuid()));
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    EXPECT_EQ(*owner, (ReplicaOwner{kThisHost, false, true}));
+    Restart();
+    EXPECT_TRUE(registry_->TakenOverHere(Uuid()));
+    auto r = core::ReplicationReceiver::Start(TestOpen(), Factory());
+    EXPECT_TRUE(core::IsTakenOverRefusal(r.status())) << r.status();
+    EXPECT_EQ(CommittedEpoch(), 2u);
+    ASSERT_TRUE(registry_->Discard(Uuid()).ok());
+  }
 }
 
 TEST_F(OwnershipTest, AFailedTakeOverLeavesTheReplicaToItsOwner) {
