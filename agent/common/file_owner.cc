@@ -64,8 +64,15 @@ StatusOr<FileOwner> ResolveFileOwner(std::string_view user, std::string_view gro
     int n = 64;
     std::vector<gid_t> list(static_cast<size_t>(n));
     if (::getgrouplist(user_name.c_str(), owner.gid, list.data(), &n) < 0) {
-      list.resize(static_cast<size_t>(n));
-      ::getgrouplist(user_name.c_str(), owner.gid, list.data(), &n);
+      // Too small: `n` is the number needed now. A second failure (the groups changed between
+      // the calls, or the lookup broke) leaves `list` unfilled: never taken for groups (its
+      // padding would read as gid 0).
+      if (n <= 0) n = 64;
+      list.assign(static_cast<size_t>(n), 0);
+      if (::getgrouplist(user_name.c_str(), owner.gid, list.data(), &n) < 0) {
+        return absl::UnavailableError("cannot list the groups of user '" + user_name +
+                                      "' (getgrouplist failed twice); try again");
+      }
     }
     list.resize(static_cast<size_t>(std::max(n, 0)));
     for (gid_t g : list) {

@@ -1,5 +1,6 @@
 #include "agent/core/protection_table.h"
 
+#include "agent/common/identifiers.h"
 #include "agent/common/numbers.h"
 #include "agent/common/scoped_fd.h"
 
@@ -102,18 +103,19 @@ StatusOr<ProtectionMap> ProtectionTable::Decode(std::string_view text) {
   lines.pop_back();  // what follows the body's final newline: nothing
   if (lines.empty() || lines.front() != kHeader) {
     return absl::DataLossError("unknown header '" +
-                               std::string(lines.empty() ? "" : lines.front()) + "'");
+                               Printable(lines.empty() ? std::string_view() : lines.front()) +
+                               "'");
   }
   ProtectionMap out;
   for (size_t i = 1; i < lines.size(); ++i) {
     const std::vector<std::string_view> f = SplitFields(lines[i], '\t');
     const auto incarnation = f.size() == 3 ? ParseInteger<uint64_t>(f[2]) : std::nullopt;
     if (f.size() != 3 || !ValidField(f[0]) || !ValidField(f[1]) || !incarnation) {
-      return absl::DataLossError("malformed entry '" + std::string(lines[i]) + "'");
+      return absl::DataLossError("malformed entry '" + Printable(lines[i]) + "'");
     }
     if (!out.emplace(std::string(f[0]), ProtectionEntry{std::string(f[1]), *incarnation})
              .second) {
-      return absl::DataLossError("duplicate entry '" + std::string(f[0]) + "'");
+      return absl::DataLossError("duplicate entry '" + Printable(f[0]) + "'");
     }
   }
   if (out.size() != *count) return absl::DataLossError("entry count mismatch");

@@ -59,8 +59,13 @@ Status FailoverRestorer::Arm(const RestoreRequest& req) const {
   const std::string arm = options_.arm_dir + "/" + req.instance_uuid + ".arm";
   const std::string tmp = arm + ".tmp";
   {
-    // The hook runs as root and trusts what the file says: only root may write or read it.
-    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // The hook runs as root and trusts what the file says: only root may write or read it. A
+    // new file every time: a leftover .arm.tmp (a crash between open and rename, or something
+    // planted: another owner, a hard link, a FIFO that would block the open) is never reused.
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) {
+      return Errno("cannot remove the leftover " + tmp, errno);
+    }
+    ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) return Errno("cannot write " + tmp, errno);
     if (::fchmod(fd.get(), 0600) != 0) {
       const int err = errno;

@@ -1,14 +1,52 @@
 #include "agent/common/file_owner.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "tests/support/test_util.h"
+
+// getgrouplist() as ResolveFileOwner() sees it: the C library's, unless a test scripts it.
+// Defined here, it takes the place of the C library's in this binary (nova_dt_common is a static
+// library: its call resolves to this definition).
+namespace {
+struct ScriptedGroupList {
+  bool on = false;
+  int calls = 0;
+  std::vector<int> needed;      // per call: -1 = fill in `groups` and succeed, else fail with it
+  std::vector<gid_t> groups;
+};
+ScriptedGroupList scripted;
+}  // namespace
+
+extern "C" int getgrouplist(const char* user, gid_t group, gid_t* groups, int* ngroups) noexcept {
+  if (!scripted.on) {
+    using Fn = int (*)(const char*, gid_t, gid_t*, int*);
+    static const Fn real = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "getgrouplist"));
+    return real(user, group, groups, ngroups);
+  }
+  const int call = scripted.calls++;
+  const int needed = call < static_cast<int>(scripted.needed.size()) ? scripted.needed[call] : -1;
+  if (needed >= 0) {
+    *ngroups = needed;
+    return -1;
+  }
+  if (*ngroups < static_cast<int>(scripted.groups.size())) {
+    *ngroups = static_cast<int>(scripted.groups.size());
+    return -1;
+  }
+  std::copy(scripted.groups.begin(), scripted.groups.end(), groups);
+  *ngroups = static_cast<int>(scripted.groups.size());
+  return *ngroups;
+}
 
 namespace novadt {
 namespace {
@@ -29,6 +67,34 @@ TEST(ResolveFileOwnerTest, NamesAndNumbersAsQemuConfSpellsThem) {
   EXPECT_EQ(numeric->uid, 64990u);
   EXPECT_EQ(numeric->gid, 64991u);
   EXPECT_EQ(numeric->groups, std::vector<gid_t>{64991u});
+}
+
+class ScriptedGroupListTest : public ::testing::Test {
+ protected:
+  void SetUp() override { scripted = {true, 0, {}, {}}; }
+  void TearDown() override { scripted = {}; }
+};
+
+// More groups than the first buffer holds: the second call gets a buffer of the size asked for.
+TEST_F(ScriptedGroupListTest, AUserWithManyGroupsGetsThemAll) {
+  scripted.needed = {100};
+  for (gid_t g = 0; g < 100; ++g) scripted.groups.push_back(1000 + g);
+  auto owner = ResolveFileOwner("root", "+64991");
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(scripted.calls, 2);
+  EXPECT_EQ(owner->groups.size(), 101u);
+  EXPECT_EQ(owner->groups.front(), 64991u);
+  EXPECT_THAT(owner->groups, ::testing::Not(::testing::Contains(0u)));
+}
+
+// The groups changed between the two calls (or the lookup failed): the buffer was never filled,
+// and its padding must not become groups (gid 0 would pass root's group bits).
+TEST_F(ScriptedGroupListTest, ASecondFailureIsAnErrorNeverGroupZero) {
+  scripted.needed = {100, 120};
+  auto owner = ResolveFileOwner("root", "+64991");
+  EXPECT_EQ(scripted.calls, 2);
+  ASSERT_FALSE(owner.ok()) << "groups: " << ::testing::PrintToString(owner->groups);
+  EXPECT_THAT(owner.status().message(), HasSubstr("cannot list the groups of user 'root'"));
 }
 
 TEST(ResolveFileOwnerTest, AnUnknownOrMalformedNameIsAClearError) {

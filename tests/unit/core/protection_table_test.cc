@@ -145,6 +145,31 @@ TEST_F(ProtectionTableTest, MalformedNumbersAreDataLossWhereverTheyAre) {
   EXPECT_EQ(t->at("uuid-1").incarnation, 18446744073709551615ull);
 }
 
+// A table is up to 16 MiB of whatever is on disk: what an error quotes of it is bounded and
+// printable (Printable()), never a raw line of megabytes or control bytes reaching a log.
+TEST_F(ProtectionTableTest, ErrorsQuoteTheDamageBoundedAndPrintable) {
+  const std::string junk = std::string(1 << 20, 'x') + "\x1b[2J\r\x01";
+  auto quoted_ok = [](const Status& st) {
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st.ToString().substr(0, 200);
+    EXPECT_LT(st.message().size(), 300u);
+    for (char c : st.message()) {
+      EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "raw byte " << static_cast<int>(c);
+      if (!(c >= 0x20 && c < 0x7f)) break;
+    }
+  };
+  const std::string head = "nova-dt-protection-table 1\n";
+  for (const std::string& body :
+       {head + junk + "\n",                                  // a malformed entry
+        head + "\x1b" + junk + "\thost-b\t1\n",              // ditto, starting with ESC
+        junk + "\n" + "uuid-1\thost-b\t1\n"}) {              // an unknown header
+    quoted_ok(ProtectionTable::Decode(body + ProtectionTable::Trailer(body, 1)).status());
+  }
+  // A duplicate quotes the server's field (valid, but bounded all the same).
+  const std::string dup = head + std::string(5000, 'u') + "\thost-b\t1\n" +
+                          std::string(5000, 'u') + "\thost-c\t2\n";
+  quoted_ok(ProtectionTable::Decode(dup + ProtectionTable::Trailer(dup, 2)).status());
+}
+
 TEST_F(ProtectionTableTest, ADuplicateServerIsDataLoss) {
   const std::string body =
       "nova-dt-protection-table 1\nuuid-1\thost-b\t1\nuuid-1\thost-c\t2\n";

@@ -49,6 +49,8 @@ class FakeLauncher final : public core::DomainLauncher {
       struct stat st {};
       ::stat(arm.c_str(), &st);
       last_arm_mode = st.st_mode & 07777;
+      last_arm_uid = st.st_uid;
+      last_arm_links = st.st_nlink;
       last_arm_text.assign(std::istreambuf_iterator<char>(std::ifstream(arm).rdbuf()), {});
       std::string target;
       std::getline(std::ifstream(arm), target);
@@ -94,6 +96,8 @@ class FakeLauncher final : public core::DomainLauncher {
   std::string last_arm;  // the arm file's line the hook saw
   std::string last_arm_text;  // all of it
   mode_t last_arm_mode = 0;
+  uid_t last_arm_uid = 0;
+  nlink_t last_arm_links = 0;
 
  private:
   void Record(const std::string& c) {
@@ -173,6 +177,40 @@ TEST_F(FailoverRestorerTest, TheArmFileIsRootsAloneAndNamesWhoQemuRunsAs) {
   ASSERT_TRUE(restorer.Restore(req_).ok());
   EXPECT_EQ(launcher.last_arm_mode, 0600u);
   EXPECT_EQ(launcher.last_arm_text, std::string(kUuid) + "/ram.img\n64055:64056\n");
+}
+
+// A leftover <uuid>.arm.tmp (a crash mid-arm, or planted) is never reused: not its owner, not
+// its other names, not a FIFO (whose open would block the take-over).
+TEST_F(FailoverRestorerTest, ALeftoverArmTempFileIsReplacedNeverReused) {
+  ASSERT_EQ(::geteuid(), 0u) << "chown to another user: run as root";
+  const std::string tmp = arm_dir_ + "/" + kUuid + ".arm.tmp";
+  // Another user's file, with a second name outside.
+  const std::string victim = dir_.path() + "/victim";
+  std::ofstream(victim) << "someone else's";
+  ASSERT_EQ(::chown(victim.c_str(), 12345, 12345), 0);
+  ASSERT_EQ(::chmod(victim.c_str(), 0666), 0);
+  fs::create_hard_link(victim, tmp);
+  ASSERT_TRUE(restorer_.Restore(req_).ok());
+  EXPECT_EQ(launcher_.last_arm_uid, ::geteuid());
+  EXPECT_EQ(launcher_.last_arm_mode, 0600u);
+  EXPECT_EQ(launcher_.last_arm_links, 1u);
+  EXPECT_EQ(launcher_.last_arm_text, std::string(kUuid) + "/ram.img\n");
+  std::string left;
+  std::getline(std::ifstream(victim), left);
+  EXPECT_EQ(left, "someone else's") << "written through the leftover's other name";
+  EXPECT_FALSE(fs::exists(tmp));
+
+  // A FIFO (not tried once the above failed: an arm that reuses it blocks for good).
+  if (HasFailure()) return;
+  ASSERT_TRUE(launcher_.Destroy(kUuid).ok());
+  ASSERT_EQ(::mkfifo(tmp.c_str(), 0666), 0);
+  FakeLauncher launcher(dir_.path(), arm_dir_);
+  FailoverRestorer restorer(launcher, hv_, clock_, Options());
+  polls_ = 0;
+  ASSERT_TRUE(restorer.Restore(req_).ok());
+  EXPECT_EQ(launcher.last_arm_mode, 0600u);
+  EXPECT_EQ(launcher.last_arm_text, std::string(kUuid) + "/ram.img\n");
+  EXPECT_FALSE(fs::exists(tmp));
 }
 
 TEST_F(FailoverRestorerTest, RestoresWithTheStagedQmpSequence) {
