@@ -397,6 +397,34 @@ TEST(LibvirtHookTest, MakesTheGuestRamDirectoryForQemusUserAsLibvirtWould) {
   std::ofstream(store + "/" + kUuid + ".arm") << kUuid << "/ram.img\n64990:x;rm\n";
   EXPECT_NE(run_hook(9), 0);
   EXPECT_FALSE(fs::exists(dir.path() + "/9-guest"));
+
+  // RAM_DIR is QEMU's user's: an arm file not root's, or one with a second name, or a store
+  // that is a link (renamed away and replaced), names nothing the hook links.
+  const std::string arm = store + "/" + kUuid + ".arm";
+  std::ofstream(arm) << kUuid << "/ram.img\n";
+  ASSERT_EQ(::chown(arm.c_str(), 64990, 64990), 0);
+  EXPECT_NE(run_hook(10), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/10-guest"));
+  ASSERT_EQ(::chown(arm.c_str(), 0, 0), 0);
+  ASSERT_EQ(::link(arm.c_str(), (dir.path() + "/second-name").c_str()), 0);
+  EXPECT_NE(run_hook(11), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/11-guest"));
+  fs::remove(dir.path() + "/second-name");
+  fs::rename(store, dir.path() + "/real-store");
+  fs::create_directory_symlink(dir.path() + "/real-store", store);
+  EXPECT_NE(run_hook(12), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/12-guest"));
+  // The replica RAM named must not be a link either.
+  fs::remove(store);
+  fs::rename(dir.path() + "/real-store", store);
+  fs::rename(ram, ram + ".real");
+  fs::create_symlink(ram + ".real", ram);
+  EXPECT_NE(run_hook(13), 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/13-guest/pc.ram"));
+  // Restored: the start goes through again.
+  fs::remove(ram);
+  fs::rename(ram + ".real", ram);
+  EXPECT_EQ(run_hook(14), 0);
 }
 
 }  // namespace
