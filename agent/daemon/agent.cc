@@ -9,9 +9,9 @@
 #include "agent/common/logging.h"
 #include "agent/common/version.h"
 #include "agent/libvirt/domain_xml.h"
-#include "agent/libvirt/restore_xml.h"
 #include "agent/libvirt/libvirt_hypervisor.h"
 #include "agent/libvirt/libvirt_launcher.h"
+#include "agent/libvirt/restore_xml.h"
 #include "agent/replica/store_sink.h"
 #include "agent/rpc/agent_server.h"
 #include "agent/rpc/grpc_peer_link.h"
@@ -295,10 +295,9 @@ std::vector<std::string> Agent::SecurityWarnings() const {
 Status Agent::CheckReplicaAllowed(const core::StreamOpen& open) {
   NOVA_DT_RETURN_IF_ERROR(ValidateInstanceUuid(open.instance_uuid));
   // A server this host runs cannot also be replicated here: a later restore would replace the
-  // running copy's definition. (A copy this host took over is the registry's own refusal.)
-  // (A copy running on a replica this host took over is the registry's refusal, also while
-  // libvirt cannot be asked; replication goes on while libvirt is away, so that a failover can
-  // follow once it is back.)
+  // running copy's definition. While libvirt cannot be asked, replication goes on (a failover can
+  // follow once it is back); a copy running on a replica this host took over is refused by the
+  // registry in any case.
   auto dom = hypervisor_->LookupDomain(open.instance_uuid);
   if (dom.ok() && dom->state != core::DomainState::kShutoff &&
       dom->state != core::DomainState::kNoState) {
@@ -359,7 +358,7 @@ void Agent::CheckPrimaries() {
       StartFailover(uuid, why);
       continue;
     }
-    Backup& b = backups_[uuid];
+    Backup& b = backups_.at(uuid);
     const std::string reason =
         "primary lost (" + why + "); automatic failover is off without a witness ([witness] "
         "etcd_endpoints, or allow_none): restore it with an explicit failover request";

@@ -1,12 +1,12 @@
 #include "agent/rpc/peer_tls.h"
 
-#include "agent/common/identifiers.h"
-
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <fstream>
 #include <sstream>
+
+#include "agent/common/identifiers.h"
 
 namespace novadt::rpc {
 namespace {

@@ -12,10 +12,10 @@
 #pragma once
 
 #include <map>
-#include <set>
-#include <vector>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 

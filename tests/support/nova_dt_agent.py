@@ -10,6 +10,31 @@ state and peer listener into `workdir` (loopback, port 0), so tests only write w
 import os
 import signal
 import subprocess
+import sys
+import unittest
+
+
+class AgentClassTestCase(unittest.TestCase):
+    """A test class whose set-up (``_set_up``) starts servers and an agent (``cls.agent``).
+
+    unittest does not call tearDownClass when setUpClass fails: here a failed set-up prints the
+    agent's log tail and cleans up itself, so no broker or agent outlives it. tearDownClass must
+    cope with a partial set-up.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            cls._set_up()
+        except BaseException:
+            if getattr(cls, "agent", None):
+                sys.stderr.write("agent log:\n" + cls.agent.log_text()[-4000:])
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _set_up(cls):
+        raise NotImplementedError
 
 
 def bus_test_config(host, transport_url, backup_host, extra=""):

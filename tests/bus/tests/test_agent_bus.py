@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 sys.path.insert(0, os.path.join(SRC, "nova-integration"))
 
 import nova_dt.exception  # noqa: E402  (allowed_remote_exmods)
-from nova_dt_agent import AgentProcess, bus_test_config  # noqa: E402
+from nova_dt_agent import AgentClassTestCase, AgentProcess, bus_test_config  # noqa: E402
 from nova_emit import declare_nova_exchange  # noqa: E402
 from nova_payloads import instance_payload  # noqa: E402
 from rabbitmq import RabbitMQ  # noqa: E402
@@ -52,21 +52,9 @@ def wait_for(pred, timeout=20.0, what="condition"):
     raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
-class BusTestBase(unittest.TestCase):
+class BusTestBase(AgentClassTestCase):
     agent_extra = ""
     durable = False  # [oslo_messaging_rabbit] amqp_durable_queues, on both sides
-
-    @classmethod
-    def setUpClass(cls):
-        # unittest does not call tearDownClass when setUpClass fails: clean up here then, so no
-        # broker or agent outlives a failed set-up.
-        try:
-            cls._set_up()
-        except BaseException:
-            if getattr(cls, "agent", None):
-                sys.stderr.write("agent log:\n" + cls.agent.log_text()[-4000:])
-            cls.tearDownClass()
-            raise
 
     @classmethod
     def _set_up(cls):

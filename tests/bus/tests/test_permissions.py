@@ -28,7 +28,7 @@ SRC = os.environ.get("NOVA_DT_SOURCE_DIR",
 BUILD = os.environ.get("NOVA_DT_BUILD", os.path.join(SRC, "build"))
 sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 
-from nova_dt_agent import AgentProcess, bus_test_config  # noqa: E402
+from nova_dt_agent import AgentClassTestCase, AgentProcess, bus_test_config  # noqa: E402
 from nova_emit import declare_nova_exchange  # noqa: E402
 from nova_payloads import instance_payload  # noqa: E402
 from rabbitmq import RabbitMQ  # noqa: E402
@@ -73,17 +73,7 @@ class Recorder:
     error = info
 
 
-class PermissionsTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        try:
-            cls._set_up()
-        except BaseException:
-            if getattr(cls, "agent", None):
-                sys.stderr.write("agent log:\n" + cls.agent.log_text()[-4000:])
-            cls.tearDownClass()
-            raise
+class PermissionsTest(AgentClassTestCase):
 
     @classmethod
     def _set_up(cls):
