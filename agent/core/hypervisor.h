@@ -23,6 +23,9 @@ struct DomainInfo {
   std::string name;
   DomainState state = DomainState::kNoState;
   int id = -1;  // libvirt's runtime id; -1 when not running
+  // Paused by a QMP `stop` (kPaused only): the agent's own (an epoch checkpoint, a switchover)
+  // leaves libvirt's "unknown" reason; Nova's pause, a save or a migration leave theirs.
+  bool paused_by_monitor = false;
 };
 
 // A domain lifecycle event (virDomainEventLifecycle) as seen on the hypervisor.

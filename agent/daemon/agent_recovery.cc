@@ -12,6 +12,7 @@
 #include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/daemon/agent.h"
+#include "agent/engine/qmp.h"
 
 namespace novadt::daemon {
 
@@ -160,6 +161,19 @@ void Agent::RecoverProtections(core::ProtectionMap listed) {
         break;
       }
       if (!claimed) continue;
+    }
+    // The previous agent died between an epoch's `stop` and `cont` (or during a switchover's
+    // hand-over): nobody else resumes the guest. Resumed here, its output stays held in the
+    // filter-buffers the new session adopts, released with that session's first commit — or
+    // never, when the backup runs the server now and this copy stands down. A pause with any
+    // other reason (Nova's pause, a save) is not the agent's to end.
+    if (info->state == core::DomainState::kPaused && info->paused_by_monitor) {
+      if (auto cont = engine::QmpCall(*hypervisor_, uuid, {{"execute", "cont"}}); cont.ok()) {
+        log.Info("resumed the guest the previous agent had paused (its output stays held)");
+      } else {
+        log.Error("cannot resume the guest the previous agent had paused: {}",
+                  cont.status().ToString());
+      }
     }
     loop_.Post([this, uuid, backup = entry.backup_host, pending] {
       if (sessions_.count(uuid)) return;  // protected again meanwhile (RPC)

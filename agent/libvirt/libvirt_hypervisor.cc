@@ -65,6 +65,8 @@ StatusOr<DomainInfo> Describe(virDomainPtr dom) {
     return LastError("cannot read state of domain " + info.uuid);
   }
   info.state = FromVirState(state);
+  // A QMP `stop` through the monitor is VIR_DOMAIN_PAUSED_UNKNOWN (qemuProcessHandleStop).
+  info.paused_by_monitor = state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_UNKNOWN;
   const unsigned id = virDomainGetID(dom);
   info.id = id == static_cast<unsigned>(-1) ? -1 : static_cast<int>(id);
   return info;
