@@ -195,7 +195,7 @@ class ReplicaStore {
   // (InvalidArgument / NotFound, epoch unchanged). Spill failure as for AddPages.
   virtual Status AddDiskWrite(std::string_view disk, uint64_t offset, std::string_view data) = 0;
   // Sets the CPU + device state blob of the open epoch (written at once to the unused devstate
-  // slot, never buffered in memory).
+  // slot; the store keeps no copy of it).
   // REQUIRES: an epoch is open, no device state set yet in it (FailedPrecondition).
   // Failure (e.g. ResourceExhausted) aborts the epoch.
   virtual Status SetDeviceState(std::string_view blob) = 0;
