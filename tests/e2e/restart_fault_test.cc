@@ -182,6 +182,37 @@ TEST_F(RestartFaultTest, PrimaryAgentKilledAndRestartedReturnsToProtectedLosingN
                (disk1 > disk0 ? "continued" : "stalled"));
 }
 
+// The agent dies inside an epoch's checkpoint, between its QMP `stop` and `cont`: the guest stays
+// paused with no one to resume it. (Made deterministic: the kill first, then the same QMP `stop`
+// the agent sends.) The restarted agent resumes it and protects it again; nothing is lost.
+TEST_F(RestartFaultTest, PrimaryAgentKilledInsideACheckpointResumesTheGuestItPaused) {
+  ASSERT_NO_FATAL_FAILURE(BringUp(Options("rr5")));
+  ASSERT_TRUE(rig_->StopAgent("a", /*kill=*/true).ok());
+  std::string out;
+  ASSERT_EQ(rig_->Exec("a", {"virsh", "qemu-monitor-command", "dtguest", "{\"execute\":\"stop\"}"},
+                       &out),
+            0)
+      << out;
+  ASSERT_NE(DomState("a").find("paused"), std::string::npos) << DomState("a");
+  std::this_thread::sleep_for(milliseconds(1000));
+  const int64_t last_seen = rig_->ObserverValues().back();
+
+  Status started = rig_->StartAgent("a", AgentSettings("a"));
+  ASSERT_TRUE(started.ok()) << started << "\n" << Log("a");
+  ASSERT_TRUE(WaitFor([&] { return rig_->ObserverValues().back() > last_seen + 30; }, seconds(60)))
+      << DomState("a") << Log("a");
+  ASSERT_TRUE(WaitForProtected("a", "b", 5, seconds(30))) << Log("a") << Log("b");
+  EXPECT_NE(DomState("a").find("running"), std::string::npos);
+  EXPECT_NE(novadt::testing::ReadFile(rig_->dir() + "/a/agent/agent.log")
+                .find("resumed the guest the previous agent had paused"),
+            std::string::npos)
+      << Log("a");
+  ExpectOneCountingGuest("across a restart of the agent that had paused the guest");
+  FaultRow("SIGKILL primary agent inside a checkpoint (guest paused), restart",
+           "guest resumed by the new agent; pair back to protected; 0 released values lost",
+           "resumed and protected; values consecutive");
+}
+
 TEST_F(RestartFaultTest, BackupAgentKilledAndRestartedIsReprotected) {
   ASSERT_NO_FATAL_FAILURE(BringUp(Options("rr2")));
   const double kill_unix = UnixNow();
