@@ -6,7 +6,9 @@
 //     backup holds no checkpoint taken after those frames until then);
 //   - the libvirt block copy into the dead agent's NBD socket: aborted (StopStaleDiskCaptures)
 //     before the new capture starts (a new job cannot start while it exists);
-//   - migration capabilities (x-ignore-shared): set again by the new session.
+//   - migration capabilities (x-ignore-shared): set again by the new session;
+//   - a guest paused by its QMP `stop` (killed inside a checkpoint or a hand-over): resumed, its
+//     output still held by those buffers.
 #include <thread>
 
 #include "agent/common/identifiers.h"
