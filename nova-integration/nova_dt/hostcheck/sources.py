@@ -82,15 +82,19 @@ class Host(object):
         self._kernel_release = kernel_release
         self._hostname = hostname
 
+    def _proc_value(self, host_path, fallback):
+        """The stripped text of a /proc file under ``root``, or ``fallback()`` when absent."""
+        try:
+            text = self.read_text(host_path)
+        except SourceError:
+            text = None
+        return (text or '').strip() or fallback()
+
     @property
     def hostname(self):
         """The host's name as gethostname() gives it: /proc/sys/kernel/hostname under ``root``."""
         if self._hostname is None:
-            try:
-                text = self.read_text(HOSTNAME)
-            except SourceError:
-                text = None
-            self._hostname = (text or '').strip() or socket.gethostname()
+            self._hostname = self._proc_value(HOSTNAME, socket.gethostname)
         return self._hostname
 
     def user_id(self, name):
@@ -99,23 +103,18 @@ class Host(object):
         Under "/" through NSS (getpwnam, as nova-dt-agent and libvirtd look users up); under
         another root from its /etc/passwd, which is all that can be seen of that host.
         """
-        if self.root in ('', '/'):
-            try:
-                return pwd.getpwnam(name).pw_uid
-            except KeyError:
-                return None
-        return self._id_from_file(PASSWD, name)
+        return self._id(name, lambda n: pwd.getpwnam(n).pw_uid, PASSWD)
 
     def group_id(self, name):
         """The gid of group ``name``, or None when there is none (getgrnam, or /etc/group)."""
+        return self._id(name, lambda n: grp.getgrnam(n).gr_gid, GROUP)
+
+    def _id(self, name, nss_lookup, host_path):
         if self.root in ('', '/'):
             try:
-                return grp.getgrnam(name).gr_gid
+                return nss_lookup(name)
             except KeyError:
                 return None
-        return self._id_from_file(GROUP, name)
-
-    def _id_from_file(self, host_path, name):
         try:
             text = self.read_text(host_path) or ''
         except SourceError:
@@ -130,11 +129,7 @@ class Host(object):
     def kernel_release(self):
         """The running kernel's release, read under ``root`` (/proc/sys/kernel/osrelease)."""
         if self._kernel_release is None:
-            try:
-                text = self.read_text(OSRELEASE)
-            except SourceError:
-                text = None
-            self._kernel_release = (text or '').strip() or os.uname().release
+            self._kernel_release = self._proc_value(OSRELEASE, lambda: os.uname().release)
         return self._kernel_release
 
     def path(self, host_path):
