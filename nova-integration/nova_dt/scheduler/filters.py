@@ -8,13 +8,20 @@ Enable with::
     enabled_filters = ...,DTPairFilter
 
 How the filter sees the partners. Nova filters judge one host at a time (``host_passes``), but a
-partner is another host, so DTPairFilter overrides ``filter_all``, which nova calls once per
-instance of a request with the whole list of hosts still in the running, and builds the partner
-pool from that list once. The list holds the request's Placement allocation candidates that
-passed the filters listed before DTPairFilter, which is what a backup must satisfy too: it has to
-fit the same flavor and image, and after a failover the server runs there under the same
-constraints. Hence list DTPairFilter **last** in ``enabled_filters``. Partner capacity is checked
-again on the HostState (which also reflects instances already placed by this request).
+partner is another host, so DTPairFilter overrides ``filter_all``, which nova calls with the
+whole list of hosts still in the running. The partners are judged among the hosts of the
+request's **first** pass: the request's Placement allocation candidates that passed the filters
+listed before DTPairFilter, which is what a backup must satisfy too: it has to fit the same
+flavor and image, and after a failover the server runs there under the same constraints. Hence
+list DTPairFilter **last** in ``enabled_filters``. Partner capacity is checked on every pass on
+the HostState, which also reflects the servers of the request placed so far.
+
+Multi-server requests (``--min 3 --max 3``): nova filters once per server, and from the second
+server on it hands the filters only the hosts that passed for the previous server
+(``SchedulerManager._schedule``), so hosts that never pass as primaries (every host of
+``dt:peer_az``) would be no partners from the second server on. The filter therefore remembers
+each request's first-pass hosts (``pairing.RequestHosts``, keyed on the request's RequestSpec
+object, held weakly and dropped with it) and pairs every server of the request among them.
 
 Consequence: the partners' AZ must be among the candidates, so a DT request must not be scoped to
 one availability zone (``--availability-zone``), since Nova then asks Placement for that zone's
@@ -38,6 +45,12 @@ class DTPairFilter(filters.BaseHostFilter):
     # The pair is settled when the server is created; a rebuild stays on its host.
     RUN_ON_REBUILD = False
 
+    def __init__(self):
+        super().__init__()
+        # nova's HostManager makes one instance per scheduler process and uses it for every
+        # request; this holds the first-pass hosts of the requests being scheduled.
+        self._requests = pairing.RequestHosts()
+
     def filter_all(self, filter_obj_list, spec_obj):
         """Hosts that pass, with their partners recorded for DTPairWeigher."""
         hosts = list(filter_obj_list)
@@ -46,7 +59,12 @@ class DTPairFilter(filters.BaseHostFilter):
             return hosts
         if not self.RUN_ON_REBUILD and utils.request_is_rebuild(spec_obj):
             return hosts
-        pool = pairing.PartnerPool(hosts, spec_obj)
+        candidates = self._requests.first_pass(hosts, spec_obj)
+        if len(candidates) != len(hosts):
+            LOG.debug("Later server of a request: backup partners among the %(first)d hosts of "
+                      "its first pass, %(now)d still in the running",
+                      {'first': len(candidates), 'now': len(hosts)})
+        pool = pairing.PartnerPool(candidates, spec_obj)
         passed = []
         for host_state in hosts:
             partners = pairing.Partners()

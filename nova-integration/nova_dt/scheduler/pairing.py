@@ -6,6 +6,9 @@ hosts - the backup candidates - and a HostState carries its aggregates (with the
 the availability zone, kept current by the scheduler's HostManager) but not its Placement traits.
 """
 
+import itertools
+import weakref
+
 from oslo_log import log as logging
 from oslo_utils import strutils
 
@@ -118,7 +121,12 @@ class Partners(object):
 
 
 class PartnerPool(object):
-    """The hosts of one request that could hold a backup, grouped by availability zone."""
+    """The hosts of one request that could hold a backup now, grouped by availability zone.
+
+    Built on every filter pass from the request's first-pass hosts (``RequestHosts``): capability
+    and room are judged on the HostStates as they are at this pass, which nova updates in place
+    for every server of the request it has placed so far (``HostState.consume_from_request``).
+    """
 
     def __init__(self, host_states, spec_obj):
         by_az = {}
@@ -135,6 +143,74 @@ class PartnerPool(object):
         else:
             groups = [hosts for az, hosts in self.by_az.items() if az != own_az]
         return Partners(groups)
+
+
+class _Request(object):
+    __slots__ = ('hosts', 'host_ids', 'last_used')
+
+    def __init__(self, hosts, last_used):
+        self.hosts = hosts
+        # The tuple keeps these HostStates alive, so their ids stay theirs.
+        self.host_ids = frozenset(id(h) for h in hosts)
+        self.last_used = last_used
+
+
+class RequestHosts(object):
+    """The hosts DTPairFilter saw on the first pass of each request still being scheduled.
+
+    Nova's scheduler filters a request's hosts once per server (``SchedulerManager._schedule``),
+    and from the second server on it starts from the hosts that passed the previous server's
+    filters, not from the request's candidates; the hosts that never pass as primaries (every
+    host of ``dt:peer_az``) are gone then, though they are the partners. ``first_pass`` returns,
+    for every pass of a request, the hosts of its first pass.
+
+    Nova gives the filters no instance index, and the RequestSpec names only the server being
+    placed (``instance_uuid``, changed by nova on every pass; ``num_instances`` is the request's
+    count). What marks a request is the RequestSpec *object*: nova passes the same one to every
+    pass of a request and builds a new one for every ``select_destinations`` call. A pass belongs
+    to a known request only if its RequestSpec is that object and every host it is offered is one
+    of that request's first-pass HostState objects (nova builds fresh HostStates for every
+    request); anything else is a new request.
+
+    Nothing is kept longer than the request's RequestSpec: it is held weakly (a
+    ``WeakKeyDictionary``; nova's RequestSpec compares and hashes by identity), so its entry, and
+    with it the references to the request's HostStates, goes when Python frees the RequestSpec
+    after ``select_destinations`` - at once, or, as a RequestSpec with scheduler hints is in a
+    reference cycle of its own (oslo's CoercedDict points back at it), at the garbage
+    collector's next pass over it. At most ``limit`` requests are kept in any case, the least
+    recently used dropped first (logged): should that one still be scheduled, it pairs its later
+    servers among the hosts still in the running, as nova offers them.
+    """
+
+    DEFAULT_LIMIT = 256
+
+    def __init__(self, limit=DEFAULT_LIMIT):
+        self._limit = max(1, limit)
+        self._requests = weakref.WeakKeyDictionary()  # RequestSpec -> _Request
+        self._uses = itertools.count()
+
+    def __len__(self):
+        return len(self._requests)
+
+    def first_pass(self, host_states, spec_obj):
+        """The hosts of the first pass of the request (``host_states`` on its first pass)."""
+        host_states = tuple(host_states)
+        try:
+            known = self._requests.get(spec_obj)
+        except TypeError:  # cannot be held weakly or hashed: nothing to key on
+            return host_states
+        if known is not None and all(id(h) in known.host_ids for h in host_states):
+            known.last_used = next(self._uses)
+            return known.hosts
+        self._requests[spec_obj] = _Request(host_states, next(self._uses))
+        if len(self._requests) > self._limit:
+            oldest = min(self._requests.items(), key=lambda item: item[1].last_used)[0]
+            del self._requests[oldest]
+            LOG.warning("More than %(limit)d DT requests kept: dropped the least recently "
+                        "scheduled; if it is still being scheduled, its later servers are "
+                        "paired among the hosts still in the running only",
+                        {'limit': self._limit})
+        return host_states
 
 
 def set_partners(host_state, partners):

@@ -85,7 +85,7 @@ class DTFunctionalTestCase(test.TestCase, integrated_helpers.PlacementInstanceHe
         self.api = self.admin_api
 
         self.start_service('conductor')
-        self.start_service('scheduler')
+        self.scheduler_service = self.start_service('scheduler')
         self.computes = {}
         for host in sorted(self.HOSTS):
             self.computes[host] = self._start_compute(host)

@@ -1,5 +1,7 @@
 """The helpers DTPairFilter and DTPairWeigher share."""
 
+import gc
+
 from nova import objects
 from nova import test
 
@@ -56,3 +58,53 @@ class TestPartners(test.NoDBTestCase):
         self.assertEqual(['a1'], list(pool.partners_for(hosts[3])))
         self.assertEqual([], list(pool.partners_for(hosts[0], peer_az='az1')))
         self.assertEqual(['b1'], list(pool.partners_for(hosts[0], peer_az='az2')))
+
+
+class TestRequestHosts(test.NoDBTestCase):
+
+    def test_first_pass_hosts_for_every_later_pass(self):
+        requests = pairing.RequestHosts()
+        hosts = (fakes.host('a1'), fakes.host('b1', az='az2'), fakes.host('a2'))
+        spec_obj = fakes.dt_request()
+        self.assertEqual(hosts, requests.first_pass(list(hosts), spec_obj))
+        self.assertEqual(hosts, requests.first_pass(hosts[::2], spec_obj))
+        self.assertEqual(hosts, requests.first_pass([], spec_obj))
+        self.assertEqual(1, len(requests))
+        # A host that is not one of the first pass's HostState objects: a new request.
+        again = (fakes.host('a1'),)
+        self.assertEqual(again, requests.first_pass(again, spec_obj))
+        self.assertEqual(again, requests.first_pass((), spec_obj))
+        self.assertEqual(1, len(requests))
+
+    def test_at_most_limit_requests_least_recently_used_dropped(self):
+        requests = pairing.RequestHosts(limit=2)
+        specs = [fakes.dt_request() for _ in range(3)]
+        hosts = [(fakes.host('a%d' % i), fakes.host('b%d' % i, az='az2')) for i in range(3)]
+        requests.first_pass(hosts[0], specs[0])
+        requests.first_pass(hosts[1], specs[1])
+        requests.first_pass(hosts[0][:1], specs[0])  # request 0 used again: 1 is the oldest
+        requests.first_pass(hosts[2], specs[2])
+        self.assertEqual(2, len(requests))
+        self.assertIn('More than 2 DT requests kept: dropped the least recently scheduled',
+                      self.stdlog.logger.output)
+        self.assertEqual(hosts[0], requests.first_pass(hosts[0][:1], specs[0]))
+        self.assertEqual(hosts[2], requests.first_pass(hosts[2][:1], specs[2]))
+        # Request 1 was pushed out: its later pass is paired among what it is offered.
+        self.assertEqual(hosts[1][:1], requests.first_pass(hosts[1][:1], specs[1]))
+
+    def test_dropped_with_the_request_spec(self):
+        requests = pairing.RequestHosts()
+        spec_obj = fakes.dt_request()
+        requests.first_pass([fakes.host('a1')], spec_obj)
+        self.assertEqual(1, len(requests))
+        del spec_obj
+        # A RequestSpec with scheduler_hints is in a reference cycle (oslo's CoercedDict points
+        # back at it), so it is freed by the garbage collector, not at once.
+        gc.collect()
+        self.assertEqual(0, len(requests))
+
+    def test_what_cannot_be_held_weakly_is_not_kept(self):
+        requests = pairing.RequestHosts()
+        hosts = (fakes.host('a1'),)
+        self.assertEqual(hosts, requests.first_pass(list(hosts), {'not': 'a RequestSpec'}))
+        self.assertEqual(0, len(requests))
