@@ -72,9 +72,15 @@ def read_report(payload):
 
 
 class LinkStatsCollector(object):
-    """Newest report per agent host, written to ``path`` after each report. Thread-safe."""
+    """Newest report per agent host, written to ``path`` after each report. Thread-safe.
+
+    ``path``'s directory is made (0755: the scheduler reads the file) when it does not exist yet,
+    as the controller makes its ``state_dir``; a directory that cannot be made raises OSError
+    here, at start, rather than with every report.
+    """
 
     def __init__(self, path, max_age=0, clock=time.time):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
         self.path = path
         self.max_age = max_age
         self._clock = clock

@@ -50,9 +50,7 @@ class TestSyntax(base.TempDirTestCase):
 
     def test_shellcheck(self):
         sc = shutil.which('shellcheck')
-        if not sc:
-            self.skipTest('shellcheck is not installed (Debian package shellcheck; not in '
-                          'scripts/install-deps): only bash -n ran')
+        self.assertIsNotNone(sc, 'shellcheck is not installed (scripts/install-deps installs it)')
         p = subprocess.run([sc, '-s', 'bash', '-x'] + [os.path.relpath(f, base.REPO) for f in SOURCES],
                            cwd=base.REPO, capture_output=True, text=True)
         self.assertEqual(0, p.returncode, p.stdout + p.stderr)

@@ -51,6 +51,16 @@ class LinkStatsCollectorTest(test.NoDBTestCase):
         self.assertEqual(link_stats.LinkStats(400.0, 0.0, 1250000000.0), links['b']['a'])
         self.assertEqual(900.0, links['a']['c'].rtt_us)
 
+    def test_missing_directory_is_made_at_start(self):
+        # Seen in the cloud: a link_stats_file in a directory nobody had made failed every
+        # report with FileNotFoundError from the temporary file.
+        path = os.path.join(self.dir, 'not', 'yet', 'links.json')
+        collector = link_stats_writer.LinkStatsCollector(path)
+        self.assertEqual(0o755, os.stat(os.path.dirname(path)).st_mode & 0o777)
+        collector.handle('dt.link.stats', report('a', link('a', 'b')))
+        with open(path) as f:
+            self.assertEqual([link('a', 'b')], json.load(f)['links'])
+
     def test_newest_report_of_a_host_replaces_its_links(self):
         self.collector.handle('dt.link.stats', report('a', link('a', 'b'), link('a', 'c')))
         self.collector.handle('dt.link.stats', report('a', link('a', 'c', rate=7)))
