@@ -301,31 +301,35 @@ class Cloud:
     # up / down
 
     def down(self):
-        """Stops everything and removes every trace: qdhcp namespaces, then the rig."""
+        """Stops everything and removes every trace: the rig (every process of the cloud runs in
+        its namespaces), then this cloud's qdhcp namespaces (after the DHCP agent is gone: it
+        would make them again)."""
         problems = []
-        for ns in self._dhcp_namespaces():
-            subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, text=True)
+        networks = self._network_ids()  # (read before `rig down` removes the cloud's directory)
+        proc = self.rig("down", timeout=120, check=False)
+        if proc.returncode != 0:
+            problems.append("rig down: " + proc.stdout[-2000:])
+        for ns in ("qdhcp-" + n for n in networks):
+            if not os.path.exists("/run/netns/" + ns):
+                continue
             pids = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE,
                                   text=True).stdout.split()
-            for p in pids:
+            for p in pids:  # dnsmasq
                 with contextlib.suppress(OSError):
                     os.kill(int(p), 9)
             if subprocess.run(["ip", "netns", "del", ns]).returncode != 0:
                 problems.append("netns " + ns)
-        proc = self.rig("down", timeout=120, check=False)
-        if proc.returncode != 0:
-            problems.append("rig down: " + proc.stdout[-2000:])
         if problems:
             raise CloudError("cloud down left: %s" % "; ".join(problems))
 
-    def _dhcp_namespaces(self):
-        """qdhcp-<network id> namespaces of this cloud's networks (recorded by `up`)."""
+    def _network_ids(self):
+        """This cloud's networks (recorded by `up`): the DHCP agent's namespaces are named
+        qdhcp-<network id>."""
         try:
             with open(self.path("networks")) as f:
-                ids = [line.strip() for line in f if line.strip()]
+                return [line.strip() for line in f if line.strip()]
         except OSError:
             return []
-        return [ns for ns in ("qdhcp-" + i for i in ids) if os.path.exists("/run/netns/" + ns)]
 
     def up(self):
         """Brings the whole cloud up (≤ a few minutes on an idle 2-core machine)."""
@@ -441,8 +445,7 @@ class Cloud:
             "wsgi": {"api_paste_config": "/etc/nova/api-paste.ini"},
             "keystone_authtoken": self._authtoken("nova"),
             "service_user": self._service_auth("nova", send_service_user_token="true"),
-            "placement": self._service_auth("placement_user_nova") if False else
-            self._service_auth("nova"),
+            "placement": self._service_auth("nova"),
             "glance": {"api_servers": "http://%s:%d" % (CONTROLLER_IP, PORTS["glance"])},
             "neutron": self._service_auth(
                 "nova", service_metadata_proxy="false",
