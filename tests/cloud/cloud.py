@@ -869,7 +869,7 @@ class Cloud:
         self.wait_for("Linux bridge agents on a, b, c, controller", lambda: sorted(
             a["host"] for a in neutron.list_agents(agent_type="Linux bridge agent")["agents"]
             if a["alive"]) == ["a", "b", "c", "controller"], 120, interval=2)
-        self.step("zones, network, images, flavors")
+        self.step("zones (aggregates) and the guest images")
         for zone, hosts in ZONES.items():
             agg = nova.aggregates.create("dt-" + zone, zone)
             nova.aggregates.set_metadata(agg, {"nova_dt:capable": "true"})
