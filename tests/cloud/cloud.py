@@ -621,7 +621,8 @@ class Cloud:
     def _mysql(self, sql, check=False):
         proc = subprocess.run(["mariadb", "--no-defaults", "-uroot",
                                "--socket=" + self.path("run", "mysqld.sock"), "-e", sql],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=60)
         if check and proc.returncode != 0:
             raise CloudError("mariadb: %s" % proc.stdout)
         return proc.returncode == 0
@@ -831,13 +832,14 @@ class Cloud:
             self.wait_for("nova-dt-agent on %s" % h, lambda h=h: subprocess.run(
                 [status, "--address", "unix:" + self.control_socket(h), "--health",
                  "--timeout", "1"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL).returncode == 0, 60, "nova-dt-agent-" + h)
+                stderr=subprocess.DEVNULL, timeout=30).returncode == 0, 60, "nova-dt-agent-" + h)
 
     def agent_status(self, host):
         """nova-dt-status --json of the agent on host (proto field names)."""
         status = os.path.join(self.build, "agent", "tools", "nova-dt-status")
         out = subprocess.run([status, "--address", "unix:" + self.control_socket(host),
-                              "--json"], stdout=subprocess.PIPE, check=True, text=True).stdout
+                              "--json"], stdout=subprocess.PIPE, check=True, text=True,
+                             timeout=30).stdout
         return json.loads(out)
 
     def _finish_setup(self):

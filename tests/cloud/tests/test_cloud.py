@@ -78,11 +78,8 @@ class CloudTest(unittest.TestCase):
             leftovers = [p for p in ("/run/netns/%s-net" % NAME, cls.cloud.rig_dir)
                          if os.path.exists(p)]
             leftovers += [n for n in os.listdir("/run/netns") if n.startswith("qdhcp-")
-                          and n[6:] in getattr(cls, "_network_ids", ())]
+                          and n[6:] == getattr(cls, "net_id", None)]
             assert not leftovers, "cloud down left %s" % leftovers
-
-    def setUp(self):
-        type(self)._network_ids = [self.net_id]
 
     # ---------------------------------------------------------------------------------------
     # helpers
