@@ -75,9 +75,13 @@ NbdServer& Server() {
                                 .max_request_bytes = 256 << 10},
                                std::move(backend));
     FUZZ_CHECK(s.ok(), "cannot start the NBD server: %s", s.status().ToString().c_str());
-    std::atexit([] { ::unlink(socket_path.c_str()); });
     return s->release();
   }();
+  // libFuzzer ends a timed run with exit(): static destructors then run while the server thread
+  // may still log a disconnect, and spdlog's registry (made before the server, so destroyed
+  // after this handler) must outlive it. Stop() joins that thread and removes the socket.
+  static const bool stop_at_exit = [] { return std::atexit([] { server->Stop(); }) == 0; }();
+  (void)stop_at_exit;
   return *server;
 }
 
