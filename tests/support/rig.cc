@@ -92,12 +92,18 @@ Status Rig::Netem(const std::string& host, const std::string& args) {
 }
 
 Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
-                      int memory_mib) {
+                      int memory_mib, const std::vector<std::string>& options) {
   std::string out;
-  if (Script(kRig, {"boot-guest", host, name, uuid, "--memory", std::to_string(memory_mib)},
-             &out) != 0) {
-    return Failed("rig boot-guest", out);
-  }
+  std::vector<std::string> args = {"boot-guest", host, name, uuid, "--memory",
+                                   std::to_string(memory_mib)};
+  args.insert(args.end(), options.begin(), options.end());
+  if (Script(kRig, args, &out) != 0) return Failed("rig boot-guest", out);
+  return absl::OkStatus();
+}
+
+Status Rig::Kill(const std::string& host) {
+  std::string out;
+  if (Script(kRig, {"kill", host}, &out, 30) != 0) return Failed("rig kill " + host, out);
   return absl::OkStatus();
 }
 

@@ -39,8 +39,12 @@ class Rig {
   static constexpr const char* kQemuGroup = "libvirt-qemu";
   // `rig netem HOST ARGS` ("delay 50ms 20ms loss 5%", or "clear"): impairs HOST's link.
   Status Netem(const std::string& host, const std::string& args);
+  // `rig boot-guest`; `options` are more guest options of the rig (e.g. "--nova-instance-dir").
   Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
-                   int memory_mib = 256);
+                   int memory_mib = 256, const std::vector<std::string>& options = {});
+  // `rig kill HOST`: the host loses power (SIGKILL to every process of its namespaces: libvirtd,
+  // QEMU, the agent); its files stay.
+  Status Kill(const std::string& host);
   // Counter values the observer received so far, in arrival order.
   std::vector<int64_t> ObserverValues() const;
 
