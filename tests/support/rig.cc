@@ -1,5 +1,6 @@
 #include "tests/support/rig.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -15,9 +16,17 @@ Status Failed(const std::string& what, const std::string& out) {
   return absl::InternalError(what + " failed:\n" + out);
 }
 
+// `name` with $NOVA_DT_RIG_SUFFIX appended (tests/rig/README.md): test runs of two checkouts on
+// one machine then never bring up, tear down or share each other's rigs.
+std::string RunRigName(std::string name) {
+  const char* suffix = std::getenv("NOVA_DT_RIG_SUFFIX");
+  return suffix ? name + suffix : name;
+}
+
 }  // namespace
 
-Rig::Rig(std::string name) : name_(std::move(name)), dir_("/tmp/nova-dt-rig-" + name_) {}
+Rig::Rig(std::string name)
+    : name_(RunRigName(std::move(name))), dir_("/tmp/nova-dt-rig-" + name_) {}
 
 Rig::~Rig() {
   if (up_) (void)Down();

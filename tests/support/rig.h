@@ -12,7 +12,8 @@ namespace novadt::testing {
 
 class Rig {
  public:
-  // Names the rig (1-8 chars [a-z0-9]); nothing starts until Up().
+  // Names the rig (1-8 chars [a-z0-9], $NOVA_DT_RIG_SUFFIX appended when set); nothing starts
+  // until Up().
   explicit Rig(std::string name);
   // Tears the rig down (bounded) if Up() was called, whatever happened in between.
   ~Rig();
