@@ -5,8 +5,9 @@
 // a complete epoch with its device state) and refuses now and then, as a full disk would.
 //
 // The input drives a FuzzedDataProvider: a few bytes for the StreamOpen (boot files included),
-// then one item after another (boot file chunks included). Page data is made up by the harness (an input need not spell out 4 KiB pages), and
-// an EpochEnd may take its counts from the harness's own tally, so that commits are reached.
+// then one item after another (boot file chunks included). Page data is made up by the harness
+// (an input need not spell out 4 KiB pages), and an EpochEnd may take its counts from the
+// harness's own tally, so that commits are reached.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstddef>

@@ -18,9 +18,7 @@ constexpr size_t kCopyChunk = 1 << 20;
 // The name console.log has in Nova's instance directory (libvirt creates it at start).
 constexpr char kConsoleLog[] = "console.log";
 
-Status Errno(int err, const std::string& what) {
-  return absl::ErrnoToStatus(err, what);
-}
+Status Errno(int err, const std::string& what) { return absl::ErrnoToStatus(err, what); }
 
 // Reads exactly `n` bytes at `offset`; FailedPrecondition when the file ends first.
 Status PReadAll(int fd, char* dst, size_t n, uint64_t offset, const std::string& path) {
@@ -73,8 +71,7 @@ StatusOr<ScopedFd> OpenDirNoFollow(int dir_fd, const std::string& name, const st
     struct stat st {};
     if (err == ELOOP ||
         (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))) {
-      return absl::FailedPreconditionError(path +
-                                           " is a symbolic link: refused (never followed)");
+      return absl::FailedPreconditionError(path + " is a symbolic link: refused (never followed)");
     }
     return absl::FailedPreconditionError(path + " is not a directory");
   }
@@ -116,8 +113,8 @@ StatusOr<BootFileSource> BootFileSource::Open(const std::string& instances_path,
     f.name = name;
     f.path = dir_path + "/" + name;
     // O_NONBLOCK: a FIFO planted by that name must not block the open.
-    f.fd = ScopedFd(::openat(dir->get(), name.c_str(),
-                             O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    f.fd = ScopedFd(
+        ::openat(dir->get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!f.fd.valid()) {
       if (errno == ELOOP) {
         return absl::FailedPreconditionError("boot file " + f.path +
@@ -136,8 +133,7 @@ StatusOr<BootFileSource> BootFileSource::Open(const std::string& instances_path,
     if (f.size > max_bytes) {
       return absl::ResourceExhaustedError(
           "boot file " + f.path + " of " + std::to_string(f.size) +
-          " bytes is larger than [replication] max_boot_file_bytes = " +
-          std::to_string(max_bytes));
+          " bytes is larger than [replication] max_boot_file_bytes = " + std::to_string(max_bytes));
     }
     source.files_.push_back(std::move(f));
   }
@@ -313,8 +309,8 @@ Status DiscardInstanceDir(const PreparedInstanceDir& prepared) {
   auto dir = OpenDirNoFollow(root.get(), name, prepared.path);
   if (!dir.ok()) return absl::IsNotFound(dir.status()) ? absl::OkStatus() : dir.status();
   Status first;
-  for (const std::string_view file : {core::kBootFileKernel, core::kBootFileRamdisk,
-                                      std::string_view(kConsoleLog)}) {
+  for (const std::string_view file :
+       {core::kBootFileKernel, core::kBootFileRamdisk, std::string_view(kConsoleLog)}) {
     if (::unlinkat(dir->get(), std::string(file).c_str(), 0) != 0 && errno != ENOENT &&
         first.ok()) {
       first = Errno(errno, "remove " + prepared.path + "/" + std::string(file));

@@ -90,9 +90,10 @@ struct PreparedInstanceDir {
 // earlier attempt's, or Nova's own from when the server ran here) is replaced, anything else by
 // that name (a directory, a symbolic link, a FIFO...) is refused. The sources are opened without
 // following links. What is written is in the page cache (QEMU reads it from there), not yet
-// durable: SyncInstanceDir() makes it so once the guest runs, off the failover's critical path. Errors: FailedPrecondition naming what is wrong (instances_path missing or
-// not a directory, the instance directory or a name there being something else, a foreign
-// owner); the I/O error otherwise. `instance_uuid` must be canonical (InvalidArgument).
+// durable: SyncInstanceDir() makes it so once the guest runs, off the failover's critical path.
+// Errors: FailedPrecondition naming what is wrong (instances_path missing or not a directory, the
+// instance directory or a name there being something else, a foreign owner); the I/O error
+// otherwise. `instance_uuid` must be canonical (InvalidArgument).
 StatusOr<PreparedInstanceDir> PrepareInstanceDir(
     const InstanceDirOptions& options, const std::string& instance_uuid,
     const std::map<std::string, std::string>& boot_files);

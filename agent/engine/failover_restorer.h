@@ -21,8 +21,9 @@
 //      made durable (SyncInstanceDir: off the critical path, the guest runs already)
 //   7. disarm (remove the arm file if the hook did not)
 // Any failure before 5 cleans up (destroys the half-started domain, disarms, removes an instance
-// directory step 0 made) and returns a Status naming the step; the replica is left as it was (QEMU never writes it before the resume), so the
-// restore can be retried. After a failed resume the domain is destroyed as well.
+// directory step 0 made) and returns a Status naming the step; the replica is left as it was
+// (QEMU never writes it before the resume), so the restore can be retried. After a failed resume
+// the domain is destroyed as well.
 //
 // Where the replica RAM must live: the hook hard-links it, so the replica RAM file must be on
 // the file system of libvirt's memory_backing_dir (a tmpfs on Nova hosts with file-backed memory):

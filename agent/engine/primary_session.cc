@@ -737,7 +737,8 @@ Status PrimarySession::Protect() {
     NOVA_DT_RETURN_IF_ERROR(boot->Send(*stream));
     std::string what;
     for (const auto& f : parts_.open.boot_files) {
-      what += (what.empty() ? "" : ", ") + f.name + fmt::format(" ({:.1f} MiB)", f.size_bytes / 1048576.0);
+      what += fmt::format("{}{} ({:.1f} MiB)", what.empty() ? "" : ", ", f.name,
+                          f.size_bytes / 1048576.0);
     }
     InstanceLog(parts_.open.instance_uuid)
         .Info("boot files sent to the backup in {} ms: {}",

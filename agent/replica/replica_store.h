@@ -58,10 +58,11 @@
 // as the user QEMU runs as (libvirt-qemu on Debian) and opens ram.img (through the libvirt hook's
 // hard link) and disk-*.raw (by path). So those two kinds of files belong to that user and its
 // group, mode 0600; every other file (epoch.rec, journal, commit mark, device state, boot files:
-// a restore copies those into the instance directory) belongs to the agent, mode 0600; the directory belongs to the agent and QEMU's group, mode 0710: QEMU can
-// reach its images but cannot list the directory, nor create, replace or remove anything in it
-// (so no file the agent or libvirt's relabelling later opens as root can be swapped for a
-// symbolic link); nobody else can enter it. Files are opened with O_NOFOLLOW all the same.
+// a restore copies those into the instance directory) belongs to the agent, mode 0600; the
+// directory belongs to the agent and QEMU's group, mode 0710: QEMU can reach its images but
+// cannot list the directory, nor create, replace or remove anything in it (so no file the agent
+// or libvirt's relabelling later opens as root can be swapped for a symbolic link); nobody else
+// can enter it. Files are opened with O_NOFOLLOW all the same.
 // Open() gives an existing replica (e.g. one made before this scheme) the same ownership.
 //
 // Thread safety: a ReplicaStore is thread-compatible (one owner, e.g. the replication stream of

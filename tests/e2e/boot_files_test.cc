@@ -7,8 +7,8 @@
 // guest must go on on b with nothing any client saw lost: the backup brings the boot files with
 // the replica (they came with the replication stream) and makes the instance directory as Nova
 // would before it starts the domain (docs/compute-host.md, "Boot files").
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
@@ -34,7 +34,9 @@ std::optional<nova_dt::v1::ProtectedServer> Server(const Rig& rig, const std::st
   return novadt::testing::ProtectedServerAt(rig.AgentControlAddress(host), kGuestUuid);
 }
 
-std::string Tail(const std::string& s, size_t n) { return s.substr(s.size() > n ? s.size() - n : 0); }
+std::string Tail(const std::string& s, size_t n) {
+  return s.substr(s.size() > n ? s.size() - n : 0);
+}
 
 // `stat -c FORMAT PATH` inside `host` ("" when it fails).
 std::string Stat(const Rig& rig, const std::string& host, const std::string& format,
@@ -72,10 +74,11 @@ TEST(BootFilesE2eTest, ServerBootingFromItsInstanceDirectoryFailsOverToAHostWith
     req.set_backup_host("rig-b");
     nova_dt::v1::ProtectReply reply;
     grpc::Status st =
-        nova_dt::v1::Control::NewStub(grpc::CreateChannel(rig.AgentControlAddress("a"),
-                                                          grpc::InsecureChannelCredentials()))
+        nova_dt::v1::Control::NewStub(
+            grpc::CreateChannel(rig.AgentControlAddress("a"), grpc::InsecureChannelCredentials()))
             ->Protect(&ctx, req, &reply);
-    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << ReadFile(rig.dir() + "/a/agent/agent.log");
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n"
+                         << ReadFile(rig.dir() + "/a/agent/agent.log");
   }
   std::optional<nova_dt::v1::ProtectedServer> backup;
   ASSERT_TRUE(WaitFor(
@@ -88,6 +91,13 @@ TEST(BootFilesE2eTest, ServerBootingFromItsInstanceDirectoryFailsOverToAHostWith
       << Tail(ReadFile(rig.dir() + "/a/agent/agent.log"), 3000) << "\n"
       << Tail(ReadFile(rig.dir() + "/b/agent/agent.log"), 3000);
 
+  {
+    // How long the seed spent on the boot files (a figure, not a bound).
+    const std::string agent_log = ReadFile(rig.dir() + "/a/agent/agent.log");
+    const size_t at = agent_log.find("boot files sent to the backup");
+    ASSERT_NE(at, std::string::npos) << "a sent no boot files";
+    std::printf("%s\n", agent_log.substr(at, agent_log.find('\n', at) - at).c_str());
+  }
   // The replica on b holds the boot files, private to the agent, and b still has no instance
   // directory (it is made at restore).
   const std::string replica = std::string("/var/lib/libvirt/qemu/ram/nova-dt/") + kGuestUuid;
@@ -114,8 +124,8 @@ TEST(BootFilesE2eTest, ServerBootingFromItsInstanceDirectoryFailsOverToAHostWith
     std::string state;
     rig.Exec("b", {"virsh", "domstate", "dtguest", "--reason"}, &state);
     auto b = Server(rig, "b");
-    FAIL() << "no new value after " << last_seen << "; status on b: "
-           << (b ? b->DebugString() : "none") << "\ndomstate on b: " << state
+    FAIL() << "no new value after " << last_seen
+           << "; status on b: " << (b ? b->DebugString() : "none") << "\ndomstate on b: " << state
            << "\nagent on b:\n"
            << Tail(ReadFile(rig.dir() + "/b/agent/agent.log"), 4000);
   }
@@ -144,8 +154,7 @@ TEST(BootFilesE2eTest, ServerBootingFromItsInstanceDirectoryFailsOverToAHostWith
   EXPECT_NE(b->reason().find("failed over from rig-a"), std::string::npos) << b->reason();
 
   // Nothing released was lost, nothing repeated, no reboot.
-  ASSERT_TRUE(
-      WaitFor([&] { return rig.ObserverValues().size() > seen_count + 50; }, seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return rig.ObserverValues().size() > seen_count + 50; }, seconds(30)));
   const auto values = rig.ObserverValues();
   const std::vector<int64_t> after(values.begin() + seen_count, values.end());
   EXPECT_GT(after.front(), last_seen) << "the restored guest went back before released output";
@@ -158,8 +167,9 @@ TEST(BootFilesE2eTest, ServerBootingFromItsInstanceDirectoryFailsOverToAHostWith
     boots.insert(log.substr(at, log.find_first_of(" \n", at) - at));
   }
   EXPECT_EQ(boots.size(), 1u) << "the guest booted again instead of continuing";
-  EXPECT_EQ(rig.Exec("b", {std::string(NOVA_DT_BINARY_DIR) + "/guest/dtcounter-read",
-                           replica + "/disk-vda.raw", "--has", std::to_string(last_seen)},
+  EXPECT_EQ(rig.Exec("b",
+                     {std::string(NOVA_DT_BINARY_DIR) + "/guest/dtcounter-read",
+                      replica + "/disk-vda.raw", "--has", std::to_string(last_seen)},
                      &out),
             0)
       << out;

@@ -71,7 +71,7 @@ TEST_F(BootFileSourceTest, SendsEachFileWholeInOrderInBoundedChunks) {
   auto source = Open({"kernel", "ramdisk"});
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_EQ(source->declared(), (std::vector<core::BootFile>{{"kernel", kernel_.size()},
-                                                              {"ramdisk", ramdisk_.size()}}));
+                                                             {"ramdisk", ramdisk_.size()}}));
   RecordingStream stream;
   ASSERT_TRUE(source->Send(stream).ok());
   std::map<std::string, std::string> got;
@@ -110,30 +110,52 @@ TEST_F(BootFileSourceTest, WhatTheFileSystemHoldsIsCheckedBeforeAnythingIsSent) 
     std::string error;
   };
   const std::vector<Case> cases = {
-      {"kernel a symbolic link", [&] {
+      {"kernel a symbolic link",
+       [&] {
          fs::remove(instance_dir_ + "/kernel");
          fs::create_symlink(secret, instance_dir_ + "/kernel");
-       }, {"kernel"}, absl::StatusCode::kFailedPrecondition,
+       },
+       {"kernel"},
+       absl::StatusCode::kFailedPrecondition,
        "/kernel is a symbolic link: refused (never followed)"},
-      {"instance directory a symbolic link", [&] {
+      {"instance directory a symbolic link",
+       [&] {
          fs::rename(instance_dir_, instances_ + "/elsewhere");
          fs::create_directory_symlink(instances_ + "/elsewhere", instance_dir_);
-       }, {"kernel"}, absl::StatusCode::kFailedPrecondition,
+       },
+       {"kernel"},
+       absl::StatusCode::kFailedPrecondition,
        std::string(kUuid) + " is a symbolic link: refused"},
-      {"ramdisk a FIFO", [&] {
+      {"ramdisk a FIFO",
+       [&] {
          fs::remove(instance_dir_ + "/ramdisk");
          ASSERT_EQ(::mkfifo((instance_dir_ + "/ramdisk").c_str(), 0644), 0);
-       }, {"kernel", "ramdisk"}, absl::StatusCode::kFailedPrecondition,
+       },
+       {"kernel", "ramdisk"},
+       absl::StatusCode::kFailedPrecondition,
        "/ramdisk is a FIFO: refused"},
-      {"kernel a directory", [&] {
+      {"kernel a directory",
+       [&] {
          fs::remove(instance_dir_ + "/kernel");
          fs::create_directory(instance_dir_ + "/kernel");
-       }, {"kernel"}, absl::StatusCode::kFailedPrecondition, "/kernel is a directory: refused"},
-      {"empty", [&] { Write(instance_dir_ + "/kernel", ""); }, {"kernel"},
-       absl::StatusCode::kFailedPrecondition, "/kernel is empty"},
-      {"missing", [&] { fs::remove(instance_dir_ + "/ramdisk"); }, {"ramdisk"},
-       absl::StatusCode::kNotFound, "/ramdisk"},
-      {"other name", [] {}, {"vmlinuz"}, absl::StatusCode::kInvalidArgument,
+       },
+       {"kernel"},
+       absl::StatusCode::kFailedPrecondition,
+       "/kernel is a directory: refused"},
+      {"empty",
+       [&] { Write(instance_dir_ + "/kernel", ""); },
+       {"kernel"},
+       absl::StatusCode::kFailedPrecondition,
+       "/kernel is empty"},
+      {"missing",
+       [&] { fs::remove(instance_dir_ + "/ramdisk"); },
+       {"ramdisk"},
+       absl::StatusCode::kNotFound,
+       "/ramdisk"},
+      {"other name",
+       [] {},
+       {"vmlinuz"},
+       absl::StatusCode::kInvalidArgument,
        "'vmlinuz' is neither kernel nor ramdisk"},
       {"twice", [] {}, {"kernel", "kernel"}, absl::StatusCode::kInvalidArgument, "twice"},
   };
@@ -283,30 +305,36 @@ TEST_F(PrepareInstanceDirTest, WhatSomeonePlantedIsRefusedNeverFollowed) {
     std::string error;
   };
   const std::vector<Case> cases = {
-      {"kernel a symbolic link", [&] {
+      {"kernel a symbolic link",
+       [&] {
          fs::create_directory(instance_dir_);
          fs::create_symlink(victim, instance_dir_ + "/kernel");
-       }, "/kernel exists and is a symbolic link: refused"},
-      {"ramdisk a directory", [&] {
-         fs::create_directories(instance_dir_ + "/ramdisk");
-       }, "/ramdisk exists and is a directory: refused"},
-      {"kernel a FIFO", [&] {
+       },
+       "/kernel exists and is a symbolic link: refused"},
+      {"ramdisk a directory", [&] { fs::create_directories(instance_dir_ + "/ramdisk"); },
+       "/ramdisk exists and is a directory: refused"},
+      {"kernel a FIFO",
+       [&] {
          fs::create_directory(instance_dir_);
          ASSERT_EQ(::mkfifo((instance_dir_ + "/kernel").c_str(), 0644), 0);
-       }, "/kernel exists and is a FIFO: refused"},
-      {"the instance directory a symbolic link", [&] {
-         fs::create_directory_symlink(victim_dir, instance_dir_);
-       }, " is a symbolic link: refused (never followed)"},
-      {"the instance directory a file", [&] { Write(instance_dir_, "x"); },
-       " is not a directory"},
-      {"the instance directory someone else's", [&] {
+       },
+       "/kernel exists and is a FIFO: refused"},
+      {"the instance directory a symbolic link",
+       [&] { fs::create_directory_symlink(victim_dir, instance_dir_); },
+       " is a symbolic link: refused (never followed)"},
+      {"the instance directory a file", [&] { Write(instance_dir_, "x"); }, " is not a directory"},
+      {"the instance directory someone else's",
+       [&] {
          fs::create_directory(instance_dir_);
          ASSERT_EQ(::chown(instance_dir_.c_str(), 12345, 12345), 0);
-       }, "belongs to uid 12345, neither root nor the owner of"},
-      {"the instance directory writable by others", [&] {
+       },
+       "belongs to uid 12345, neither root nor the owner of"},
+      {"the instance directory writable by others",
+       [&] {
          fs::create_directory(instance_dir_);
          fs::permissions(instance_dir_, fs::perms(0777));
-       }, "is writable by group or others: refused"},
+       },
+       "is writable by group or others: refused"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);

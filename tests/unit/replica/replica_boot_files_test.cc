@@ -18,8 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::novadt::testing::ScratchDir;
 using ::testing::HasSubstr;
-using ::testing::UnorderedElementsAre;
 using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
 
 class FailBootStep final : public FaultHook {
  public:
@@ -53,7 +53,8 @@ TEST_F(ReplicaBootFilesTest, KeptPrivateWithTheReplicaAcrossARestartAndRemovedWi
   auto store = Create();
   ASSERT_TRUE(store);
   ASSERT_TRUE(GiveBootFiles(*store, {{"kernel", kernel_}, {"ramdisk", ramdisk_}}).ok());
-  for (uint64_t n = 1; n <= 2; ++n) ASSERT_TRUE(FeedAndCommit(*store, MakeEpoch(geometry_, n)).ok());
+  for (uint64_t n = 1; n <= 2; ++n)
+    ASSERT_TRUE(FeedAndCommit(*store, MakeEpoch(geometry_, n)).ok());
   auto files = store->BootFiles();
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_THAT(*files, UnorderedElementsAre(Pair("kernel", Dir() + "/boot-kernel"),
@@ -96,14 +97,15 @@ TEST_F(ReplicaBootFilesTest, ReplacedOnlyBeforeASeedAndOnlyWhole) {
   auto store = Create();
   ASSERT_TRUE(store);
   // Malformed replacements.
-  for (const auto& bad : std::vector<std::vector<core::BootFile>>{
-           {{"vmlinuz", 10}}, {{"../kernel", 10}}, {{"kernel", 0}}, {{"kernel", 1}, {"kernel", 2}}}) {
+  for (const auto& bad : std::vector<std::vector<core::BootFile>>{{{"vmlinuz", 10}},
+                                                                  {{"../kernel", 10}},
+                                                                  {{"kernel", 0}},
+                                                                  {{"kernel", 1}, {"kernel", 2}}}) {
     EXPECT_TRUE(absl::IsInvalidArgument(store->BeginBootFiles(bad)));
   }
   ASSERT_TRUE(store->BeginBootFiles({{"kernel", 10}, {"ramdisk", 4}}).ok());
   EXPECT_TRUE(absl::IsInvalidArgument(store->AddBootFileData("initrd", 0, "x")));
-  EXPECT_TRUE(absl::IsInvalidArgument(store->AddBootFileData("kernel", 1, "x")))
-      << "a gap";
+  EXPECT_TRUE(absl::IsInvalidArgument(store->AddBootFileData("kernel", 1, "x"))) << "a gap";
   EXPECT_TRUE(absl::IsInvalidArgument(store->AddBootFileData("kernel", 0, std::string(11, 'k'))))
       << "beyond the size";
   ASSERT_TRUE(store->AddBootFileData("kernel", 0, std::string(6, 'k')).ok());
@@ -199,9 +201,9 @@ TEST_F(ReplicaBootFilesTest, DamagedBootFilesAreDataLossNamingTheFile) {
 }
 
 TEST_F(ReplicaBootFilesTest, AFailedWriteDropsTheReplacementAndBlocksTheSeedUntilTheNext) {
-  for (CommitStep step : {CommitStep::kBootFileWrite, CommitStep::kBootFileSync,
-                          CommitStep::kBootFileRename, CommitStep::kBootRecordWrite,
-                          CommitStep::kBootRecordRename}) {
+  for (CommitStep step :
+       {CommitStep::kBootFileWrite, CommitStep::kBootFileSync, CommitStep::kBootFileRename,
+        CommitStep::kBootRecordWrite, CommitStep::kBootRecordRename}) {
     SCOPED_TRACE(CommitStepName(step));
     fs::remove_all(Dir());
     FailBootStep hook(step);

@@ -248,12 +248,15 @@ class ReplicaBootFilesCrashTest : public ReplicaCrashTest {
     EXPECT_EQ(files->size(), want.size()) << "epoch " << e;
     for (const auto& [name, bytes] : want) {
       EXPECT_TRUE(files->count(name)) << name;
-      if (files->count(name)) EXPECT_EQ(Slurp(files->at(name)), bytes) << name;
+      if (files->count(name)) {
+        EXPECT_EQ(Slurp(files->at(name)), bytes) << name;
+      }
     }
     return e;
   }
 
-  const Files kernel_and_ramdisk_ = {{"kernel", Fill(11, 3 * 4096 + 5)}, {"ramdisk", Fill(12, 900)}};
+  const Files kernel_and_ramdisk_ = {{"kernel", Fill(11, 3 * 4096 + 5)},
+                                     {"ramdisk", Fill(12, 900)}};
   const Files other_kernel_ = {{"kernel", Fill(13, 2 * 4096)}};
 };
 
