@@ -75,6 +75,10 @@ def replica_records():
         b'NDTEREC1' + u32(1) + u64(0) + u64(4096) + u32(0) + u64(0) + u64(0) + u32(0) + u64(0))
     mark = b'NDTJMRK1' + u32(1) + u64(7) + u64(4112) + u64(99) + u32(0) + u64(12) + u64(34)
     put('replica_records', 'journal_commit', mark + u64(0))
+    boot = b'NDTBOOT1' + u32(1) + u32(2) + u16(6) + b'kernel' + u64(65906612) + u64(0x1234)
+    boot += u16(7) + b'ramdisk' + u64(1828210) + u64(99)
+    put('replica_records', 'boot_rec', boot + u64(0))
+    put('replica_records', 'boot_rec_none', b'NDTBOOT1' + u32(1) + u32(0) + u64(0))
 
 
 def replica_journal():

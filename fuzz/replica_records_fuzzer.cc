@@ -1,6 +1,6 @@
 // The small sealed files of a replica directory that the backup reads when it opens a replica:
-// epoch.rec and journal.commit (agent/replica/replica_format.h) and owner.rec
-// (agent/replica/replica_owner.h). Each input is decoded as all three, as it is and resealed so
+// epoch.rec, journal.commit and boot.rec (agent/replica/replica_format.h) and owner.rec
+// (agent/replica/replica_owner.h). Each input is decoded as all four, as it is and resealed so
 // that mutations reach the field checks behind the checksum: for the binary records its last 8
 // bytes replaced by the right XXH3-64, for owner.rec its last line replaced by the right
 // "check <hex>" line. What decodes must encode to the same bytes.
@@ -30,6 +30,13 @@ void DecodeBoth(const std::string& bytes) {
   if (auto m = DecodeCommitMark(bytes); m.ok()) {
     FUZZ_CHECK(EncodeCommitMark(*m) == bytes, "journal.commit does not re-encode to its bytes");
     FUZZ_CHECK(m->devstate_slot <= 1, "journal.commit accepted with slot %u", m->devstate_slot);
+  }
+  if (auto b = DecodeBootRecord(bytes); b.ok()) {
+    FUZZ_CHECK(EncodeBootRecord(*b) == bytes, "boot.rec does not re-encode to its bytes");
+    FUZZ_CHECK(b->size() <= 2, "boot.rec accepted with %zu files", b->size());
+    for (const auto& f : *b) {
+      FUZZ_CHECK(novadt::core::IsBootFileName(f.name), "boot.rec accepted with another name");
+    }
   }
 }
 

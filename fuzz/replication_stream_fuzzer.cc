@@ -4,13 +4,15 @@
 // promises it (pages and disk writes inside the geometry, one epoch at a time, a commit only of
 // a complete epoch with its device state) and refuses now and then, as a full disk would.
 //
-// The input drives a FuzzedDataProvider: a few bytes for the StreamOpen, then one item after
-// another. Page data is made up by the harness (an input need not spell out 4 KiB pages), and
-// an EpochEnd may take its counts from the harness's own tally, so that commits are reached.
+// The input drives a FuzzedDataProvider: a few bytes for the StreamOpen (boot files included),
+// then one item after another (boot file chunks included). Page data is made up by the harness
+// (an input need not spell out 4 KiB pages), and an EpochEnd may take its counts from the
+// harness's own tally, so that commits are reached.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,8 +30,32 @@ class CheckingSink final : public ReplicaSink {
  public:
   CheckingSink(const StreamOpen& open, FuzzedDataProvider& in) : open_(open), in_(in) {}
 
+  Status AddBootFileData(const BootFileChunk& c) override {
+    FUZZ_CHECK(!boot_done_ && !in_epoch_ && committed_ == 0 && !closed_,
+               "boot file data after the boot files or inside an epoch");
+    FUZZ_CHECK(!c.data.empty(), "empty boot file chunk");
+    const BootFile* file = nullptr;
+    for (const auto& f : open_.boot_files) {
+      if (f.name == c.name) file = &f;
+    }
+    FUZZ_CHECK(file != nullptr, "boot file not declared");
+    uint64_t& got = boot_bytes_[c.name];
+    FUZZ_CHECK(c.offset == got && c.data.size() <= file->size_bytes - got,
+               "boot file chunk out of order or beyond its size");
+    got += c.data.size();
+    return Refuse() ? absl::ResourceExhaustedError("refused") : absl::OkStatus();
+  }
+  Status EndBootFiles() override {
+    FUZZ_CHECK(!boot_done_ && !in_epoch_ && !closed_, "EndBootFiles twice or inside an epoch");
+    for (const auto& f : open_.boot_files) {
+      FUZZ_CHECK(boot_bytes_[f.name] == f.size_bytes, "EndBootFiles with a boot file incomplete");
+    }
+    boot_done_ = true;
+    return Refuse() ? absl::ResourceExhaustedError("refused") : absl::OkStatus();
+  }
   Status BeginEpoch(uint64_t epoch) override {
     FUZZ_CHECK(!in_epoch_ && !closed_, "BeginEpoch inside an epoch or after Close");
+    FUZZ_CHECK(boot_done_, "BeginEpoch before EndBootFiles");
     FUZZ_CHECK(committed_ == 0 || epoch == committed_ + 1, "epoch %llu after committed %llu",
                static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(committed_));
     if (Refuse()) return absl::ResourceExhaustedError("refused");
@@ -83,7 +109,8 @@ class CheckingSink final : public ReplicaSink {
 
   const StreamOpen open_;
   FuzzedDataProvider& in_;
-  bool in_epoch_ = false, state_done_ = false, closed_ = false;
+  bool in_epoch_ = false, state_done_ = false, closed_ = false, boot_done_ = false;
+  std::map<std::string, uint64_t> boot_bytes_;
   uint64_t epoch_ = 0, committed_ = 0;
 };
 
@@ -98,7 +125,7 @@ uint64_t Number(FuzzedDataProvider& in, uint64_t small) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   StreamOpen open;
-  open.protocol = in.ConsumeIntegralInRange<uint32_t>(1, 4);
+  open.protocol = in.ConsumeIntegralInRange<uint32_t>(1, 5);
   open.instance_uuid = in.ConsumeBool() ? "3f2b6c1e-uuid" : "";
   open.primary_host = "primary";
   open.ram_size_bytes = in.ConsumeBool() ? in.ConsumeIntegralInRange<uint64_t>(1, 16) * 4096
@@ -109,6 +136,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                           Number(in, 1 << 16)});
   }
   open.basis_id = in.ConsumeBool() ? 0 : in.ConsumeIntegral<uint64_t>();
+  const int boot_files = in.ConsumeIntegralInRange<int>(0, 3);
+  for (int i = 0; i < boot_files; ++i) {
+    open.boot_files.push_back({in.ConsumeBool() ? (in.ConsumeBool() ? "kernel" : "ramdisk")
+                                                : in.ConsumeRandomLengthString(8),
+                               Number(in, 3 * 4096)});
+  }
 
   CheckingSink* sink = nullptr;
   auto receiver = ReplicationReceiver::Start(open, [&](const StreamOpen& o) -> StatusOr<std::unique_ptr<ReplicaSink>> {
@@ -123,7 +156,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Status why;
   while (in.remaining_bytes() > 0) {
     StreamItem item;
-    switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+    switch (in.ConsumeIntegralInRange<int>(0, 5)) {
+      case 5: {
+        BootFileChunk c;
+        c.name = in.ConsumeBool() ? (in.ConsumeBool() ? "kernel" : "ramdisk")
+                                  : in.ConsumeRandomLengthString(8);
+        c.offset = Number(in, 3 * 4096);
+        c.data.assign(in.ConsumeIntegralInRange<size_t>(0, 5000), 'k');
+        item = std::move(c);
+        break;
+      }
       case 0:
         item = EpochBegin{in.ConsumeBool() ? epoch + 1 : Number(in, 4)};
         break;
@@ -183,6 +225,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ++writes;
     } else if (const auto* c = std::get_if<DeviceStateChunk>(&item)) {
       state_bytes += c->data.size();
+    } else if (std::holds_alternative<BootFileChunk>(item)) {
+      FUZZ_CHECK(!acked->has_value(), "an ack for a boot file chunk");
     } else {
       FUZZ_CHECK(acked->has_value() && **acked == epoch, "an accepted EpochEnd not acked");
     }

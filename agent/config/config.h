@@ -225,6 +225,10 @@ struct ReplicationSection {
   uint64_t max_disk_bytes = 16ull << 40;
   // Replication streams open at once from one primary host.
   int max_streams_per_peer = 64;
+  // Bytes of one boot file (a server's kernel or ramdisk in Nova's instance directory, sent with
+  // every replication stream and kept with the replica; docs/compute-host.md, "Boot files"):
+  // a primary does not send a larger one (the seed fails, saying so), a backup refuses it.
+  uint64_t max_boot_file_bytes = 256ull * 1024 * 1024;
   // Where backup replicas live. For failover it must be on the file system of libvirt's
   // guest-RAM directory, and the libvirt hook (deploy/libvirt-hooks/qemu) reads its arm files
   // from <ram dir>/nova-dt: hence the default (docs/compute-host.md).

@@ -1030,6 +1030,8 @@ Status LoadReplication(Options& opts, const DefaultSection& d, const PeerSection
                                   int64_t{1} << 56, &r->max_disk_bytes));
   NOVA_DT_RETURN_IF_ERROR(
       ReadInt(opts, kSection, "max_streams_per_peer", 1, 100000, &r->max_streams_per_peer));
+  NOVA_DT_RETURN_IF_ERROR(ReadInt(opts, kSection, "max_boot_file_bytes", int64_t{1} << 20,
+                                  int64_t{16} << 30, &r->max_boot_file_bytes));
   NOVA_DT_RETURN_IF_ERROR(ReadAbsolutePath(opts, kSection, "replica_path", &r->replica_path));
   std::string file;
   NOVA_DT_RETURN_IF_ERROR(

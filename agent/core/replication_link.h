@@ -36,10 +36,34 @@ inline bool IsTakenOverRefusal(const Status& st) {
 
 // 2: device state may be delta-encoded (DeviceStateChunk::encoding).
 // 3: StreamOpen::basis_id (a seed that sends only what differs from the backup's basis).
+// 4: StreamOpen::boot_files and BootFileChunk items. A primary sends 3 for a server without boot
+//    files, so that it still replicates to a backup that predates 4.
 // A backup accepts streams of every version from kMinReplicationProtocolVersion on.
-inline constexpr uint32_t kReplicationProtocolVersion = 3;
+inline constexpr uint32_t kReplicationProtocolVersion = 4;
+inline constexpr uint32_t kBasisProtocolVersion = 3;
+inline constexpr uint32_t kBootFilesProtocolVersion = 4;
 inline constexpr uint32_t kMinReplicationProtocolVersion = 2;
 inline constexpr size_t kGuestPageSize = 4096;
+
+// Boot files: the files a server's domain boots from in Nova's instance directory on its primary
+// (`<instances_path>/<uuid>/kernel` and `.../ramdisk`, a direct kernel boot from Glance images
+// with kernel_id/ramdisk_id). The backup has no instance directory of the server, so they travel
+// with every stream, are kept with the replica and put in place at restore
+// (docs/compute-host.md, "Boot files"). These are the only names: Nova's own.
+inline constexpr std::string_view kBootFileKernel = "kernel";
+inline constexpr std::string_view kBootFileRamdisk = "ramdisk";
+inline bool IsBootFileName(std::string_view name) {
+  return name == kBootFileKernel || name == kBootFileRamdisk;
+}
+// Largest BootFileChunk a primary sends (well below the 16 MiB gRPC message bound).
+inline constexpr size_t kBootFileChunkBytes = 1 << 20;
+
+// A boot file a stream carries: its name (IsBootFileName) and size (> 0).
+struct BootFile {
+  std::string name;
+  uint64_t size_bytes = 0;
+  bool operator==(const BootFile&) const = default;
+};
 
 struct DiskGeometry {
   std::string name;  // target device, e.g. "vda"
@@ -60,6 +84,9 @@ struct StreamOpen {
   // what the basis already holds, so the backup seeds in place over it. 0: a full seed into a
   // fresh replica.
   uint64_t basis_id = 0;
+  // Protocol 4: the boot files whose bytes (BootFileChunk items) follow before the first epoch,
+  // each name at most once. Empty: the domain boots from none (or an older primary).
+  std::vector<BootFile> boot_files;
 };
 
 // XXH3-128 of some bytes (HashContent in core/replica_basis.h).
@@ -114,7 +141,17 @@ struct EpochEnd {
   uint64_t device_state_bytes = 0;
 };
 
-using StreamItem = std::variant<EpochBegin, RamPages, DiskWrite, DeviceStateChunk, EpochEnd>;
+// Bytes [offset, offset + data.size()) of the declared boot file `name`. A file's chunks come in
+// order without gaps, each file whole before the next (in StreamOpen::boot_files order), all of
+// them before the first EpochBegin; none is empty.
+struct BootFileChunk {
+  std::string name;
+  uint64_t offset = 0;
+  std::string data;
+};
+
+using StreamItem =
+    std::variant<EpochBegin, RamPages, DiskWrite, DeviceStateChunk, EpochEnd, BootFileChunk>;
 
 // Backup side: receives one server's stream, in order, on one thread. Each method returns an
 // error to refuse the stream (it then ends; the sink is not called again except Close()).
@@ -124,6 +161,13 @@ class ReplicaSink {
   // Called for every message received, heartbeats included, before it is handled: the input
   // of the backup's failure detector (stage VII).
   virtual void OnPrimaryHeard() {}
+  // Bytes of a boot file the StreamOpen declared (protocol 4), as checked by the receiver: in
+  // order, within the declared size, before the first epoch.
+  virtual Status AddBootFileData(const BootFileChunk& chunk) = 0;
+  // Every boot file the StreamOpen declared is complete: from now on the replica has exactly
+  // these (none when none were declared, e.g. an older primary's stream). Called once per
+  // stream, before its first BeginEpoch.
+  virtual Status EndBootFiles() = 0;
   virtual Status BeginEpoch(uint64_t epoch) = 0;
   virtual Status AddPages(const RamPages& pages) = 0;
   virtual Status AddDiskWrite(const DiskWrite& write) = 0;

@@ -10,6 +10,8 @@ namespace novadt::core {
 namespace {
 
 std::string Str(uint64_t v) { return std::to_string(v); }
+// A peer's name for a message: quoted, printable, bounded.
+std::string Quoted(std::string_view v) { return "'" + Printable(v) + "'"; }
 
 }  // namespace
 
@@ -58,6 +60,29 @@ StatusOr<std::unique_ptr<ReplicationReceiver>> ReplicationReceiver::Start(
       return absl::InvalidArgumentError("StreamOpen names disk '" + d.name + "' twice");
     }
   }
+  if (!open.boot_files.empty() && open.protocol < kBootFilesProtocolVersion) {
+    return absl::InvalidArgumentError("StreamOpen declares boot files in protocol version " +
+                                      Str(open.protocol));
+  }
+  std::set<std::string_view> boot_names;
+  for (const auto& f : open.boot_files) {
+    if (!IsBootFileName(f.name)) {
+      return absl::InvalidArgumentError("StreamOpen boot file " + Quoted(f.name) +
+                                        " is neither kernel nor ramdisk");
+    }
+    if (!boot_names.insert(f.name).second) {
+      return absl::InvalidArgumentError("StreamOpen names boot file '" + f.name + "' twice");
+    }
+    if (f.size_bytes == 0) {
+      return absl::InvalidArgumentError("StreamOpen boot file '" + f.name + "' is empty");
+    }
+    if (f.size_bytes > limits.max_boot_file_bytes) {
+      return absl::ResourceExhaustedError(
+          "boot file '" + f.name + "' of " + Str(f.size_bytes) +
+          " bytes is larger than this backup accepts ([replication] max_boot_file_bytes = " +
+          Str(limits.max_boot_file_bytes) + ")");
+    }
+  }
   if (open.domain_xml.size() > limits.max_domain_xml_bytes) {
     return absl::ResourceExhaustedError("domain XML of " + Str(open.domain_xml.size()) +
                                         " bytes (at most " + Str(limits.max_domain_xml_bytes) +
@@ -78,6 +103,56 @@ Status ReplicationReceiver::CountEpochBytes(uint64_t bytes) {
       " bytes ([replication] max_epoch_bytes of the backup)");
 }
 
+Status ReplicationReceiver::HandleBootFile(const BootFileChunk& c) {
+  if (boot_files_done_) {
+    return absl::InvalidArgumentError("BootFileChunk of " + Quoted(c.name) +
+                                      " after the first epoch began");
+  }
+  if (boot_file_ >= open_.boot_files.size()) {
+    return absl::InvalidArgumentError("BootFileChunk of " + Quoted(c.name) + " but " +
+                                      (open_.boot_files.empty()
+                                           ? std::string("the StreamOpen declares no boot file")
+                                           : std::string("every declared boot file is complete")));
+  }
+  const BootFile& file = open_.boot_files[boot_file_];
+  if (c.name != file.name) {
+    return absl::InvalidArgumentError("BootFileChunk of " + Quoted(c.name) + " while boot file '" +
+                                      file.name + "' is incomplete (" + Str(boot_file_bytes_) +
+                                      " of " + Str(file.size_bytes) + " bytes)");
+  }
+  if (c.data.empty()) {
+    return absl::InvalidArgumentError("empty BootFileChunk of '" + file.name + "'");
+  }
+  if (c.offset != boot_file_bytes_) {
+    return absl::InvalidArgumentError("BootFileChunk of '" + file.name + "' at offset " +
+                                      Str(c.offset) + ", expected " + Str(boot_file_bytes_));
+  }
+  if (c.data.size() > file.size_bytes - boot_file_bytes_) {
+    return absl::InvalidArgumentError("BootFileChunk of '" + file.name + "' at " + Str(c.offset) +
+                                      "+" + Str(c.data.size()) + " beyond its declared " +
+                                      Str(file.size_bytes) + " bytes");
+  }
+  NOVA_DT_RETURN_IF_ERROR(sink_->AddBootFileData(c));
+  boot_file_bytes_ += c.data.size();
+  if (boot_file_bytes_ == file.size_bytes) {
+    ++boot_file_;
+    boot_file_bytes_ = 0;
+  }
+  return absl::OkStatus();
+}
+
+Status ReplicationReceiver::EndBootFiles() {
+  if (boot_file_ < open_.boot_files.size()) {
+    const BootFile& file = open_.boot_files[boot_file_];
+    return absl::InvalidArgumentError("EpochBegin before boot file '" + file.name +
+                                      "' is complete (" + Str(boot_file_bytes_) + " of " +
+                                      Str(file.size_bytes) + " bytes)");
+  }
+  NOVA_DT_RETURN_IF_ERROR(sink_->EndBootFiles());
+  boot_files_done_ = true;
+  return absl::OkStatus();
+}
+
 Status ReplicationReceiver::Expect(bool in_epoch, const char* item) const {
   if (in_epoch_ == in_epoch) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -87,8 +162,14 @@ Status ReplicationReceiver::Expect(bool in_epoch, const char* item) const {
 
 StatusOr<std::optional<uint64_t>> ReplicationReceiver::Handle(const StreamItem& item) {
   const std::optional<uint64_t> no_ack;
+  if (const auto* f = std::get_if<BootFileChunk>(&item)) {
+    NOVA_DT_RETURN_IF_ERROR(Expect(false, "BootFileChunk"));
+    NOVA_DT_RETURN_IF_ERROR(HandleBootFile(*f));
+    return no_ack;
+  }
   if (const auto* b = std::get_if<EpochBegin>(&item)) {
     NOVA_DT_RETURN_IF_ERROR(Expect(false, "EpochBegin"));
+    if (!boot_files_done_) NOVA_DT_RETURN_IF_ERROR(EndBootFiles());
     if (b->epoch != last_committed_ + 1 && last_committed_ != 0) {
       return absl::InvalidArgumentError("EpochBegin " + Str(b->epoch) + " after committed epoch " +
                                         Str(last_committed_) + " (wrong epoch order)");

@@ -98,7 +98,8 @@ Status Agent::Run() {
       .max_disks = static_cast<size_t>(cfg_.replication.max_disks),
       .max_disk_bytes = cfg_.replication.max_disk_bytes,
       .max_device_state_bytes = cfg_.replication.max_device_state_bytes,
-      .max_epoch_bytes = cfg_.replication.max_epoch_bytes};
+      .max_epoch_bytes = cfg_.replication.max_epoch_bytes,
+      .max_boot_file_bytes = cfg_.replication.max_boot_file_bytes};
   handlers.replica_basis = [this](const std::string& primary, const std::string& uuid) {
     return registry_->Basis(primary, uuid);
   };
@@ -150,6 +151,7 @@ Status Agent::Run() {
   engine::FailoverRestorerOptions restore_options;
   restore_options.arm_dir = cfg_.replication.replica_path;
   restore_options.qemu = qemu_;
+  restore_options.instances_path = cfg_.libvirt.instances_path;
   restorer_ = std::make_unique<engine::FailoverRestorer>(*launcher_, *hypervisor_, clock_,
                                                          restore_options);
   last_detector_tick_ = clock_.Now();
@@ -305,7 +307,42 @@ Status Agent::CheckReplicaAllowed(const core::StreamOpen& open) {
                                          std::string(core::DomainStateName(dom->state)) +
                                          "): a replica of it cannot be kept here");
   }
-  return libvirt::CheckRestorableDomain(open.domain_xml, open.instance_uuid, cfg_.libvirt);
+  NOVA_DT_RETURN_IF_ERROR(
+      libvirt::CheckRestorableDomain(open.domain_xml, open.instance_uuid, cfg_.libvirt));
+  return CheckBootFiles(open);
+}
+
+Status Agent::CheckBootFiles(const core::StreamOpen& open) const {
+  auto use = libvirt::InstanceDirFiles(open.domain_xml, open.instance_uuid, cfg_.libvirt);
+  if (!use.ok()) return use.status();
+  std::set<std::string> needed, carried;
+  if (use->kernel) needed.insert(std::string(core::kBootFileKernel));
+  if (use->ramdisk) needed.insert(std::string(core::kBootFileRamdisk));
+  for (const auto& f : open.boot_files) carried.insert(f.name);
+  const std::string dir = cfg_.libvirt.instances_path + "/" + open.instance_uuid + "/";
+  if (open.protocol < core::kBootFilesProtocolVersion) {
+    // Accepted as before (an older primary): it replicates, but cannot be restored here.
+    if (!needed.empty()) {
+      InstanceLog(open.instance_uuid)
+          .Warn("the replica from {} cannot be failed over to this host: its domain boots from "
+                "{}{} and that agent (replication protocol {}) sends no boot files; upgrade it",
+                open.primary_host, dir, *needed.begin(), open.protocol);
+    }
+    return absl::OkStatus();
+  }
+  for (const std::string& name : needed) {
+    if (!carried.count(name)) {
+      return absl::InvalidArgumentError("the domain boots from " + dir + name +
+                                        " but the stream carries no copy of it");
+    }
+  }
+  for (const std::string& name : carried) {
+    if (!needed.count(name)) {
+      return absl::InvalidArgumentError("the stream carries boot file '" + name +
+                                        "' but the domain does not boot from " + dir + name);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Stage VII, failure detection. The primary is lost when the accrual detector suspects its
@@ -393,10 +430,23 @@ void Agent::StartFailover(const std::string& uuid, const std::string& why) {
   failovers_.emplace_back([this, uuid, domain_xml, detected, primary, generation, handed_over,
                            cancel = b.cancel_failover] {
     StatusOr<engine::RestoreResult> result = [&]() -> StatusOr<engine::RestoreResult> {
+      // What the definition needs of Nova's instance directory here (checked when the stream
+      // opened): made by the restore, with the replica's boot files.
+      auto use = libvirt::InstanceDirFiles(domain_xml, uuid, cfg_.libvirt);
+      if (!use.ok()) return use.status();
       if (witness_) NOVA_DT_RETURN_IF_ERROR(AwaitTakeOver(uuid, primary, generation, *cancel));
       auto replica = registry_->Fence(uuid, handed_over);
       if (!replica.ok()) return replica.status();
       engine::RestoreRequest req;
+      req.instance_dir = use->any;
+      for (const auto& [needed, name] :
+           {std::pair{use->kernel, core::kBootFileKernel},
+            std::pair{use->ramdisk, core::kBootFileRamdisk}}) {
+        if (!needed) continue;
+        auto copy = replica->boot_files.find(std::string(name));
+        req.boot_files[std::string(name)] =
+            copy == replica->boot_files.end() ? "" : copy->second;
+      }
       req.instance_uuid = uuid;
       req.domain_xml = domain_xml;
       req.committed_epoch = replica->committed_epoch;
@@ -720,6 +770,13 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   }
 
   engine::SessionParts parts;
+  // Boot files of Nova's instance directory (a direct kernel boot from Glance images): sent
+  // with every stream, the backup has no copy of them.
+  auto instance_files = libvirt::InstanceDirFiles(open.domain_xml, uuid, cfg_.libvirt);
+  if (!instance_files.ok()) return instance_files.status();
+  parts.instances_path = cfg_.libvirt.instances_path;
+  if (instance_files->kernel) parts.boot_files.emplace_back(core::kBootFileKernel);
+  if (instance_files->ramdisk) parts.boot_files.emplace_back(core::kBootFileRamdisk);
   parts.hypervisor = &hv;
   parts.link = replication_link_.get();
   parts.backup_address = backup_address;
@@ -752,6 +809,7 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   engine::SessionOptions options;
   options.epoch = std::chrono::milliseconds(cfg_.replication.epoch_ms);
   options.degrade_after = std::chrono::milliseconds(cfg_.replication.degrade_after_ms);
+  options.max_boot_file_bytes = cfg_.replication.max_boot_file_bytes;
   auto session = std::make_shared<engine::PrimarySession>(std::move(parts), options, clock_);
   session->Start();
   log.Info("protection towards {} ({}) started; dirty tracking: {}", backup_host, backup_address,

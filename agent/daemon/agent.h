@@ -143,6 +143,11 @@ class Agent {
   // server must not run here, and its domain must be one this host would restore
   // (libvirt::CheckRestorableDomain). The refusal goes back to the primary.
   Status CheckReplicaAllowed(const core::StreamOpen& open);
+  // Part of CheckReplicaAllowed: from protocol 4 on the stream carries exactly the boot files the
+  // domain boots from in Nova's instance directory (InvalidArgument naming the one missing or
+  // extra); an older primary's stream is accepted without them (warned: it cannot be restored
+  // here).
+  Status CheckBootFiles(const core::StreamOpen& open) const;
   // The message bus (agent_bus.cc): RPC server, Nova's notifications, the agent's own
   // notifications — whichever the configuration enables. Started by Run(), stopped before the
   // loop's state goes away.

@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
+#include "agent/engine/boot_files.h"
 #include "agent/engine/qmp.h"
 
 namespace novadt::engine {
@@ -152,12 +154,20 @@ StatusOr<RestoreResult> FailoverRestorer::Restore(const RestoreRequest& req) {
   RestoreResult result;
   result.epoch = req.committed_epoch;
 
-  // Any failure from here on: no half-started domain and no arm file stay behind.
+  // Any failure from here on: no half-started domain, no arm file and no instance directory made
+  // here stay behind.
   bool started = false;
+  std::optional<PreparedInstanceDir> instance_dir;
   auto fail = [&](const std::string& step, const Status& st) -> Status {
     if (started) {
       if (Status d = launcher_.Destroy(uuid); !d.ok()) {
         spdlog::error("restore {}: cannot destroy the half-started domain: {}", uuid, d.ToString());
+      }
+    }
+    if (instance_dir) {
+      if (Status d = DiscardInstanceDir(*instance_dir); !d.ok()) {
+        spdlog::error("restore {}: cannot remove the instance directory it made: {}", uuid,
+                      d.ToString());
       }
     }
     Disarm(uuid);
@@ -167,10 +177,27 @@ StatusOr<RestoreResult> FailoverRestorer::Restore(const RestoreRequest& req) {
     return out;
   };
 
+  auto t = clock_.Now();
+  if (req.instance_dir || !req.boot_files.empty()) {
+    for (const auto& [name, copy] : req.boot_files) {
+      if (copy.empty()) {
+        return fail("preparing the instance directory",
+                    absl::FailedPreconditionError(
+                        "the domain boots from " + options_.instances_path + "/" + uuid + "/" +
+                        name + " but the replica holds no copy of it (its primary's agent sent "
+                        "no boot files: replication protocol before 4)"));
+      }
+    }
+    auto prepared = PrepareInstanceDir({options_.instances_path}, uuid, req.boot_files);
+    if (!prepared.ok()) return fail("preparing the instance directory", prepared.status());
+    instance_dir = *std::move(prepared);
+  }
+  result.timings.instance_dir = Since(clock_, t);
+
   if (Status st = Arm(req); !st.ok()) return fail("arming the start hook", st);
 
   core::RestoreSpec spec{req.domain_xml, req.disk_paths};
-  auto t = clock_.Now();
+  t = clock_.Now();
   auto launched = launcher_.StartPausedIncoming(spec);
   if (!launched.ok()) return fail("starting the domain paused for incoming", launched.status());
   if (launched->uuid != uuid) {
@@ -219,13 +246,21 @@ StatusOr<RestoreResult> FailoverRestorer::Restore(const RestoreRequest& req) {
     spdlog::error("restore {}: guest runs but is transient: {}", uuid,
                   result.persist_error.ToString());
   }
+  // The boot files were written to the page cache only (QEMU read them from there); durable now,
+  // for a later boot of the server here. The guest runs either way.
+  if (instance_dir) {
+    if (Status st = SyncInstanceDir(*instance_dir); !st.ok()) {
+      spdlog::warn("restore {}: the instance directory is not durable yet: {}", uuid,
+                   st.ToString());
+    }
+  }
   Disarm(uuid);
   spdlog::info(
       "restore {}: running from epoch {} as domain id {}, {:.1f} ms to running "
-      "(start {:.1f}, load {:.1f}, resume {:.1f})",
+      "(instance directory {:.1f}, start {:.1f}, load {:.1f}, resume {:.1f})",
       uuid, req.committed_epoch, result.domain_id, result.timings.to_running.count(),
-      result.timings.start_paused.count(), result.timings.load_state.count(),
-      result.timings.resume.count());
+      result.timings.instance_dir.count(), result.timings.start_paused.count(),
+      result.timings.load_state.count(), result.timings.resume.count());
   return result;
 }
 

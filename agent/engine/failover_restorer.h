@@ -2,6 +2,11 @@
 // (ARCHITECTURE.md stage VII, docs/restore-spike.md; cold restore through the hypervisor).
 //
 // Restore() runs, for one server:
+//   0. when the definition names files in Nova's instance directory of the server (a direct
+//      kernel boot's kernel and ramdisk, console.log): make <instances_path>/<uuid>/ as Nova
+//      would have on this host and put the replica's copies of the boot files there
+//      (engine/boot_files.h, PrepareInstanceDir): libvirt needs them to start QEMU even with
+//      -incoming (the ROM blocks must match), and creates console.log there
 //   1. arm the start hook: <arm_dir>/<uuid>.arm (mode 0600: the hook runs as root) names the
 //      replica RAM file and who QEMU runs as (deploy/libvirt-hooks/qemu links the file to the path
 //      libvirt hands QEMU as guest RAM, in a directory it gives to that user, as libvirt would)
@@ -12,11 +17,13 @@
 //   4. QMP migrate-set-capabilities x-ignore-shared; getfd (the committed device-state file);
 //      migrate-incoming fd:; poll query-migrate until "completed" (bounded)
 //   5. DomainLauncher::Resume                                          <- the guest runs again
-//   6. DomainLauncher::MakePersistent (the clean definition)
+//   6. DomainLauncher::MakePersistent (the clean definition); the instance directory of step 0
+//      made durable (SyncInstanceDir: off the critical path, the guest runs already)
 //   7. disarm (remove the arm file if the hook did not)
-// Any failure before 5 cleans up (destroys the half-started domain, disarms) and returns a Status
-// naming the step; the replica is left as it was (QEMU never writes it before the resume), so the
-// restore can be retried. After a failed resume the domain is destroyed as well.
+// Any failure before 5 cleans up (destroys the half-started domain, disarms, removes an instance
+// directory step 0 made) and returns a Status naming the step; the replica is left as it was
+// (QEMU never writes it before the resume), so the restore can be retried. After a failed resume
+// the domain is destroyed as well.
 //
 // Where the replica RAM must live: the hook hard-links it, so the replica RAM file must be on
 // the file system of libvirt's memory_backing_dir (a tmpfs on Nova hosts with file-backed memory):
@@ -50,6 +57,9 @@ struct FailoverRestorerOptions {
   // it makes to this user and group, mode 0700, as libvirt does with the ones it makes. The
   // default (keep) leaves that directory to root (QEMU running as root).
   FileOwner qemu;
+  // Nova's instances_path as libvirtd sees it ([libvirt] instances_path): where step 0 makes a
+  // server's instance directory.
+  std::string instances_path = "/var/lib/nova/instances";
   // Bound on loading the device state (migrate-incoming to "completed").
   std::chrono::milliseconds load_timeout{10'000};
   // Pause between two query-migrate polls.
@@ -67,10 +77,18 @@ struct RestoreRequest {
   std::string device_state_path;  // ReplicaStore::device_state_path()
   // Disk target dev -> ReplicaStore::disk_path(dev), for every disk of the geometry.
   std::map<std::string, std::string> disk_paths;
+  // The definition names files in Nova's instance directory of the server
+  // (libvirt::InstanceDirFiles): step 0 makes it before the domain starts.
+  bool instance_dir = false;
+  // The boot files the definition boots from in that directory ("kernel", "ramdisk") -> the
+  // replica's copy (FencedReplica::boot_files), "" when the replica has none: then the restore
+  // fails before anything starts (FailedPrecondition).
+  std::map<std::string, std::string> boot_files;
 };
 
 struct RestoreTimings {
   using ms = std::chrono::duration<double, std::milli>;
+  ms instance_dir{0};  // step 0: the instance directory and its boot files
   ms start_paused{0};  // StartPausedIncoming (QEMU spawned, hook run, paused in incoming mode)
   ms load_state{0};    // caps + getfd + migrate-incoming + polling to "completed"
   ms resume{0};        // Resume
@@ -96,9 +114,12 @@ class FailoverRestorer {
 
   // Restores `req` (sequence in the file comment). On OK the guest runs from the committed
   // epoch under the hypervisor. Errors, each after cleaning up:
-  //   FailedPrecondition: committed_epoch == 0; replica RAM not on the arm directory's file
-  //     system; QEMU mapped another RAM file than the replica's (hook not installed/not run);
-  //     QEMU refused the device state or the resume.
+  //   FailedPrecondition: committed_epoch == 0; a boot file the definition needs is not in the
+  //     replica (its primary sent none: an agent before replication protocol 4); the instance
+  //     directory cannot be made (instances_path missing, something else in the way: see
+  //     PrepareInstanceDir); replica RAM not on the arm directory's file system; QEMU mapped
+  //     another RAM file than the replica's (hook not installed/not run); QEMU refused the
+  //     device state or the resume.
   //   NotFound: a replica file is missing.
   //   DeadlineExceeded: the device state did not load within load_timeout.
   //   Errors of the launcher and hypervisor (Unavailable, InvalidArgument, AlreadyExists ...)

@@ -5,6 +5,7 @@
 #include "agent/common/logging.h"
 #include "agent/core/epoch_sender.h"
 #include "agent/core/replica_basis.h"
+#include "agent/engine/boot_files.h"
 #include "agent/engine/qmp.h"
 
 namespace novadt::engine {
@@ -709,11 +710,20 @@ Status PrimarySession::Protect() {
     OnAck(ack.epoch);
   };
   callbacks.on_done = [this, generation](const Status& st) { OnStreamDone(st, generation); };
+  // The boot files as they are now (what the stream declares is what it sends), first: one that
+  // cannot be sent fails the seed before the backup is asked for anything.
+  auto boot = BootFileSource::Open(parts_.instances_path, parts_.open.instance_uuid,
+                                   parts_.boot_files, options_.max_boot_file_bytes);
+  if (!boot.ok()) return boot.status();
+  parts_.open.boot_files = boot->declared();
   // Before the stream opens (asking for a basis ends a stream of ours still open there).
   auto fetched = FetchBasis();
   if (!fetched.ok()) return fetched.status();
   const std::optional<core::ReplicaBasis> basis = *std::move(fetched);
   parts_.open.basis_id = basis ? basis->id : 0;
+  // Without boot files the stream is one a backup before protocol 4 accepts too.
+  parts_.open.protocol = parts_.open.boot_files.empty() ? core::kBasisProtocolVersion
+                                                        : core::kBootFilesProtocolVersion;
   auto opened = parts_.link->Open(parts_.backup_address, parts_.open, std::move(callbacks));
   if (!opened.ok()) return opened.status();
   std::shared_ptr<core::EpochStream> stream = *std::move(opened);
@@ -721,6 +731,20 @@ Status PrimarySession::Protect() {
     std::lock_guard<std::mutex> lock(mu_);
     stream_ = stream;
     if (stopping_) return absl::OkStatus();
+  }
+  if (!parts_.open.boot_files.empty()) {
+    const auto sent_from = clock_.Now();
+    NOVA_DT_RETURN_IF_ERROR(boot->Send(*stream));
+    std::string what;
+    for (const auto& f : parts_.open.boot_files) {
+      what += fmt::format("{}{} ({:.1f} MiB)", what.empty() ? "" : ", ", f.name,
+                          f.size_bytes / 1048576.0);
+    }
+    InstanceLog(parts_.open.instance_uuid)
+        .Info("boot files sent to the backup in {} ms: {}",
+              std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - sent_from)
+                  .count(),
+              what);
   }
 
   core::StagedEpoch staged;

@@ -2,7 +2,8 @@
 // seven stages (ARCHITECTURE.md) over the parts it is given:
 //
 //   seeding    ask the backup for its basis (what its replica files already hold, hashed:
-//              core/replica_basis.h) and open the replication stream; short pause: arm dirty
+//              core/replica_basis.h) and open the replication stream, declaring and sending the
+//              server's boot files first (SessionParts::boot_files); short pause: arm dirty
 //              tracking, open egress epoch 1, resume; start disk capture and stream its initial
 //              copy (it seeds the disks), then all of RAM in slices, while the guest runs —
 //              leaving out what the basis holds; the first checkpoint completes epoch 1.
@@ -77,6 +78,8 @@ struct SessionOptions {
   // Stop(): how long the backup has to confirm it will never restore its replica before the
   // held output is released all the same.
   std::chrono::milliseconds release_timeout{2000};
+  // [replication] max_boot_file_bytes: a larger boot file is not sent (the seed fails).
+  uint64_t max_boot_file_bytes = 256ull << 20;
 };
 
 // What the session drives. The pointers must outlive the session; the rest it owns.
@@ -91,6 +94,12 @@ struct SessionParts {
   std::unique_ptr<DiskCapture> capture;
   // Optional: the fencing witness (claims are made for open.primary_host).
   witness::Witness* witness = nullptr;
+  // The boot files the domain boots from in Nova's instance directory
+  // <instances_path>/<open.instance_uuid>/ ("kernel", "ramdisk": core/replication_link.h, "Boot
+  // files"), opened and sent anew at the start of every stream (BootFileSource), before the
+  // seed; the stream's protocol is 4 with them, 3 without. Empty: none.
+  std::string instances_path;
+  std::vector<std::string> boot_files;
 };
 
 struct SessionStatus {

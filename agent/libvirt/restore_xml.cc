@@ -1,6 +1,7 @@
 #include "agent/libvirt/restore_xml.h"
 
 #include "agent/common/identifiers.h"
+#include "agent/core/replication_link.h"
 
 #include <arpa/inet.h>
 #include <libxml/parser.h>
@@ -1221,6 +1222,45 @@ Status CheckRestorableDomain(std::string_view domain_xml, std::string_view insta
                                        std::string(instance_uuid));
   }
   return absl::OkStatus();
+}
+
+StatusOr<InstanceDirUse> InstanceDirFiles(std::string_view domain_xml,
+                                          std::string_view instance_uuid,
+                                          const config::LibvirtSection& cfg) {
+  auto doc = ParsePeerXml(domain_xml);
+  if (!doc.ok()) return doc.status();
+  xmlNodePtr root = xmlDocGetRootElement(doc->get());
+  const std::string own = cfg.instances_path + "/" + std::string(instance_uuid) + "/";
+  InstanceDirUse use;
+  // True when `path` is a file of the instance directory (and not the operator's).
+  const auto in_instance_dir = [&](const std::string& path) {
+    for (const std::string& dir : cfg.restore_file_dirs) {
+      if (path.size() > dir.size() + 1 && path.compare(0, dir.size(), dir) == 0 &&
+          path[dir.size()] == '/') {
+        return false;
+      }
+    }
+    const bool inside = path.size() > own.size() && path.compare(0, own.size(), own) == 0;
+    use.any = use.any || inside;
+    return inside;
+  };
+  xmlNodePtr os = FirstChild(root, "os");
+  if (xmlNodePtr k = FirstChild(os, "kernel"); k && in_instance_dir(TextOf(k))) {
+    use.kernel = TextOf(k) == own + std::string(core::kBootFileKernel);
+  }
+  if (xmlNodePtr i = FirstChild(os, "initrd"); i && in_instance_dir(TextOf(i))) {
+    use.ramdisk = TextOf(i) == own + std::string(core::kBootFileRamdisk);
+  }
+  xmlNodePtr devices = FirstChild(root, "devices");
+  for (xmlNodePtr c = devices ? devices->children : nullptr; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || c->ns ||
+        !(xmlStrEqual(c->name, X("serial")) || xmlStrEqual(c->name, X("console")))) {
+      continue;
+    }
+    in_instance_dir(Attribute(FirstChild(c, "log"), "file"));
+    if (Attribute(c, "type") == "file") in_instance_dir(Attribute(FirstChild(c, "source"), "path"));
+  }
+  return use;
 }
 
 StatusOr<std::string> DeriveRestoreXml(std::string_view domain_xml,

@@ -62,6 +62,26 @@ inline constexpr size_t kMaxDomainXmlBytes = size_t{1} << 20;
 Status CheckRestorableDomain(std::string_view domain_xml, std::string_view instance_uuid,
                              const config::LibvirtSection& cfg);
 
+// What a definition names in Nova's instance directory of the server `instance_uuid`,
+// `<cfg.instances_path>/<instance_uuid>/` (a path below a cfg.restore_file_dirs directory is the
+// operator's, present on every host, and does not count — as for CheckRestorableDomain()).
+struct InstanceDirUse {
+  bool kernel = false;   // <os><kernel> is the instance's own `kernel`
+  bool ramdisk = false;  // <os><initrd> is the instance's own `ramdisk`
+  // Any file there: kernel, ramdisk, or a serial console's or console's log or file
+  // (`console.log`), which libvirt creates in that directory when the domain starts.
+  bool any = false;
+  bool operator==(const InstanceDirUse&) const = default;
+};
+// The boot files a primary sends with its replication stream (kernel, ramdisk: they exist only
+// on the host Nova booted the server on), and whether a restore must make the instance directory
+// on the backup (docs/compute-host.md, "Boot files"). Only exact paths count (what
+// CheckRestorableDomain() accepts). InvalidArgument for a definition that does not parse (with
+// the bounds of a peer's: kMaxDomainXmlBytes, no DOCTYPE).
+StatusOr<InstanceDirUse> InstanceDirFiles(std::string_view domain_xml,
+                                          std::string_view instance_uuid,
+                                          const config::LibvirtSection& cfg);
+
 // The backup's own definition of the peer's domain `domain_xml` (core::RestoreSpec::domain_xml):
 // a new document holding only what CheckRestorableDomain() accepts and the allow-list marks to
 // carry, with the domain's name, UUID, memory and devices (addresses kept: the restored QEMU must

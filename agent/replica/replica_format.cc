@@ -13,6 +13,7 @@ namespace {
 
 constexpr std::string_view kRecordMagic = "NDTEREC1";
 constexpr std::string_view kMarkMagic = "NDTJMRK1";
+constexpr std::string_view kBootMagic = "NDTBOOT1";
 constexpr uint32_t kFormatVersion = 1;
 
 // Bounds-checked reader over a decoded file.
@@ -82,6 +83,7 @@ StatusOr<std::string_view> Unseal(std::string_view bytes, std::string_view magic
 
 std::string DeviceStateFileName(uint32_t slot) { return Cat("devstate-", slot, ".bin"); }
 std::string DiskFileName(std::string_view disk) { return Cat("disk-", disk, ".raw"); }
+std::string BootFileName(std::string_view name) { return Cat("boot-", name); }
 
 void PutU8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
 void PutU16(std::string* out, uint16_t v) {
@@ -179,6 +181,46 @@ StatusOr<EpochRecord> DecodeEpochRecord(std::string_view bytes) {
     return absl::DataLossError(Cat("epoch.rec: ", st.message()));
   }
   return r;
+}
+
+std::string EncodeBootRecord(const std::vector<BootRecordEntry>& files) {
+  std::string out(kBootMagic);
+  PutU32(&out, kFormatVersion);
+  PutU32(&out, static_cast<uint32_t>(files.size()));
+  for (const BootRecordEntry& f : files) {
+    PutU16(&out, static_cast<uint16_t>(f.name.size()));
+    out.append(f.name);
+    PutU64(&out, f.size);
+    PutU64(&out, f.hash);
+  }
+  Seal(&out);
+  return out;
+}
+
+StatusOr<std::vector<BootRecordEntry>> DecodeBootRecord(std::string_view bytes) {
+  StatusOr<std::string_view> body = Unseal(bytes, kBootMagic, kBootRecordFile);
+  if (!body.ok()) return body.status();
+  Decoder d(*body);
+  uint32_t count = 0;
+  if (!d.U32(&count)) return absl::DataLossError("boot.rec: truncated header");
+  if (count > 2) return absl::DataLossError("boot.rec: more than two boot files");
+  std::vector<BootRecordEntry> files;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint16_t len = 0;
+    std::string_view name;
+    BootRecordEntry f;
+    if (!d.U16(&len) || !d.Bytes(len, &name) || !d.U64(&f.size) || !d.U64(&f.hash)) {
+      return absl::DataLossError("boot.rec: truncated entry");
+    }
+    if (!core::IsBootFileName(name)) return absl::DataLossError("boot.rec: unknown boot file");
+    for (const BootRecordEntry& seen : files) {
+      if (seen.name == name) return absl::DataLossError("boot.rec: a boot file twice");
+    }
+    f.name = std::string(name);
+    files.push_back(std::move(f));
+  }
+  if (!d.done()) return absl::DataLossError("boot.rec: trailing bytes");
+  return files;
 }
 
 std::string EncodeCommitMark(const CommitMark& m) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "agent/common/status.h"
@@ -20,8 +21,12 @@ inline constexpr std::string_view kJournalFile = "journal.redo";
 inline constexpr std::string_view kMarkFile = "journal.commit";
 inline constexpr std::string_view kTmpSuffix = ".tmp";
 
+inline constexpr std::string_view kBootRecordFile = "boot.rec";
+
 std::string DeviceStateFileName(uint32_t slot);
 std::string DiskFileName(std::string_view disk);
+// "boot-<name>" of a boot file (core::IsBootFileName).
+std::string BootFileName(std::string_view name);
 
 // epoch.rec: what "committed" means.
 struct EpochRecord {
@@ -34,6 +39,18 @@ struct EpochRecord {
 std::string EncodeEpochRecord(const EpochRecord& record);
 // DataLoss for a short, corrupt (checksum) or malformed record.
 StatusOr<EpochRecord> DecodeEpochRecord(std::string_view bytes);
+
+// boot.rec: the boot files the replica holds (ReplicaStore::BeginBootFiles), each in
+// boot-<name>: its size and XXH3-64. No boot.rec: none.
+struct BootRecordEntry {
+  std::string name;  // core::IsBootFileName
+  uint64_t size = 0;
+  uint64_t hash = 0;
+  bool operator==(const BootRecordEntry&) const = default;
+};
+std::string EncodeBootRecord(const std::vector<BootRecordEntry>& files);
+// DataLoss for a short, corrupt (checksum) or malformed record, an unknown or repeated name.
+StatusOr<std::vector<BootRecordEntry>> DecodeBootRecord(std::string_view bytes);
 
 // journal.commit: its presence makes journal.redo of `epoch` valid.
 struct CommitMark {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -199,6 +200,10 @@ class ReplicaStoreImpl final : public ReplicaStore {
   Status Commit() override;
   void Abort() override;
   Status Unseed() override;
+  Status BeginBootFiles(const std::vector<core::BootFile>& files) override;
+  Status AddBootFileData(std::string_view name, uint64_t offset, std::string_view data) override;
+  Status CommitBootFiles() override;
+  StatusOr<std::map<std::string, std::string>> BootFiles() const override;
   std::string ram_path() const override { return Join(dir_, kRamFile); }
   std::string device_state_path() const override {
     return Join(dir_, DeviceStateFileName(record_.devstate_slot));
@@ -234,6 +239,18 @@ class ReplicaStoreImpl final : public ReplicaStore {
     uint64_t devstate_hash = 0;
   };
 
+  // A boot file being received (BeginBootFiles .. CommitBootFiles) into boot-<name>.tmp.
+  struct PendingBootFile {
+    std::string name;
+    uint64_t size = 0;
+    uint64_t written = 0;
+    ScopedFd fd;
+    std::unique_ptr<XXH3_state_t, HashStateFree> hash;
+  };
+  // kReceiving / kFailed: the boot files are not (known to be) the ones boot.rec lists, so no
+  // seed may begin (BeginEpoch()).
+  enum class BootState { kUntouched, kReceiving, kCommitted, kFailed };
+
   Status Step(CommitStep step) {
     return options_.fault_hook ? options_.fault_hook->Before(step) : absl::OkStatus();
   }
@@ -257,6 +274,9 @@ class ReplicaStoreImpl final : public ReplicaStore {
   Status JournalWrite(std::string_view data);
   // Drops the open epoch and its journal; OK when nothing of it can be mistaken for committed.
   Status DropEpoch();
+  // Closes and removes the boot files being received; `failed` blocks seeding until the next
+  // CommitBootFiles().
+  void DropBootFiles(bool failed);
   Status WriteAtomic(std::string_view name, const std::string& bytes, CommitStep write,
                      CommitStep rename, CommitStep dirsync);
   // Commit steps 3-5 for `mark`, reading the journal from `src`.
@@ -271,6 +291,8 @@ class ReplicaStoreImpl final : public ReplicaStore {
   ScopedFd ram_;
   std::vector<ScopedFd> disks_;
   OpenEpoch ep_;
+  std::vector<PendingBootFile> boot_;
+  BootState boot_state_ = BootState::kUntouched;
   bool broken_ = false;
   bool destroyed_ = false;
 };
@@ -338,6 +360,11 @@ Status ReplicaStoreImpl::Load() {
 Status ReplicaStoreImpl::Recover() {
   NOVA_DT_RETURN_IF_ERROR(Unlink(path(Cat(kRecordFile, kTmpSuffix))));
   NOVA_DT_RETURN_IF_ERROR(Unlink(path(Cat(kMarkFile, kTmpSuffix))));
+  // Boot files a replacement left half-received: never listed in boot.rec.
+  NOVA_DT_RETURN_IF_ERROR(Unlink(path(Cat(kBootRecordFile, kTmpSuffix))));
+  for (std::string_view name : {core::kBootFileKernel, core::kBootFileRamdisk}) {
+    NOVA_DT_RETURN_IF_ERROR(Unlink(path(Cat(BootFileName(name), kTmpSuffix))));
+  }
   StatusOr<std::string> bytes = ReadSmallFile(path(kMarkFile));
   if (!bytes.ok()) {
     if (!absl::IsNotFound(bytes.status())) return bytes.status();
@@ -405,6 +432,12 @@ Status ReplicaStoreImpl::BeginEpoch(uint64_t epoch) {
   if (epoch != record_.epoch + 1) {
     return absl::FailedPreconditionError(
         Cat("wrong epoch order: got epoch ", epoch, ", committed is ", record_.epoch));
+  }
+  if (boot_state_ == BootState::kReceiving || boot_state_ == BootState::kFailed) {
+    return absl::FailedPreconditionError(
+        Cat("epoch ", epoch, ": the replica's boot files are ",
+            boot_state_ == BootState::kReceiving ? "still being received" : "incomplete",
+            " (commit them first)"));
   }
   ep_ = OpenEpoch();
   ep_.open = true;
@@ -711,6 +744,161 @@ void ReplicaStoreImpl::Abort() {
   DropEpoch().IgnoreError();
 }
 
+void ReplicaStoreImpl::DropBootFiles(bool failed) {
+  for (PendingBootFile& f : boot_) {
+    f.fd = ScopedFd();
+    Unlink(path(Cat(BootFileName(f.name), kTmpSuffix))).IgnoreError();
+  }
+  boot_.clear();
+  if (failed) {
+    // A boot.rec.tmp a failed CommitBootFiles() left (Open() would remove it too).
+    Unlink(path(Cat(kBootRecordFile, kTmpSuffix))).IgnoreError();
+    boot_state_ = BootState::kFailed;
+  }
+}
+
+Status ReplicaStoreImpl::BeginBootFiles(const std::vector<core::BootFile>& files) {
+  NOVA_DT_RETURN_IF_ERROR(Usable());
+  if (ep_.open || record_.epoch != 0) {
+    return absl::FailedPreconditionError(
+        Cat("the boot files of a seeded replica (epoch ", record_.epoch,
+            ") are never replaced: only before a seed's first epoch"));
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (!core::IsBootFileName(files[i].name) || files[i].size_bytes == 0) {
+      return absl::InvalidArgumentError(Cat("boot file '", files[i].name, "' of ",
+                                            files[i].size_bytes, " bytes: not kernel or ramdisk, "
+                                            "or empty"));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (files[j].name == files[i].name) {
+        return absl::InvalidArgumentError(Cat("boot file '", files[i].name, "' given twice"));
+      }
+    }
+  }
+  DropBootFiles(false);
+  boot_state_ = BootState::kReceiving;
+  for (const core::BootFile& f : files) {
+    PendingBootFile p;
+    p.name = f.name;
+    p.size = f.size_bytes;
+    const std::string tmp = path(Cat(BootFileName(f.name), kTmpSuffix));
+    StatusOr<ScopedFd> fd = CreateFile(tmp, O_WRONLY | O_TRUNC, AgentOwner());
+    if (!fd.ok()) {
+      DropBootFiles(true);
+      return fd.status();
+    }
+    p.fd = *std::move(fd);
+    p.hash.reset(XXH3_createState());
+    XXH3_64bits_reset(p.hash.get());
+    boot_.push_back(std::move(p));
+  }
+  return absl::OkStatus();
+}
+
+Status ReplicaStoreImpl::AddBootFileData(std::string_view name, uint64_t offset,
+                                         std::string_view data) {
+  NOVA_DT_RETURN_IF_ERROR(Usable());
+  if (boot_state_ != BootState::kReceiving) {
+    return absl::FailedPreconditionError("AddBootFileData: no boot files being received");
+  }
+  PendingBootFile* file = nullptr;
+  for (PendingBootFile& f : boot_) {
+    if (f.name == name) file = &f;
+  }
+  if (file == nullptr) {
+    return absl::InvalidArgumentError(Cat("AddBootFileData: no boot file '", name, "' begun"));
+  }
+  if (offset != file->written || data.size() > file->size - file->written) {
+    return absl::InvalidArgumentError(Cat("AddBootFileData: ", data.size(), " bytes at ", offset,
+                                          " of boot file '", name, "' (", file->written, " of ",
+                                          file->size, " bytes given)"));
+  }
+  const std::string tmp = path(Cat(BootFileName(name), kTmpSuffix));
+  Status st = Step(CommitStep::kBootFileWrite);
+  if (st.ok()) st = PWriteAll(file->fd.get(), data, offset, tmp);
+  if (!st.ok()) {
+    DropBootFiles(true);
+    return st;
+  }
+  XXH3_64bits_update(file->hash.get(), data.data(), data.size());
+  file->written += data.size();
+  return absl::OkStatus();
+}
+
+Status ReplicaStoreImpl::CommitBootFiles() {
+  NOVA_DT_RETURN_IF_ERROR(Usable());
+  if (boot_state_ != BootState::kReceiving) {
+    return absl::FailedPreconditionError("CommitBootFiles: no boot files being received");
+  }
+  std::vector<BootRecordEntry> entries;
+  for (const PendingBootFile& f : boot_) {
+    if (f.written != f.size) {
+      return absl::FailedPreconditionError(Cat("CommitBootFiles: boot file '", f.name,
+                                               "' has ", f.written, " of ", f.size, " bytes"));
+    }
+    entries.push_back({f.name, f.size, XXH3_64bits_digest(f.hash.get())});
+  }
+  Status st;
+  for (PendingBootFile& f : boot_) {
+    if (st.ok()) st = Step(CommitStep::kBootFileSync);
+    if (st.ok()) st = Fsync(f.fd.get(), path(Cat(BootFileName(f.name), kTmpSuffix)));
+  }
+  for (PendingBootFile& f : boot_) {
+    const std::string final_path = path(BootFileName(f.name));
+    const std::string tmp = Cat(final_path, kTmpSuffix);
+    if (st.ok()) st = Step(CommitStep::kBootFileRename);
+    if (st.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+      st = ErrnoStatus(errno, "rename", tmp);
+    }
+  }
+  // Boot files of the names this stream does not carry go.
+  for (std::string_view name : {core::kBootFileKernel, core::kBootFileRamdisk}) {
+    const bool kept = std::any_of(boot_.begin(), boot_.end(),
+                                  [&](const PendingBootFile& f) { return f.name == name; });
+    if (st.ok() && !kept) st = Unlink(path(BootFileName(name)));
+  }
+  if (st.ok()) {
+    st = WriteAtomic(kBootRecordFile, EncodeBootRecord(entries), CommitStep::kBootRecordWrite,
+                     CommitStep::kBootRecordRename, CommitStep::kBootRecordDirSync);
+  }
+  if (!st.ok()) {
+    DropBootFiles(true);
+    return st;
+  }
+  boot_.clear();
+  boot_state_ = BootState::kCommitted;
+  return absl::OkStatus();
+}
+
+StatusOr<std::map<std::string, std::string>> ReplicaStoreImpl::BootFiles() const {
+  std::map<std::string, std::string> out;
+  StatusOr<std::string> bytes = ReadSmallFile(path(kBootRecordFile));
+  if (!bytes.ok()) {
+    if (absl::IsNotFound(bytes.status())) return out;
+    return bytes.status();
+  }
+  StatusOr<std::vector<BootRecordEntry>> entries = DecodeBootRecord(*bytes);
+  if (!entries.ok()) return absl::DataLossError(Cat(dir_, ": ", entries.status().message()));
+  for (const BootRecordEntry& e : *entries) {
+    const std::string p = path(BootFileName(e.name));
+    StatusOr<ScopedFd> fd = OpenFile(p, O_RDONLY | O_NONBLOCK);
+    if (!fd.ok()) return absl::DataLossError(Cat(p, ": ", fd.status().message()));
+    struct stat st {};
+    if (::fstat(fd->get(), &st) != 0) return ErrnoStatus(errno, "stat", p);
+    if (!S_ISREG(st.st_mode)) return absl::DataLossError(Cat(p, ": not a regular file"));
+    if (static_cast<uint64_t>(st.st_size) != e.size) {
+      return absl::DataLossError(
+          Cat(p, ": ", st.st_size, " bytes, boot.rec says ", e.size));
+    }
+    StatusOr<uint64_t> h = HashFile(fd->get(), e.size, p);
+    if (!h.ok()) return h.status();
+    if (*h != e.hash) return absl::DataLossError(Cat(p, ": checksum does not match boot.rec"));
+    out[e.name] = p;
+  }
+  return out;
+}
+
 Status ReplicaStoreImpl::Unseed() {
   NOVA_DT_RETURN_IF_ERROR(Usable());
   if (ep_.open) return absl::FailedPreconditionError(Cat("Unseed: epoch ", ep_.epoch, " is open"));
@@ -727,6 +915,7 @@ Status ReplicaStoreImpl::Unseed() {
 Status ReplicaStoreImpl::Destroy() {
   if (destroyed_) return absl::FailedPreconditionError("replica destroyed");
   ep_ = OpenEpoch();
+  boot_.clear();
   ram_ = ScopedFd();
   disks_.clear();
   destroyed_ = true;
@@ -736,7 +925,9 @@ Status ReplicaStoreImpl::Destroy() {
 bool IsReplicaFile(std::string_view name) {
   if (name.ends_with(kTmpSuffix)) name.remove_suffix(kTmpSuffix.size());
   if (name == kRamFile || name == kRecordFile || name == kJournalFile || name == kMarkFile ||
-      name == kOwnerFile || name == DeviceStateFileName(0) || name == DeviceStateFileName(1)) {
+      name == kOwnerFile || name == DeviceStateFileName(0) || name == DeviceStateFileName(1) ||
+      name == kBootRecordFile || name == BootFileName(core::kBootFileKernel) ||
+      name == BootFileName(core::kBootFileRamdisk)) {
     return true;
   }
   return name.starts_with("disk-") && name.ends_with(".raw") &&
@@ -775,6 +966,18 @@ std::string_view CommitStepName(CommitStep step) {
       return "journal-remove";
     case CommitStep::kCleanupDirSync:
       return "cleanup-dirsync";
+    case CommitStep::kBootFileWrite:
+      return "boot-file-write";
+    case CommitStep::kBootFileSync:
+      return "boot-file-sync";
+    case CommitStep::kBootFileRename:
+      return "boot-file-rename";
+    case CommitStep::kBootRecordWrite:
+      return "boot-record-write";
+    case CommitStep::kBootRecordRename:
+      return "boot-record-rename";
+    case CommitStep::kBootRecordDirSync:
+      return "boot-record-dirsync";
   }
   return "unknown";
 }

@@ -11,6 +11,9 @@
 //   journal.redo       the redo journal of the epoch being received / applied
 //   journal.commit     the commit mark: epoch, size and XXH3 of journal.redo, devstate
 //                      slot/size/hash. Its atomic appearance makes the journal valid.
+//   boot-kernel        the server's boot files (core/replication_link.h, "Boot files"), when its
+//   boot-ramdisk         domain boots from Nova's instance directory: the primary's copies
+//   boot.rec           their names, sizes and XXH3-64s; replaced atomically. None: no boot files.
 //
 // Why a REDO journal (and not an undo journal): epoch N must be held somewhere until its
 // "end of epoch" arrives anyway (the primary may die mid-epoch and the replica must stay at
@@ -40,17 +43,26 @@
 // no journal and no buffering; only Commit()'s epoch.rec makes it count. A crash during seeding
 // leaves committed_epoch() == 0 (not seeded) and the seed is restarted.
 //
+// Boot files: replaced as a set (BeginBootFiles, AddBootFileData, CommitBootFiles: each file
+// received into boot-<name>.tmp, fsynced, renamed, then boot.rec written atomically), and only
+// while the replica is not seeded (committed_epoch() == 0): a stream sends them before its seed's
+// first epoch, so the epoch.rec that makes a replica restorable is written after its boot files
+// are durable, and a replica that can be restored holds exactly the boot files of the stream
+// that seeded it. A crash while they are replaced leaves a replica that is not seeded (re-seeded,
+// never restored). BootFiles() checks them against boot.rec before a restore uses them.
+//
 // Durability: process death at any step is tested for (tests/unit/replica); power loss relies
 // on the fsync ordering above and on the checksums of epoch.rec, journal.commit and the journal.
 //
 // Ownership and permissions (ReplicaOptions::qemu; docs/compute-host.md): a restored QEMU runs
 // as the user QEMU runs as (libvirt-qemu on Debian) and opens ram.img (through the libvirt hook's
 // hard link) and disk-*.raw (by path). So those two kinds of files belong to that user and its
-// group, mode 0600; every other file (epoch.rec, journal, commit mark, device state) belongs to
-// the agent, mode 0600; the directory belongs to the agent and QEMU's group, mode 0710: QEMU can
-// reach its images but cannot list the directory, nor create, replace or remove anything in it
-// (so no file the agent or libvirt's relabelling later opens as root can be swapped for a
-// symbolic link); nobody else can enter it. Files are opened with O_NOFOLLOW all the same.
+// group, mode 0600; every other file (epoch.rec, journal, commit mark, device state, boot files:
+// a restore copies those into the instance directory) belongs to the agent, mode 0600; the
+// directory belongs to the agent and QEMU's group, mode 0710: QEMU can reach its images but
+// cannot list the directory, nor create, replace or remove anything in it (so no file the agent
+// or libvirt's relabelling later opens as root can be swapped for a symbolic link); nobody else
+// can enter it. Files are opened with O_NOFOLLOW all the same.
 // Open() gives an existing replica (e.g. one made before this scheme) the same ownership.
 //
 // Thread safety: a ReplicaStore is thread-compatible (one owner, e.g. the replication stream of
@@ -104,6 +116,13 @@ enum class CommitStep : int {
   kMarkRemove = 12,      // unlink journal.commit
   kJournalRemove = 13,   // unlink journal.redo
   kCleanupDirSync = 14,  // fsync the directory
+  // Boot files (BeginBootFiles .. CommitBootFiles), before a seed's first epoch.
+  kBootFileWrite = 15,      // a write to boot-<name>.tmp
+  kBootFileSync = 16,       // fsync boot-<name>.tmp
+  kBootFileRename = 17,     // rename it to boot-<name>
+  kBootRecordWrite = 18,    // write + fsync boot.rec.tmp
+  kBootRecordRename = 19,   // rename it to boot.rec
+  kBootRecordDirSync = 20,  // fsync the directory: the boot files are durable after this step
 };
 std::string_view CommitStepName(CommitStep step);
 
@@ -179,7 +198,8 @@ class ReplicaStore {
 
   // Starts receiving epoch `epoch`.
   // REQUIRES: epoch == committed_epoch() + 1, else FailedPrecondition "wrong epoch order";
-  // no epoch open (FailedPrecondition; Abort() first); the store not broken.
+  // no epoch open (FailedPrecondition; Abort() first); the store not broken; no boot files
+  // being replaced or failed to commit (FailedPrecondition).
   virtual Status BeginEpoch(uint64_t epoch) = 0;
   // Adds dirty RAM pages: page_indices[i] gets data[i*4096, (i+1)*4096).
   // REQUIRES: an epoch is open; data.size() == 4096 * page_indices.size(); every index below
@@ -209,6 +229,28 @@ class ReplicaStore {
   virtual Status Commit() = 0;
   // Drops the open epoch (no-op when none). The replica stays at committed_epoch().
   virtual void Abort() = 0;
+
+  // Starts replacing the replica's boot files (file comment) by `files`: each name
+  // core::IsBootFileName and at most once, each size > 0 (InvalidArgument). Their bytes follow
+  // through AddBootFileData(); CommitBootFiles() makes them the replica's. A replacement begun
+  // before and not committed is dropped. REQUIRES: committed_epoch() == 0 and no epoch open
+  // (FailedPrecondition: the boot files of a seeded replica are never changed).
+  virtual Status BeginBootFiles(const std::vector<core::BootFile>& files) = 0;
+  // Bytes [offset, offset + data.size()) of boot file `name`. REQUIRES: BeginBootFiles() named
+  // it, `offset` is what it was given so far and the bytes fit its size (InvalidArgument; the
+  // replacement goes on). A failed write (e.g. ResourceExhausted) drops the replacement.
+  virtual Status AddBootFileData(std::string_view name, uint64_t offset,
+                                 std::string_view data) = 0;
+  // Makes the files given since BeginBootFiles() the replica's boot files, durably: the others
+  // are removed, boot.rec lists exactly these. REQUIRES: a replacement begun and every file of
+  // it complete (FailedPrecondition). On error the replacement is dropped, and BeginEpoch()
+  // refuses to seed until another one is committed.
+  virtual Status CommitBootFiles() = 0;
+  // The replica's boot files, name -> path, each checked against boot.rec: a regular file (never
+  // followed through a symbolic link) of the recorded size and XXH3-64. Empty when boot.rec is
+  // missing (a replica without boot files). DataLoss naming the file for a corrupt boot.rec or a
+  // file that is missing or does not match it.
+  virtual StatusOr<std::map<std::string, std::string>> BootFiles() const = 0;
 
   // Makes the replica not seeded (committed_epoch() 0) while its files keep their bytes: the
   // basis of a seed that sends only what differs (core/replica_basis.h). Durable before it

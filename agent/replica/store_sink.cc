@@ -35,6 +35,12 @@ class ReplicaRegistry::Sink final : public core::ReplicaSink {
   void OnPrimaryHeard() override {
     if (registry_.events_.heard) registry_.events_.heard(uuid_);
   }
+  Status AddBootFileData(const core::BootFileChunk& c) override {
+    return Apply([&] { return store_->AddBootFileData(c.name, c.offset, c.data); });
+  }
+  Status EndBootFiles() override {
+    return Apply([&] { return store_->CommitBootFiles(); });
+  }
   Status BeginEpoch(uint64_t epoch) override {
     return Apply([&] {
       device_state_.clear();
@@ -283,6 +289,11 @@ core::ReplicaSinkFactory ReplicaRegistry::Factory() {
         if (!created.ok()) return refuse(created.status());
         store = *std::move(created);
       }
+      // The stream's boot files replace what the replica had (none: the older ones go too).
+      if (Status boot = store->BeginBootFiles(open.boot_files); !boot.ok()) {
+        store.reset();
+        return refuse(boot);
+      }
       if (Status owned = SetOwner(*entry, uuid, {open.primary_host, false, false}); !owned.ok()) {
         store.reset();
         return refuse(owned);
@@ -416,6 +427,12 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid, bool han
   // The committed state as the files say (recovering an interrupted commit if needed).
   auto store = ReplicaStore::Open(dir, options_.store);
   if (!store.ok()) return store.status();
+  auto boot_files = (*store)->BootFiles();
+  if (!boot_files.ok()) {
+    return Status(boot_files.status().code(), "the boot files of the replica of " + uuid +
+                                                  " are damaged: " +
+                                                  std::string(boot_files.status().message()));
+  }
   // Remembered across restarts: a returning old primary's stream must never replace the files
   // the copy restored here runs on. Recorded also when no owner was (a replica made before
   // owner records, or an unreadable record). Not recorded: no take-over.
@@ -431,6 +448,7 @@ StatusOr<FencedReplica> ReplicaRegistry::Fence(const std::string& uuid, bool han
   for (const auto& d : (*store)->geometry().disks) {
     out.disk_paths[d.name] = (*store)->disk_path(d.name);
   }
+  out.boot_files = *std::move(boot_files);
   return out;
 }
 

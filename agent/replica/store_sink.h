@@ -33,6 +33,9 @@ struct FencedReplica {
   std::string ram_path;
   std::string device_state_path;
   std::map<std::string, std::string> disk_paths;  // target dev -> image
+  // The boot files of the stream that seeded it ("kernel", "ramdisk" -> the replica's copy),
+  // checked against boot.rec (ReplicaStore::BootFiles()); empty when it carried none.
+  std::map<std::string, std::string> boot_files;
 };
 
 struct RegistryOptions {
@@ -60,7 +63,9 @@ class ReplicaRegistry {
   // re-created with the stream's geometry, its epochs start at 1 — or, for a stream naming a
   // valid basis (Basis()), reopened in place and un-seeded (FailedPrecondition for a stale one):
   // a replica is never resumed at its epoch, it is re-seeded over its basis.
-  // The stream's primary becomes (or stays) the replica's owner. Refused: a stream for a
+  // The stream's boot files (StreamOpen::boot_files) replace the replica's before its first
+  // epoch (ReplicaStore::BeginBootFiles). The stream's primary becomes (or stays) the replica's
+  // owner. Refused: a stream for a
   // replica another primary owns and has not released (PermissionDenied); a stream from another
   // primary while one is open (FailedPrecondition; one from the same primary replaces the open
   // one); any stream for a server taken over here (core::TakenOverRefusal); more than
@@ -96,10 +101,11 @@ class ReplicaRegistry {
   // Ends replication of `instance_uuid` for good: an open stream's next item is refused and its
   // open epoch dropped (waiting for an item being applied right now), later streams are refused,
   // and this host is recorded as the owner (taken over; kept across restarts). Returns the
-  // committed replica. `handed_over`: the owner handed the server over (a planned switchover,
-  // whose final stream ended on purpose); otherwise (a failover) a replica its owner released is
-  // refused with FailedPrecondition, and nothing changes. NotFound when there is none; its own
-  // errors (DataLoss...) when the replica cannot be opened consistently; the error of writing
+  // committed replica, its boot files checked. `handed_over`: the owner handed the server over
+  // (a planned switchover, whose final stream ended on purpose); otherwise (a failover) a replica
+  // its owner released is refused with FailedPrecondition, and nothing changes. NotFound when
+  // there is none; its own errors (DataLoss...) when the replica cannot be opened consistently
+  // or a boot file is damaged (ReplicaStore::BootFiles()); the error of writing
   // owner.rec when the take-over cannot be recorded. On any error the server is not fenced
   // (streams are accepted as before; an epoch the open stream had begun is dropped).
   StatusOr<FencedReplica> Fence(const std::string& instance_uuid, bool handed_over);

@@ -83,6 +83,11 @@ void ToProto(const core::StreamOpen& in, nova_dt::v1::StreamOpen* out) {
   out->set_domain_xml(in.domain_xml);
   out->set_witness_generation(in.witness_generation);
   out->set_basis_id(in.basis_id);
+  for (const auto& f : in.boot_files) {
+    auto* o = out->add_boot_files();
+    o->set_name(f.name);
+    o->set_size_bytes(f.size_bytes);
+  }
 }
 
 core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
@@ -95,6 +100,7 @@ core::StreamOpen FromProto(const nova_dt::v1::StreamOpen& in) {
   out.domain_xml = in.domain_xml();
   out.witness_generation = in.witness_generation();
   out.basis_id = in.basis_id();
+  for (const auto& f : in.boot_files()) out.boot_files.push_back({f.name(), f.size_bytes()});
   return out;
 }
 
@@ -127,6 +133,12 @@ void ToProto(const core::StreamItem& in, nova_dt::v1::ReplicationMessage* out) {
       o->set_pages(e.pages);
       o->set_disk_writes(e.disk_writes);
       o->set_device_state_bytes(e.device_state_bytes);
+    }
+    void operator()(const core::BootFileChunk& c) {
+      auto* o = out->mutable_boot_file();
+      o->set_name(c.name);
+      o->set_offset(c.offset);
+      o->set_data(c.data);
     }
   };
   std::visit(Visitor{out}, in);

@@ -36,6 +36,9 @@ core::StreamItem ItemFromProto(const ReplicationMessage& m) {
       const auto& w = m.disk_write();
       return core::DiskWrite{w.disk(), w.offset(), w.data(), w.zeroes(), w.length()};
     }
+    case ReplicationMessage::kBootFile:
+      return core::BootFileChunk{m.boot_file().name(), m.boot_file().offset(),
+                                 m.boot_file().data()};
     case ReplicationMessage::kDeviceState:
       return core::DeviceStateChunk{m.device_state().data(), m.device_state().last(),
                                     static_cast<core::DeviceStateEncoding>(m.device_state().encoding())};

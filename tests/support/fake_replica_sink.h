@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,11 @@ struct FakeReplicaState {
   std::vector<uint64_t> pages;  // every page index received, in order
   std::string device_state;     // the last complete device state handed to the sink
   std::string device_state_wip;
+  // Boot files: the bytes received per name ("bootfile <name> <offset>+<n>" in `calls`), and how
+  // often EndBootFiles() was called (not in `calls`, which older tests compare whole; fail_on
+  // "bootfiles end" makes it fail).
+  std::map<std::string, std::string> boot_files;
+  int boot_files_ended = 0;
   std::atomic<int> heard{0};
   // Fault injection: the first call whose record starts with `fail_on` returns `fail_with`.
   std::string fail_on;
@@ -45,6 +51,24 @@ class FakeReplicaSink final : public core::ReplicaSink {
   explicit FakeReplicaSink(std::shared_ptr<FakeReplicaState> state) : s_(std::move(state)) {}
 
   void OnPrimaryHeard() override { ++s_->heard; }
+  Status AddBootFileData(const core::BootFileChunk& c) override {
+    Status st = Record("bootfile " + c.name + " " + std::to_string(c.offset) + "+" +
+                       std::to_string(c.data.size()));
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      s_->boot_files[c.name] += c.data;
+    }
+    return st;
+  }
+  Status EndBootFiles() override {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    ++s_->boot_files_ended;
+    if (s_->fail_on == "bootfiles end") {
+      s_->fail_on.clear();
+      return s_->fail_with;
+    }
+    return absl::OkStatus();
+  }
   Status BeginEpoch(uint64_t epoch) override { return Record("begin " + std::to_string(epoch)); }
   Status AddPages(const core::RamPages& p) override {
     {

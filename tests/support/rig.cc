@@ -1,5 +1,6 @@
 #include "tests/support/rig.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -15,9 +16,17 @@ Status Failed(const std::string& what, const std::string& out) {
   return absl::InternalError(what + " failed:\n" + out);
 }
 
+// `name` with $NOVA_DT_RIG_SUFFIX appended (tests/rig/README.md): test runs of two checkouts on
+// one machine then never bring up, tear down or share each other's rigs.
+std::string RunRigName(std::string name) {
+  const char* suffix = std::getenv("NOVA_DT_RIG_SUFFIX");
+  return suffix ? name + suffix : name;
+}
+
 }  // namespace
 
-Rig::Rig(std::string name) : name_(std::move(name)), dir_("/tmp/nova-dt-rig-" + name_) {}
+Rig::Rig(std::string name)
+    : name_(RunRigName(std::move(name))), dir_("/tmp/nova-dt-rig-" + name_) {}
 
 Rig::~Rig() {
   if (up_) (void)Down();
@@ -92,12 +101,18 @@ Status Rig::Netem(const std::string& host, const std::string& args) {
 }
 
 Status Rig::BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
-                      int memory_mib) {
+                      int memory_mib, const std::vector<std::string>& options) {
   std::string out;
-  if (Script(kRig, {"boot-guest", host, name, uuid, "--memory", std::to_string(memory_mib)},
-             &out) != 0) {
-    return Failed("rig boot-guest", out);
-  }
+  std::vector<std::string> args = {"boot-guest", host, name, uuid, "--memory",
+                                   std::to_string(memory_mib)};
+  args.insert(args.end(), options.begin(), options.end());
+  if (Script(kRig, args, &out) != 0) return Failed("rig boot-guest", out);
+  return absl::OkStatus();
+}
+
+Status Rig::Kill(const std::string& host) {
+  std::string out;
+  if (Script(kRig, {"kill", host}, &out, 30) != 0) return Failed("rig kill " + host, out);
   return absl::OkStatus();
 }
 

@@ -12,7 +12,8 @@ namespace novadt::testing {
 
 class Rig {
  public:
-  // Names the rig (1-8 chars [a-z0-9]); nothing starts until Up().
+  // Names the rig (1-8 chars [a-z0-9], $NOVA_DT_RIG_SUFFIX appended when set); nothing starts
+  // until Up().
   explicit Rig(std::string name);
   // Tears the rig down (bounded) if Up() was called, whatever happened in between.
   ~Rig();
@@ -39,8 +40,12 @@ class Rig {
   static constexpr const char* kQemuGroup = "libvirt-qemu";
   // `rig netem HOST ARGS` ("delay 50ms 20ms loss 5%", or "clear"): impairs HOST's link.
   Status Netem(const std::string& host, const std::string& args);
+  // `rig boot-guest`; `options` are more guest options of the rig (e.g. "--nova-instance-dir").
   Status BootGuest(const std::string& host, const std::string& name, const std::string& uuid,
-                   int memory_mib = 256);
+                   int memory_mib = 256, const std::vector<std::string>& options = {});
+  // `rig kill HOST`: the host loses power (SIGKILL to every process of its namespaces: libvirtd,
+  // QEMU, the agent); its files stay.
+  Status Kill(const std::string& host);
   // Counter values the observer received so far, in arrival order.
   std::vector<int64_t> ObserverValues() const;
 

@@ -119,6 +119,7 @@ TEST_F(ConfigLoaderTest, DefaultsFromAMinimalFile) {
   EXPECT_EQ(c->replication.heartbeat_interval_ms, 100);
   EXPECT_EQ(c->replication.failure_phi_threshold, 8);
   EXPECT_EQ(c->replication.max_epoch_bytes, 512ull * 1024 * 1024);
+  EXPECT_EQ(c->replication.max_boot_file_bytes, 256ull * 1024 * 1024);
   EXPECT_EQ(c->replication.replica_path, "/var/lib/libvirt/qemu/ram/nova-dt");
   EXPECT_EQ(c->peer.link_stats_interval_s, 10);
   EXPECT_EQ(c->peer.link_capacity_mbit, 10000);
@@ -184,7 +185,8 @@ TEST_F(ConfigLoaderTest, ReadsEveryOption) {
       "epoch_ms = 50\n"
       "degrade_after_ms = 3000\n"
       "heartbeat_timeout_ms = 400\n"
-      "max_epoch_bytes = 1_073_741_824\n");
+      "max_epoch_bytes = 1_073_741_824\n"
+      "max_boot_file_bytes = 67_108_864\n");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->defaults.host, "compute-1");
   ASSERT_EQ(c->defaults.transport.hosts.size(), 2u);
@@ -224,6 +226,7 @@ TEST_F(ConfigLoaderTest, ReadsEveryOption) {
   EXPECT_EQ(c->replication.degrade_after_ms, 3000);
   EXPECT_EQ(c->replication.heartbeat_timeout_ms, 400);
   EXPECT_EQ(c->replication.max_epoch_bytes, 1073741824u);
+  EXPECT_EQ(c->replication.max_boot_file_bytes, 67108864u);
   EXPECT_EQ(c->replication.replica_path, "/var/lib/libvirt/qemu/ram/nova-dt")
       << "not derived from state_path: the libvirt hook looks in <ram dir>/nova-dt";
 }
@@ -503,6 +506,7 @@ TEST_F(ConfigLoaderTest, EveryIntegerIsRangeChecked) {
       {"replication", "heartbeat_interval_ms", "10", "10000"},
       {"replication", "failure_phi_threshold", "1", "50"},
       {"replication", "max_epoch_bytes", "1048576", "68719476736"},
+      {"replication", "max_boot_file_bytes", "1048576", "17179869184"},
       {"oslo_messaging_rabbit", "heartbeat_timeout_threshold", "0", "3600"},
       {"oslo_messaging_rabbit", "rabbit_retry_interval", "1", "3600"},
       {"oslo_messaging_rabbit", "rabbit_retry_backoff", "0", "3600"},
@@ -862,7 +866,7 @@ TEST_F(ConfigLoaderTest, SampleFileLoadsAndShowsTheDefaults) {
     if (option) ++options;
     uncommented += (option && line.find('<') == std::string::npos ? line.substr(1) : line) + "\n";
   }
-  EXPECT_EQ(options, 71);
+  EXPECT_EQ(options, 72);
 
   CapturedLog log;
   StatusOr<AgentConfig> from_sample = LoadAgentConfig({Write("sample.conf", uncommented)});

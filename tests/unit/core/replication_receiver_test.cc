@@ -229,5 +229,178 @@ TEST_F(ReplicationReceiverTest, EpochsAfterTheSeedAreBoundedByMaxEpochBytes) {
   EXPECT_EQ(r->get()->last_committed(), 1u);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Boot files (protocol 4): declared in the StreamOpen, their bytes before the first epoch.
+
+StreamOpen WithBootFiles(std::vector<BootFile> files) {
+  StreamOpen o = TestOpen();
+  o.protocol = kBootFilesProtocolVersion;
+  o.boot_files = std::move(files);
+  return o;
+}
+
+TEST_F(ReplicationReceiverTest, BootFilesReachTheSinkWholeAndEndBeforeTheFirstEpoch) {
+  auto r = Start(WithBootFiles({{"kernel", 5000}, {"ramdisk", 10}}));
+  ASSERT_TRUE(r);
+  std::vector<uint64_t> acks;
+  ASSERT_TRUE(Feed(*r,
+                   {BootFileChunk{"kernel", 0, std::string(4096, 'k')},
+                    BootFileChunk{"kernel", 4096, std::string(904, 'K')},
+                    BootFileChunk{"ramdisk", 0, std::string(10, 'r')}},
+                   &acks)
+                  .ok());
+  EXPECT_EQ(state_->boot_files_ended, 0) << "ended before the first epoch began";
+  ASSERT_TRUE(Feed(*r, SmallEpoch(1), &acks).ok());
+  ASSERT_TRUE(Feed(*r, SmallEpoch(2), &acks).ok());
+  EXPECT_THAT(acks, ElementsAre(1, 2));
+  EXPECT_EQ(state_->boot_files_ended, 1);
+  EXPECT_EQ(state_->boot_files["kernel"], std::string(4096, 'k') + std::string(904, 'K'));
+  EXPECT_EQ(state_->boot_files["ramdisk"], std::string(10, 'r'));
+  const auto calls = state_->Calls();
+  ASSERT_GE(calls.size(), 4u);
+  EXPECT_THAT(std::vector<std::string>(calls.begin(), calls.begin() + 4),
+              ElementsAre("bootfile kernel 0+4096", "bootfile kernel 4096+904",
+                          "bootfile ramdisk 0+10", "begin 1"));
+}
+
+// A stream without boot files (an older primary's, or a server booting from none) still ends
+// them, once: the replica then keeps none.
+TEST_F(ReplicationReceiverTest, StreamsWithoutBootFilesOfEveryAcceptedVersionEndThemOnce) {
+  for (uint32_t protocol = kMinReplicationProtocolVersion;
+       protocol <= kReplicationProtocolVersion; ++protocol) {
+    SCOPED_TRACE(protocol);
+    state_ = std::make_shared<FakeReplicaState>();
+    StreamOpen o = TestOpen();
+    o.protocol = protocol;
+    auto r = Start(o);
+    ASSERT_TRUE(r);
+    ASSERT_TRUE(Feed(*r, SmallEpoch(1)).ok());
+    ASSERT_TRUE(Feed(*r, SmallEpoch(2)).ok());
+    EXPECT_EQ(state_->boot_files_ended, 1);
+    EXPECT_TRUE(state_->boot_files.empty());
+  }
+}
+
+// What a primary declares is checked at the open, before the factory makes anything: names
+// (Nova's two), sizes (not empty, within max_boot_file_bytes), the protocol that has them.
+TEST_F(ReplicationReceiverTest, DeclaredBootFilesAreCheckedAtTheOpen) {
+  int made = 0;
+  auto counting = [&](const StreamOpen& o) {
+    ++made;
+    return FakeSinkFactory(state_)(o);
+  };
+  StreamLimits limits;
+  limits.max_boot_file_bytes = 1 << 20;
+  struct Case {
+    std::string what;
+    StreamOpen open;
+    absl::StatusCode code;
+    std::string error;
+  };
+  StreamOpen v3 = WithBootFiles({{"kernel", 10}});
+  v3.protocol = kBasisProtocolVersion;
+  const std::vector<Case> cases = {
+      {"protocol 3", v3, absl::StatusCode::kInvalidArgument, "boot files in protocol version 3"},
+      {"other name", WithBootFiles({{"vmlinuz", 10}}), absl::StatusCode::kInvalidArgument,
+       "'vmlinuz' is neither kernel nor ramdisk"},
+      {"path", WithBootFiles({{"../kernel", 10}}), absl::StatusCode::kInvalidArgument,
+       "neither kernel nor ramdisk"},
+      {"empty name", WithBootFiles({{"", 10}}), absl::StatusCode::kInvalidArgument,
+       "neither kernel nor ramdisk"},
+      {"twice", WithBootFiles({{"kernel", 10}, {"kernel", 10}}),
+       absl::StatusCode::kInvalidArgument, "names boot file 'kernel' twice"},
+      {"empty", WithBootFiles({{"ramdisk", 0}}), absl::StatusCode::kInvalidArgument,
+       "boot file 'ramdisk' is empty"},
+      {"too large", WithBootFiles({{"kernel", (1 << 20) + 1}}),
+       absl::StatusCode::kResourceExhausted,
+       "boot file 'kernel' of 1048577 bytes is larger than this backup accepts ([replication] "
+       "max_boot_file_bytes = 1048576)"},
+      {"huge", WithBootFiles({{"ramdisk", ~uint64_t{0}}}), absl::StatusCode::kResourceExhausted,
+       "max_boot_file_bytes"},
+  };
+  for (const auto& c : cases) {
+    auto r = ReplicationReceiver::Start(c.open, counting, limits);
+    EXPECT_EQ(r.status().code(), c.code) << c.what << ": " << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.error)) << c.what;
+  }
+  EXPECT_EQ(made, 0) << "a refused open made something";
+  EXPECT_TRUE(ReplicationReceiver::Start(WithBootFiles({{"kernel", 1 << 20}, {"ramdisk", 1}}),
+                                         counting, limits)
+                  .ok());
+}
+
+TEST_F(ReplicationReceiverTest, BootFileChunksOutOfOrderEndTheStream) {
+  struct Case {
+    std::vector<StreamItem> items;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {{BootFileChunk{"ramdisk", 0, "r"}},
+       "BootFileChunk of 'ramdisk' while boot file 'kernel' is incomplete (0 of 5000 bytes)"},
+      {{BootFileChunk{"initrd", 0, "r"}}, "BootFileChunk of 'initrd' while boot file 'kernel'"},
+      {{BootFileChunk{"kernel", 1, "k"}}, "BootFileChunk of 'kernel' at offset 1, expected 0"},
+      {{BootFileChunk{"kernel", 0, std::string(100, 'k')},
+        BootFileChunk{"kernel", 0, std::string(100, 'k')}},
+       "at offset 0, expected 100"},
+      {{BootFileChunk{"kernel", 0, std::string(5001, 'k')}}, "beyond its declared 5000 bytes"},
+      {{BootFileChunk{"kernel", 0, ""}}, "empty BootFileChunk of 'kernel'"},
+      {{BootFileChunk{"kernel", 0, std::string(4096, 'k')}, EpochBegin{1}},
+       "EpochBegin before boot file 'kernel' is complete (4096 of 5000 bytes)"},
+      {{BootFileChunk{"kernel", 0, std::string(5000, 'k')}, EpochBegin{1}},
+       "EpochBegin before boot file 'ramdisk' is complete (0 of 10 bytes)"},
+      {{BootFileChunk{"kernel", 0, std::string(5000, 'k')}, BootFileChunk{"ramdisk", 0, "r"},
+        BootFileChunk{"ramdisk", 1, std::string(10, 'r')}},
+       "BootFileChunk of 'ramdisk' at 1+10 beyond its declared 10 bytes"},
+  };
+  for (const auto& c : cases) {
+    state_ = std::make_shared<FakeReplicaState>();
+    auto r = Start(WithBootFiles({{"kernel", 5000}, {"ramdisk", 10}}));
+    ASSERT_TRUE(r);
+    Status st = Feed(*r, c.items);
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(c.error));
+    EXPECT_EQ(state_->boot_files_ended, 0);
+    for (const auto& call : state_->Calls()) EXPECT_EQ(call.rfind("begin", 0), std::string::npos);
+  }
+  // Complete boot files, then more of them: after (or inside) the first epoch.
+  const std::vector<StreamItem> complete = {BootFileChunk{"kernel", 0, std::string(5000, 'k')},
+                                            BootFileChunk{"ramdisk", 0, std::string(10, 'r')}};
+  {
+    auto r = Start(WithBootFiles({{"kernel", 5000}, {"ramdisk", 10}}));
+    ASSERT_TRUE(Feed(*r, complete).ok());
+    Status st = Feed(*r, {BootFileChunk{"ramdisk", 10, "r"}});
+    EXPECT_THAT(std::string(st.message()), HasSubstr("every declared boot file is complete"));
+  }
+  {
+    auto r = Start(WithBootFiles({{"kernel", 5000}, {"ramdisk", 10}}));
+    ASSERT_TRUE(Feed(*r, complete).ok());
+    ASSERT_TRUE(Feed(*r, {EpochBegin{1}}).ok());
+    Status st = Feed(*r, {BootFileChunk{"kernel", 0, "k"}});
+    EXPECT_THAT(std::string(st.message()), HasSubstr("BootFileChunk while epoch 1 is still open"));
+  }
+  {
+    auto r = Start(WithBootFiles({{"kernel", 5000}, {"ramdisk", 10}}));
+    ASSERT_TRUE(Feed(*r, complete).ok());
+    ASSERT_TRUE(Feed(*r, SmallEpoch(1)).ok());
+    Status st = Feed(*r, {BootFileChunk{"kernel", 0, "k"}});
+    EXPECT_THAT(std::string(st.message()), HasSubstr("after the first epoch began"));
+  }
+  {
+    auto r = Start();  // declares none
+    Status st = Feed(*r, {BootFileChunk{"kernel", 0, "k"}});
+    EXPECT_THAT(std::string(st.message()), HasSubstr("the StreamOpen declares no boot file"));
+  }
+}
+
+TEST_F(ReplicationReceiverTest, SinkRefusingTheBootFilesEndsTheStreamBeforeTheSeed) {
+  state_->fail_on = "bootfiles end";
+  state_->fail_with = absl::ResourceExhaustedError("no space for the boot files");
+  auto r = Start(WithBootFiles({{"kernel", 3}}));
+  ASSERT_TRUE(Feed(*r, {BootFileChunk{"kernel", 0, "abc"}}).ok());
+  Status st = Feed(*r, SmallEpoch(1));
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  for (const auto& call : state_->Calls()) EXPECT_EQ(call.rfind("begin", 0), std::string::npos);
+}
+
 }  // namespace
 }  // namespace novadt::core

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -257,6 +259,86 @@ TEST_F(AgentSecurityTest, ADomainThatIsNotRestorableAsNovaMadeItIsRefusedAndNoth
   auto s = BackupStatus();
   ASSERT_TRUE(s);
   EXPECT_EQ(s->protected_servers_size(), 0);
+}
+
+// Boot files (protocol 4): a stream carries exactly the files its domain boots from in Nova's
+// instance directory, each within [replication] max_boot_file_bytes; the backup checks that when
+// the stream opens, before anything is made. An older primary's stream (protocol 3) is accepted
+// as before (and said to be unrestorable here).
+TEST_F(AgentSecurityTest, AStreamCarriesExactlyTheBootFilesItsDomainBootsFrom) {
+  StartB("max_boot_file_bytes = 1048576\n");
+  const std::string dir = "/var/lib/nova/instances/" + kUuid;
+  std::string boots = libvirt::fixtures::kNovaGeneratedXml;
+  const std::string boot_dev = "<boot dev=\"hd\"/>";
+  ASSERT_NE(boots.find(boot_dev), std::string::npos);
+  boots.replace(boots.find(boot_dev), boot_dev.size(),
+                "<kernel>" + dir + "/kernel</kernel><initrd>" + dir + "/ramdisk</initrd>");
+  const auto with = [&](std::string xml, std::vector<core::BootFile> files, uint32_t protocol) {
+    core::StreamOpen open = NovaOpen();
+    open.domain_xml = std::move(xml);
+    open.boot_files = std::move(files);
+    open.protocol = protocol;
+    return open;
+  };
+  const uint32_t v4 = core::kBootFilesProtocolVersion;
+  struct Case {
+    std::string what;
+    core::StreamOpen open;
+    absl::StatusCode code;
+    std::string error;
+  };
+  const std::vector<Case> refused = {
+      {"ramdisk missing", with(boots, {{"kernel", 10}}, v4), absl::StatusCode::kInvalidArgument,
+       "the domain boots from " + dir + "/ramdisk but the stream carries no copy of it"},
+      {"a file it does not boot from",
+       with(libvirt::fixtures::kNovaGeneratedXml, {{"kernel", 10}}, v4),
+       absl::StatusCode::kInvalidArgument,
+       "the stream carries boot file 'kernel' but the domain does not boot from " + dir +
+           "/kernel"},
+      {"too large", with(boots, {{"kernel", (1 << 20) + 1}, {"ramdisk", 10}}, v4),
+       absl::StatusCode::kResourceExhausted, "max_boot_file_bytes = 1048576"},
+      {"another name", with(boots, {{"kernel", 10}, {"ramdisk", 10}, {"../../x", 10}}, v4),
+       absl::StatusCode::kInvalidArgument, "is neither kernel nor ramdisk"},
+  };
+  for (const Case& c : refused) {
+    SCOPED_TRACE(c.what);
+    Stream s;
+    Open(s, "rig-a", c.open);
+    EXPECT_EQ(s.Refusal().code(), c.code) << s.Refusal();
+    EXPECT_NE(std::string(s.Refusal().message()).find(c.error), std::string::npos)
+        << s.Refusal();
+  }
+  EXPECT_TRUE(ReplicaRoot().empty()) << "no replica directory was made";
+
+  {  // An older primary: accepted, replicated, but it cannot be failed over here.
+    Stream s;
+    Open(s, "rig-a", with(boots, {}, core::kBasisProtocolVersion));
+    ASSERT_TRUE(s.stream) << s.Refusal();
+    for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE(s.stream->Send(item).ok());
+    ASSERT_TRUE(WaitFor([&] { return s.Acked() == 1; }, seconds(10))) << Log();
+    EXPECT_NE(Log().find("cannot be failed over to this host: its domain boots from " + dir +
+                         "/kernel and that agent (replication protocol 3) sends no boot files"),
+              std::string::npos)
+        << Log();
+    s.stream->Cancel();
+    s.Refusal();
+  }
+  {  // Exactly its boot files: kept with the replica, the agent's own, 0600.
+    Stream s;
+    Open(s, "rig-a", with(boots, {{"kernel", 5000}, {"ramdisk", 7}}, v4));
+    ASSERT_TRUE(s.stream) << s.Refusal();
+    ASSERT_TRUE(s.stream->Send(core::BootFileChunk{"kernel", 0, std::string(5000, 'k')}).ok());
+    ASSERT_TRUE(s.stream->Send(core::BootFileChunk{"ramdisk", 0, "ramdisk"}).ok());
+    for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE(s.stream->Send(item).ok());
+    ASSERT_TRUE(WaitFor([&] { return s.Acked() == 1; }, seconds(10))) << Log();
+    const std::string replica = replicas_ + "/" + kUuid;
+    EXPECT_EQ(ReadFile(replica + "/boot-kernel"), std::string(5000, 'k'));
+    EXPECT_EQ(ReadFile(replica + "/boot-ramdisk"), "ramdisk");
+    struct stat st {};
+    ASSERT_EQ(::stat((replica + "/boot-kernel").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    EXPECT_EQ(st.st_uid, ::geteuid());
+  }
 }
 
 // A server this host runs cannot be replicated here: a restore would replace the running

@@ -4,6 +4,7 @@
 // fresh file there).
 #include "agent/engine/failover_restorer.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -37,8 +39,12 @@ class FakeLauncher final : public core::DomainLauncher {
   bool run_hook = true;
   Status start_error, resume_error, define_error;
 
+  // Called at the start, before anything else (what the host looks like when libvirt starts).
+  std::function<void()> on_start;
+
   StatusOr<core::LaunchedDomain> StartPausedIncoming(const core::RestoreSpec& spec) override {
     Record("start");
+    if (on_start) on_start();
     last_spec = spec;
     if (!start_error.ok()) return start_error;
     ++id_;
@@ -138,6 +144,7 @@ class FailoverRestorerTest : public ::testing::Test {
     o.arm_dir = arm_dir_;
     o.poll_interval = std::chrono::milliseconds(0);
     o.load_timeout = std::chrono::milliseconds(500);
+    o.instances_path = dir_.path() + "/instances";
     return o;
   }
 
@@ -425,6 +432,99 @@ TEST(LibvirtHookTest, MakesTheGuestRamDirectoryForQemusUserAsLibvirtWould) {
   fs::remove(ram);
   fs::rename(ram + ".real", ram);
   EXPECT_EQ(run_hook(14), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 0: Nova's instance directory of a server booting from its own kernel and ramdisk, which
+// the backup host never had (engine/boot_files.h).
+
+class InstanceDirRestoreTest : public FailoverRestorerTest {
+ protected:
+  InstanceDirRestoreTest() {
+    fs::create_directories(instances_);
+    fs::permissions(instances_, fs::perms(0755));
+    std::ofstream(arm_dir_ + "/" + kUuid + "/boot-kernel") << "the kernel";
+    std::ofstream(arm_dir_ + "/" + kUuid + "/boot-ramdisk") << "the ramdisk";
+    req_.instance_dir = true;
+    req_.boot_files = {{"kernel", arm_dir_ + "/" + kUuid + "/boot-kernel"},
+                       {"ramdisk", arm_dir_ + "/" + kUuid + "/boot-ramdisk"}};
+  }
+  const std::string instances_ = dir_.path() + "/instances";
+  const std::string instance_dir_ = instances_ + "/" + kUuid;
+};
+
+TEST_F(InstanceDirRestoreTest, TheBootFilesAreInTheInstanceDirectoryBeforeTheDomainStarts) {
+  std::string kernel_at_start, ramdisk_at_start;
+  launcher_.on_start = [&] {
+    kernel_at_start = novadt::testing::ReadFile(instance_dir_ + "/kernel");
+    ramdisk_at_start = novadt::testing::ReadFile(instance_dir_ + "/ramdisk");
+    std::ofstream(instance_dir_ + "/console.log") << "";  // libvirt makes it, as root
+  };
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(kernel_at_start, "the kernel");
+  EXPECT_EQ(ramdisk_at_start, "the ramdisk");
+  EXPECT_TRUE(fs::is_directory(instance_dir_));
+  EXPECT_TRUE(fs::exists(instance_dir_ + "/console.log")) << "left for the running guest";
+  EXPECT_EQ(novadt::testing::ReadFile(instance_dir_ + "/kernel"), "the kernel");
+  EXPECT_GE(r->timings.instance_dir.count(), 0);
+}
+
+// A definition that only logs its console there still gets the directory (no boot files).
+TEST_F(InstanceDirRestoreTest, ADirectoryForTheConsoleLogAlone) {
+  req_.boot_files.clear();
+  bool dir_at_start = false;
+  launcher_.on_start = [&] { dir_at_start = fs::is_directory(instance_dir_); };
+  ASSERT_TRUE(restorer_.Restore(req_).ok());
+  EXPECT_TRUE(dir_at_start);
+  EXPECT_FALSE(fs::exists(instance_dir_ + "/kernel"));
+}
+
+// A replica seeded by a primary that sent no boot files (before replication protocol 4) cannot
+// be restored: said before anything is made or started.
+TEST_F(InstanceDirRestoreTest, AReplicaWithoutTheBootFilesItNeedsIsRefusedBeforeAnythingStarts) {
+  req_.boot_files["ramdisk"] = "";
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("preparing the instance directory: the domain boots from " +
+                                   instance_dir_ +
+                                   "/ramdisk but the replica holds no copy of it"));
+  EXPECT_TRUE(launcher_.calls().empty());
+  EXPECT_FALSE(fs::exists(instance_dir_));
+  EXPECT_FALSE(Armed());
+}
+
+TEST_F(InstanceDirRestoreTest, WithoutNovasInstancesPathTheRestoreSaysSo) {
+  fs::remove_all(instances_);
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("Nova's instances_path " + instances_ +
+                                   " ([libvirt] instances_path) does not exist"));
+  EXPECT_TRUE(launcher_.calls().empty());
+}
+
+// A failed restore leaves no instance directory it made behind (a retry makes it again); one
+// that was there before stays.
+TEST_F(InstanceDirRestoreTest, AFailedStartRemovesTheDirectoryItMadeAndKeepsOneThatWasThere) {
+  launcher_.start_error = absl::UnavailableError("Failed to create file console.log");
+  launcher_.on_start = [&] { std::ofstream(instance_dir_ + "/console.log") << "x"; };
+  auto r = restorer_.Restore(req_);
+  ASSERT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  EXPECT_FALSE(fs::exists(instance_dir_));
+
+  fs::create_directory(instance_dir_);
+  fs::permissions(instance_dir_, fs::perms(0755));
+  std::ofstream(instance_dir_ + "/disk.info") << "{}";  // Nova's own
+  r = restorer_.Restore(req_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(fs::exists(instance_dir_ + "/disk.info"));
+  EXPECT_EQ(novadt::testing::ReadFile(instance_dir_ + "/kernel"), "the kernel");
+
+  launcher_.start_error = absl::OkStatus();
+  r = restorer_.Restore(req_);
+  EXPECT_TRUE(r.ok()) << "a retry over what the failed attempt left: " << r.status();
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -127,6 +130,10 @@ class LoopbackLink final : public core::ReplicationLink {
     }
     last_witness_generation = open.witness_generation;
     last_basis_id = open.basis_id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      opened.push_back(open);
+    }
     auto r = core::ReplicationReceiver::Start(open, novadt::testing::FakeSinkFactory(state));
     if (!r.ok()) return r.status();
     ++opens;
@@ -165,6 +172,11 @@ class LoopbackLink final : public core::ReplicationLink {
   std::atomic<int64_t> last_witness_generation{-1};
   std::atomic<bool> taken_over{false};  // the backup runs the server: every send is refused
   std::atomic<uint64_t> last_basis_id{0};
+  std::vector<core::StreamOpen> opened;  // every StreamOpen received (under mu_: Opened())
+  std::vector<core::StreamOpen> Opened() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return opened;
+  }
   std::atomic<int> syncs{0};
   // Release(): calls, what it answers, and what runs first (set before the session).
   std::atomic<int> releases{0};
@@ -249,6 +261,8 @@ class PrimarySessionTest : public ::testing::Test {
     capture->initial_copy = initial_copy_;
     capture_ = capture.get();
     p.capture = std::move(capture);
+    p.instances_path = dir_.path() + "/instances";
+    p.boot_files = boot_files_;
     session_ = std::make_unique<PrimarySession>(std::move(p), o, clock_);
     session_->Start();
   }
@@ -275,6 +289,7 @@ class PrimarySessionTest : public ::testing::Test {
   FakeCapture* capture_ = nullptr;
   std::function<void()> on_capture_start_;
   std::vector<core::DiskWrite> initial_copy_{{"vda", 0, std::string(4096, 'i')}};
+  std::vector<std::string> boot_files_;  // SessionParts::boot_files
   novadt::testing::FakeWitness w;  // outlives the session (TearDown resets it first)
   std::unique_ptr<PrimarySession> session_;
 };
@@ -523,6 +538,91 @@ TEST_F(PrimarySessionTest, UnreachableBackupIsReportedAndRetried) {
   EXPECT_THAT(session_->status().reason, HasSubstr("backup unreachable"));
   ASSERT_TRUE(WaitState(PairState::kProtected, seconds(5))) << session_->status().reason;
   EXPECT_EQ(session_->status().reseeds, 2u);
+}
+
+// --- boot files (a direct kernel boot from Nova's instance directory) -------------------------
+
+class BootFilesSessionTest : public PrimarySessionTest {
+ protected:
+  void SetUp() override {
+    PrimarySessionTest::SetUp();
+    instance_dir_ = dir_.path() + "/instances/" + novadt::testing::TestOpen().instance_uuid;
+    std::filesystem::create_directories(instance_dir_);
+    Write("kernel", kernel_);
+    Write("ramdisk", "ramdisk of the first seed");
+    boot_files_ = {"kernel", "ramdisk"};
+  }
+  void Write(const std::string& name, const std::string& bytes) {
+    std::ofstream(instance_dir_ + "/" + name, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  int CountCalls(const std::string& prefix) {
+    int n = 0;
+    for (const auto& c : link_.state->Calls()) n += c.rfind(prefix, 0) == 0;
+    return n;
+  }
+  std::string instance_dir_;
+  const std::string kernel_ = novadt::testing::PseudoRandomBytes(5, (3 << 20) / 2);
+};
+
+// Every stream (every seed: also a re-seed, also one over a basis) declares the boot files and
+// sends them, read anew, before its first epoch; protocol 4.
+TEST_F(BootFilesSessionTest, EveryStreamCarriesTheBootFilesBeforeItsSeed) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  auto calls = link_.state->Calls();
+  ASSERT_GE(calls.size(), 4u);
+  EXPECT_EQ(calls[0], "bootfile kernel 0+1048576");
+  EXPECT_EQ(calls[1], "bootfile kernel 1048576+524288");
+  EXPECT_EQ(calls[2], "bootfile ramdisk 0+25");
+  EXPECT_EQ(calls[3], "begin 1");
+  auto opens = link_.Opened();
+  ASSERT_EQ(opens.size(), 1u);
+  EXPECT_EQ(opens[0].protocol, core::kBootFilesProtocolVersion);
+  EXPECT_EQ(opens[0].boot_files, (std::vector<core::BootFile>{{"kernel", kernel_.size()},
+                                                              {"ramdisk", 25}}));
+  // The ramdisk changes (a rebuild would), and the backup stalls: the re-seed sends it anew.
+  Write("ramdisk", "ramdisk of the re-seed");
+  link_.Stall(true);
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(3)));
+  link_.Stall(false);
+  ASSERT_TRUE(WaitFor([&] { return session_->status().state == PairState::kProtected &&
+                                   session_->status().reseeds >= 1; }, seconds(5)))
+      << session_->status().reason;
+  EXPECT_EQ(CountCalls("bootfile kernel 0+"), 2);
+  EXPECT_EQ(CountCalls("bootfile ramdisk 0+"), 2);
+  EXPECT_EQ(link_.state->boot_files["ramdisk"],
+            "ramdisk of the first seed" + std::string("ramdisk of the re-seed"));
+  EXPECT_EQ(link_.state->boot_files_ended, 2);
+  opens = link_.Opened();
+  ASSERT_GE(opens.size(), 2u);
+  EXPECT_EQ(opens.back().boot_files[1], (core::BootFile{"ramdisk", 22}));
+}
+
+// Without boot files the stream is protocol 3: a backup from before boot files accepts it.
+TEST_F(PrimarySessionTest, AStreamWithoutBootFilesIsOneAnOlderBackupAccepts) {
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kProtected)) << session_->status().reason;
+  auto opens = link_.Opened();
+  ASSERT_EQ(opens.size(), 1u);
+  EXPECT_EQ(opens[0].protocol, core::kBasisProtocolVersion);
+  EXPECT_TRUE(opens[0].boot_files.empty());
+  EXPECT_EQ(link_.state->boot_files_ended, 1);
+}
+
+TEST_F(BootFilesSessionTest, ABootFileThatCannotBeSentFailsTheSeedSayingWhy) {
+  SessionOptions o = Fast();
+  o.max_boot_file_bytes = kernel_.size() - 1;
+  StartSession(o);
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(3)));
+  EXPECT_THAT(session_->status().reason, HasSubstr("max_boot_file_bytes"));
+  EXPECT_EQ(link_.opens.load(), 0) << "nothing is opened for a boot file that cannot be sent";
+  session_.reset();
+
+  std::filesystem::remove(instance_dir_ + "/ramdisk");
+  std::filesystem::create_symlink(instance_dir_ + "/kernel", instance_dir_ + "/ramdisk");
+  StartSession(Fast());
+  ASSERT_TRUE(WaitState(PairState::kDegraded, seconds(3)));
+  EXPECT_THAT(session_->status().reason, HasSubstr("/ramdisk is a symbolic link: refused"));
 }
 
 TEST_F(PrimarySessionTest, FailedCheckpointDegradesWithTheReasonAndLeavesTheGuestRunning) {

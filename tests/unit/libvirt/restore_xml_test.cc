@@ -316,6 +316,64 @@ TEST(RestoreXmlTest, DerivationRefusesWhatTheCheckRefuses) {
 }
 
 // libvirt itself accepts the results (test driver: full domain XML parsing and validation).
+// What a definition needs of Nova's instance directory: the boot files a primary sends with its
+// stream, and whether a restore must make the directory (docs/compute-host.md, "Boot files").
+TEST(InstanceDirFilesTest, ANovaServerBootingFromGlanceKernelAndRamdiskNeedsBoth) {
+  const std::string dir = "/var/lib/nova/instances/" + std::string(kNovaUuid);
+  const std::string xml = Edit(kNovaLiveXml, "<boot dev='hd'/>",
+                               "<kernel>" + dir + "/kernel</kernel><initrd>" + dir +
+                                   "/ramdisk</initrd><cmdline>console=ttyS0</cmdline>");
+  ASSERT_TRUE(CheckRestorableDomain(xml, kNovaUuid, NovaHost()).ok());
+  auto use = InstanceDirFiles(xml, kNovaUuid, NovaHost());
+  ASSERT_TRUE(use.ok()) << use.status();
+  EXPECT_EQ(*use, (InstanceDirUse{.kernel = true, .ramdisk = true, .any = true}));
+  // Without a ramdisk (an image with kernel_id only).
+  use = InstanceDirFiles(Edit(xml, "<initrd>" + dir + "/ramdisk</initrd>", ""), kNovaUuid,
+                         NovaHost());
+  ASSERT_TRUE(use.ok());
+  EXPECT_EQ(*use, (InstanceDirUse{.kernel = true, .ramdisk = false, .any = true}));
+}
+
+// A disk-booted server still logs its console in the instance directory: the directory, no boot
+// files.
+TEST(InstanceDirFilesTest, TheConsoleLogAloneNeedsTheDirectory) {
+  auto use = InstanceDirFiles(kNovaLiveXml, kNovaUuid, NovaHost());
+  ASSERT_TRUE(use.ok()) << use.status();
+  EXPECT_EQ(*use, (InstanceDirUse{.kernel = false, .ramdisk = false, .any = true}));
+  use = InstanceDirFiles(kNovaGeneratedXml, kNovaUuid, NovaHost());
+  ASSERT_TRUE(use.ok()) << use.status();
+  EXPECT_EQ(*use, (InstanceDirUse{.kernel = false, .ramdisk = false, .any = true}));
+}
+
+// The operator's files (restore_file_dirs, on every host) are never the instance's: the rig
+// guest needs nothing. Neither are another server's, or a path only resembling Nova's.
+TEST(InstanceDirFilesTest, OnlyTheInstancesOwnFilesCount) {
+  auto use = InstanceDirFiles(kRigLiveXml, kRigUuid, RigHost());
+  ASSERT_TRUE(use.ok()) << use.status();
+  EXPECT_EQ(*use, InstanceDirUse{});
+  const std::string dir = "/var/lib/nova/instances/" + std::string(kNovaUuid);
+  config::LibvirtSection listed = NovaHost();
+  listed.restore_file_dirs = {"/var/lib/nova/instances"};
+  const std::string boots = Edit(kNovaGeneratedXml, R"(<boot dev="hd"/>)",
+                                 "<kernel>" + dir + "/kernel</kernel>");
+  use = InstanceDirFiles(boots, kNovaUuid, listed);
+  ASSERT_TRUE(use.ok());
+  EXPECT_EQ(*use, InstanceDirUse{}) << "below a restore_file_dirs directory: the operator's";
+  use = InstanceDirFiles(boots, "00000000-0000-4000-8000-000000000001", NovaHost());
+  ASSERT_TRUE(use.ok());
+  EXPECT_FALSE(use->kernel) << "another server's";
+  use = InstanceDirFiles(Edit(boots, dir + "/kernel", dir + "/vmlinuz"), kNovaUuid, NovaHost());
+  ASSERT_TRUE(use.ok());
+  EXPECT_FALSE(use->kernel) << "not Nova's name";
+  EXPECT_TRUE(use->any);
+}
+
+TEST(InstanceDirFilesTest, AnUnparsableDefinitionIsRefused) {
+  EXPECT_TRUE(absl::IsInvalidArgument(InstanceDirFiles("<domain", kNovaUuid, NovaHost()).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      InstanceDirFiles(std::string(kMaxDomainXmlBytes + 1, ' '), kNovaUuid, NovaHost()).status()));
+}
+
 TEST(RestoreXmlTest, LibvirtAcceptsTheDerivedDefinitions) {
   ConnectPtr conn(virConnectOpen("test:///default"));
   ASSERT_TRUE(conn);

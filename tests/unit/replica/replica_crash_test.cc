@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "agent/replica/replica_store.h"
@@ -215,6 +216,120 @@ TEST_F(ReplicaCrashTest, KillDuringRecoveryToo) {
   }
   EXPECT_GT(apply_calls, 5);
   std::cout << "recovery: " << apply_calls << " crash points\n";
+}
+
+// --- boot files ------------------------------------------------------------------------------
+// A seed sends the boot files before its first epoch (replica_store.h, "Boot files"). Process
+// death at every step of writing them and of the seed after them: the replica is either not
+// seeded (never restored) or seeded with exactly the stream's boot files — never seeded with
+// boot files missing, half-written or of another stream.
+
+class ReplicaBootFilesCrashTest : public ReplicaCrashTest {
+ protected:
+  using Files = std::vector<std::pair<std::string, std::string>>;
+
+  // The replica reopened after a death: its epoch, and its boot files checked.
+  uint64_t ExpectSeededWith(const std::set<uint64_t>& epochs,
+                            const std::map<uint64_t, Files>& files_of) {
+    auto store = ReplicaStore::Open(Dir());
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return ~0ull;
+    const uint64_t e = (*store)->committed_epoch();
+    EXPECT_TRUE(epochs.count(e)) << "epoch " << e;
+    for (const auto& entry : std::filesystem::directory_iterator(Dir())) {
+      EXPECT_FALSE(entry.path().string().ends_with(".tmp")) << entry.path() << " left";
+    }
+    if (e == 0) return e;  // not seeded: never restored, whatever its boot files
+    EXPECT_TRUE(ReplicaEquals(**store, models_[e]));
+    auto files = (*store)->BootFiles();
+    EXPECT_TRUE(files.ok()) << "epoch " << e << ": " << files.status();
+    if (!files.ok()) return e;
+    const Files& want = files_of.at(e);
+    EXPECT_EQ(files->size(), want.size()) << "epoch " << e;
+    for (const auto& [name, bytes] : want) {
+      EXPECT_TRUE(files->count(name)) << name;
+      if (files->count(name)) {
+        EXPECT_EQ(Slurp(files->at(name)), bytes) << name;
+      }
+    }
+    return e;
+  }
+
+  const Files kernel_and_ramdisk_ = {{"kernel", Fill(11, 3 * 4096 + 5)},
+                                     {"ramdisk", Fill(12, 900)}};
+  const Files other_kernel_ = {{"kernel", Fill(13, 2 * 4096)}};
+};
+
+TEST_F(ReplicaBootFilesCrashTest, KillAtEveryStepOfTheBootFilesAndTheSeedAfterThem) {
+  std::set<int> steps;
+  std::set<uint64_t> outcomes;
+  int points = 0;
+  for (int k = 1;; ++k) {
+    SCOPED_TRACE(::testing::Message() << "crash at hook call " << k);
+    Prepare(0, {});
+    ChildResult r = RunInChild([&](int report_fd) {
+      CrashAtHook hook(k, report_fd);
+      ReplicaOptions opt;
+      opt.fault_hook = &hook;
+      auto store = ReplicaStore::Open(Dir(), opt);
+      return store.ok() && GiveBootFiles(**store, kernel_and_ramdisk_).ok() &&
+             FeedAndCommit(**store, MakeEpoch(geometry_, 1)).ok();
+    });
+    const uint64_t e = ExpectSeededWith({0, 1}, {{1, kernel_and_ramdisk_}});
+    if (r.exit_code == 0) {
+      EXPECT_EQ(e, 1u);
+      break;
+    }
+    ASSERT_EQ(r.exit_code, kCrashExit) << "child failed without crashing";
+    steps.insert(r.crashed_step);
+    outcomes.insert(e);
+    ++points;
+    ASSERT_LT(k, 10000);
+  }
+  EXPECT_EQ(outcomes, (std::set<uint64_t>{0, 1}));
+  for (int s = static_cast<int>(CommitStep::kBootFileWrite);
+       s <= static_cast<int>(CommitStep::kBootRecordDirSync); ++s) {
+    EXPECT_TRUE(steps.count(s)) << CommitStepName(static_cast<CommitStep>(s));
+  }
+  std::cout << "boot files + seed: " << points << " crash points\n";
+}
+
+// A re-seed over the replica (a stream naming its basis: Unseed, the new stream's boot files,
+// epoch 1) killed at every step: the replica is the old seeded one with the old boot files, not
+// seeded, or the new one with the new boot files.
+TEST_F(ReplicaBootFilesCrashTest, KillAtEveryStepOfAReseedThatReplacesTheBootFiles) {
+  std::set<uint64_t> outcomes;
+  for (int k = 1;; ++k) {
+    SCOPED_TRACE(::testing::Message() << "crash at hook call " << k);
+    Prepare(0, {});
+    {
+      auto store = ReplicaStore::Open(Dir());
+      ASSERT_TRUE(store.ok());
+      ASSERT_TRUE(GiveBootFiles(**store, kernel_and_ramdisk_).ok());
+      for (uint64_t n = 1; n <= 2; ++n) {
+        ASSERT_TRUE(FeedAndCommit(**store, MakeEpoch(geometry_, n)).ok());
+      }
+    }
+    ChildResult r = RunInChild([&](int report_fd) {
+      CrashAtHook hook(k, report_fd);
+      ReplicaOptions opt;
+      opt.fault_hook = &hook;
+      auto store = ReplicaStore::Open(Dir(), opt);
+      return store.ok() && (*store)->Unseed().ok() && GiveBootFiles(**store, other_kernel_).ok() &&
+             FeedAndCommit(**store, MakeEpoch(geometry_, 1)).ok();
+    });
+    // Epoch 1 of the re-seed is a full seed (MakeEpoch(1)): models_[1] either way.
+    const uint64_t e =
+        ExpectSeededWith({0, 1, 2}, {{2, kernel_and_ramdisk_}, {1, other_kernel_}});
+    outcomes.insert(e);
+    if (r.exit_code == 0) {
+      EXPECT_EQ(e, 1u);
+      break;
+    }
+    ASSERT_EQ(r.exit_code, kCrashExit) << "child failed without crashing";
+    ASSERT_LT(k, 10000);
+  }
+  EXPECT_EQ(outcomes, (std::set<uint64_t>{0, 1, 2}));
 }
 
 // --- corruption ------------------------------------------------------------------------------

@@ -43,6 +43,31 @@ TEST(EpochRecordTest, EveryFlippedByteAndEveryTruncationIsDataLoss) {
   }
 }
 
+TEST(BootRecordTest, RoundTripsAndDetectsDamage) {
+  const std::vector<BootRecordEntry> files = {{"kernel", 65906612, 0x1234}, {"ramdisk", 7, 99}};
+  const std::string good = EncodeBootRecord(files);
+  StatusOr<std::vector<BootRecordEntry>> d = DecodeBootRecord(good);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(*d, files);
+  auto none = DecodeBootRecord(EncodeBootRecord({}));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] ^= 0x01;
+    EXPECT_EQ(DecodeBootRecord(bad).status().code(), absl::StatusCode::kDataLoss) << "byte " << i;
+    EXPECT_EQ(DecodeBootRecord(good.substr(0, i)).status().code(), absl::StatusCode::kDataLoss)
+        << "length " << i;
+  }
+  // Well sealed but not what the store writes: another name, a name twice, three files.
+  for (const auto& bad : std::vector<std::vector<BootRecordEntry>>{
+           {{"../etc/shadow", 1, 1}}, {{"kernel", 1, 1}, {"kernel", 2, 2}},
+           {{"kernel", 1, 1}, {"ramdisk", 1, 1}, {"kernel", 1, 1}}}) {
+    EXPECT_EQ(DecodeBootRecord(EncodeBootRecord(bad)).status().code(),
+              absl::StatusCode::kDataLoss);
+  }
+}
+
 TEST(CommitMarkTest, RoundTripsAndDetectsDamage) {
   CommitMark m{7, 4096 + 16, 99, 0, 12, 34};
   const std::string good = EncodeCommitMark(m);

@@ -121,6 +121,23 @@ inline Status FeedAndCommit(ReplicaStore& store, const EpochOps& e) {
   return store.Commit();
 }
 
+// Replaces the boot files of `store` (ReplicaStore::BeginBootFiles .. CommitBootFiles) by
+// `files` (name, bytes), each sent in pieces of `chunk` bytes.
+inline Status GiveBootFiles(ReplicaStore& store,
+                            const std::vector<std::pair<std::string, std::string>>& files,
+                            size_t chunk = 4096) {
+  std::vector<core::BootFile> declared;
+  for (const auto& [name, bytes] : files) declared.push_back({name, bytes.size()});
+  NOVA_DT_RETURN_IF_ERROR(store.BeginBootFiles(declared));
+  for (const auto& [name, bytes] : files) {
+    for (size_t off = 0; off < bytes.size(); off += chunk) {
+      NOVA_DT_RETURN_IF_ERROR(
+          store.AddBootFileData(name, off, std::string_view(bytes).substr(off, chunk)));
+    }
+  }
+  return store.CommitBootFiles();
+}
+
 inline std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -323,6 +323,128 @@ TEST_F(StoreSinkTest, DiscardEndsTheStreamRemovesTheReplicaAndAllowsAFreshSeed) 
   EXPECT_TRUE(registry_->Discard("00000000-0000-0000-0000-00000000dead").ok());
 }
 
+// --- boot files (protocol 4) ------------------------------------------------------------------
+
+std::vector<core::StreamItem> SeedOverBasis();  // below
+
+core::StreamOpen WithBootFiles(const std::vector<std::pair<std::string, std::string>>& files,
+                               uint64_t basis_id = 0) {
+  core::StreamOpen o = TestOpen();
+  o.protocol = core::kBootFilesProtocolVersion;
+  o.basis_id = basis_id;
+  for (const auto& [name, bytes] : files) o.boot_files.push_back({name, bytes.size()});
+  return o;
+}
+
+// The items of those boot files, in chunks of 1000 bytes.
+std::vector<core::StreamItem> BootFileItems(
+    const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<core::StreamItem> out;
+  for (const auto& [name, bytes] : files) {
+    for (size_t off = 0; off < bytes.size(); off += 1000) {
+      out.push_back(core::BootFileChunk{name, off, bytes.substr(off, 1000)});
+    }
+  }
+  return out;
+}
+
+TEST_F(StoreSinkTest, TheStreamsBootFilesAreKeptWithTheReplicaAndGivenToItsFailover) {
+  const std::string kernel = novadt::testing::PseudoRandomBytes(1, 5500);
+  const std::string ramdisk = novadt::testing::PseudoRandomBytes(2, 700);
+  auto r = core::ReplicationReceiver::Start(
+      WithBootFiles({{"kernel", kernel}, {"ramdisk", ramdisk}}), Factory());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const auto& item : BootFileItems({{"kernel", kernel}, {"ramdisk", ramdisk}})) {
+    ASSERT_TRUE((*r)->Handle(item).ok());
+  }
+  for (uint64_t e = 1; e <= 2; ++e) {
+    for (const auto& item : novadt::testing::SmallEpoch(e)) ASSERT_TRUE((*r)->Handle(item).ok());
+  }
+  (*r)->Close(absl::CancelledError("the primary died"));
+  r->reset();
+  EXPECT_EQ(ReplicaFile("boot-kernel"), kernel);
+  EXPECT_EQ(ReplicaFile("boot-ramdisk"), ramdisk);
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_EQ(fenced->committed_epoch, 2u);
+  const std::string dir = ReplicaDir(dir_.path(), Uuid());
+  EXPECT_EQ(fenced->boot_files,
+            (std::map<std::string, std::string>{{"kernel", dir + "/boot-kernel"},
+                                                {"ramdisk", dir + "/boot-ramdisk"}}));
+  // Freed with the replica.
+  registry_->Relinquish(Uuid(), "rig-a", /*released=*/true);
+  ASSERT_TRUE(registry_->Discard(Uuid()).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+// A re-seed over the replica (its basis) brings its own boot files: what it lacks goes. A stream
+// of an older primary (protocol 3) leaves the replica with none.
+TEST_F(StoreSinkTest, EveryStreamReplacesTheBootFilesAlsoOverItsBasis) {
+  const std::string kernel = novadt::testing::PseudoRandomBytes(3, 2500);
+  {
+    auto r = core::ReplicationReceiver::Start(
+        WithBootFiles({{"kernel", "old kernel"}, {"ramdisk", "old ramdisk"}}), Factory());
+    ASSERT_TRUE(r.ok());
+    for (const auto& item : BootFileItems({{"kernel", "old kernel"}, {"ramdisk", "old ramdisk"}})) {
+      ASSERT_TRUE((*r)->Handle(item).ok());
+    }
+    for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::CancelledError("degraded"));
+  }
+  auto basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  {
+    auto r = core::ReplicationReceiver::Start(WithBootFiles({{"kernel", kernel}}, basis->id),
+                                              Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& item : BootFileItems({{"kernel", kernel}})) {
+      ASSERT_TRUE((*r)->Handle(item).ok());
+    }
+    for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::CancelledError("the primary died"));
+  }
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_EQ(fenced->boot_files.size(), 1u);
+  EXPECT_EQ(ReadFile(fenced->boot_files.at("kernel")), kernel);
+  EXPECT_FALSE(std::filesystem::exists(ReplicaDir(dir_.path(), Uuid()) + "/boot-ramdisk"));
+
+  registry_->Relinquish(Uuid(), "rig-a", /*released=*/false);
+  basis = registry_->Basis("rig-a", Uuid());
+  ASSERT_TRUE(basis.ok()) << basis.status();
+  core::StreamOpen v3 = WithBasis(basis->id);
+  v3.protocol = core::kBasisProtocolVersion;
+  {
+    auto r = core::ReplicationReceiver::Start(v3, Factory());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& item : SeedOverBasis()) ASSERT_TRUE((*r)->Handle(item).ok());
+    (*r)->Close(absl::CancelledError("the primary died"));
+  }
+  fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  ASSERT_TRUE(fenced.ok()) << fenced.status();
+  EXPECT_TRUE(fenced->boot_files.empty());
+}
+
+TEST_F(StoreSinkTest, AReplicaWithADamagedBootFileIsNotTakenOver) {
+  const std::string kernel(3000, 'k');
+  auto r = core::ReplicationReceiver::Start(WithBootFiles({{"kernel", kernel}}), Factory());
+  ASSERT_TRUE(r.ok());
+  for (const auto& item : BootFileItems({{"kernel", kernel}})) ASSERT_TRUE((*r)->Handle(item).ok());
+  for (const auto& item : novadt::testing::SmallEpoch(1)) ASSERT_TRUE((*r)->Handle(item).ok());
+  (*r)->Close(absl::CancelledError("the primary died"));
+  r->reset();
+  {
+    std::ofstream out(ReplicaDir(dir_.path(), Uuid()) + "/boot-kernel",
+                      std::ios::binary | std::ios::trunc);
+    out << std::string(3000, 'x');
+  }
+  auto fenced = registry_->Fence(Uuid(), /*handed_over=*/false);
+  EXPECT_TRUE(absl::IsDataLoss(fenced.status())) << fenced.status();
+  EXPECT_THAT(std::string(fenced.status().message()),
+              HasSubstr("the boot files of the replica of " + Uuid() + " are damaged"));
+  EXPECT_FALSE(registry_->TakenOverHere(Uuid())) << "a failed fence takes nothing over";
+}
+
 // An in-place seed over a basis: its epoch 1 carries one page and one disk block only.
 std::vector<core::StreamItem> SeedOverBasis() {
   return {core::EpochBegin{1},

@@ -83,6 +83,10 @@ class ReplicationStreamTest : public ::testing::Test {
       h.open_replica = [this, sinks = novadt::testing::FakeSinkFactory(state_)](
                            const core::StreamOpen& open) {
         last_basis_id_ = open.basis_id;
+        {
+          std::lock_guard<std::mutex> lock(basis_mu_);
+          last_boot_files_ = open.boot_files;
+        }
         return sinks(open);
       };
       h.replica_basis = [this](const std::string& primary, const std::string& uuid) {
@@ -92,6 +96,7 @@ class ReplicationStreamTest : public ::testing::Test {
       };
     }
     h.replication_heartbeat = milliseconds(50);
+    h.stream_limits = limits_;
     auto s = StartAgentServer("unix:" + dir_.path() + "/b.sock", "127.0.0.1:0", std::move(h));
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
@@ -109,6 +114,8 @@ class ReplicationStreamTest : public ::testing::Test {
   std::mutex basis_mu_;
   StatusOr<core::ReplicaBasis> basis_ = absl::NotFoundError("no replica here");  // basis_mu_
   std::string basis_asked_by_;                                                  // basis_mu_
+  std::vector<core::BootFile> last_boot_files_;                                // basis_mu_
+  core::StreamLimits limits_;
 };
 
 // A basis large enough for several chunks of hashes, with a short last disk block.
@@ -205,6 +212,55 @@ TEST_F(ReplicationStreamTest, EpochsArriveInOrderAndAreAckedAfterCommit) {
   EXPECT_TRUE(view_.done->ok()) << *view_.done;
   EXPECT_EQ(state_->Calls().back(), "close OK");
   EXPECT_EQ(view_.done_calls, 1);
+}
+
+// Boot files (protocol 4) over gRPC: declared in the StreamOpen, then in chunks below the 16 MiB
+// message bound — here more than that in all.
+TEST_F(ReplicationStreamTest, BootFilesLargerThanAMessageArriveWholeBeforeTheSeed) {
+  StartBackup();
+  const std::string kernel = novadt::testing::PseudoRandomBytes(21, (20 << 20) + 77);
+  const std::string ramdisk = novadt::testing::PseudoRandomBytes(22, 3000);
+  core::StreamOpen open = TestOpen();
+  open.protocol = core::kBootFilesProtocolVersion;
+  open.boot_files = {{"kernel", kernel.size()}, {"ramdisk", ramdisk.size()}};
+  auto stream = Open(open);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  for (const auto& [name, bytes] : {std::pair{"kernel", &kernel}, std::pair{"ramdisk", &ramdisk}}) {
+    for (size_t off = 0; off < bytes->size(); off += core::kBootFileChunkBytes) {
+      ASSERT_TRUE((*stream)
+                      ->Send(core::BootFileChunk{name, off,
+                                                 bytes->substr(off, core::kBootFileChunkBytes)})
+                      .ok());
+    }
+  }
+  for (const auto& item : SmallEpoch(1)) ASSERT_TRUE((*stream)->Send(item).ok());
+  ASSERT_TRUE(WaitFor([&] { return view_.Committed().size() == 1; }, seconds(10)));
+  {
+    std::lock_guard<std::mutex> lock(basis_mu_);
+    EXPECT_EQ(last_boot_files_, open.boot_files);
+  }
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    EXPECT_TRUE(state_->boot_files["kernel"] == kernel);
+    EXPECT_TRUE(state_->boot_files["ramdisk"] == ramdisk);
+    EXPECT_EQ(state_->boot_files_ended, 1);
+  }
+  EXPECT_TRUE((*stream)->Finish(seconds(5)).ok());
+}
+
+// A boot file larger than the backup accepts is refused at the open, with the option's name:
+// nothing of the stream reaches a sink.
+TEST_F(ReplicationStreamTest, ABootFileBeyondTheBackupsLimitIsRefusedAtTheOpen) {
+  limits_.max_boot_file_bytes = 1 << 20;
+  StartBackup();
+  core::StreamOpen open = TestOpen();
+  open.protocol = core::kBootFilesProtocolVersion;
+  open.boot_files = {{"kernel", (1 << 20) + 1}};
+  auto stream = Open(open);
+  ASSERT_TRUE(view_.WaitDone(seconds(5)));
+  EXPECT_TRUE(absl::IsResourceExhausted(*view_.done)) << *view_.done;
+  EXPECT_THAT(std::string(view_.done->message()), HasSubstr("max_boot_file_bytes = 1048576"));
+  EXPECT_TRUE(state_->Calls().empty());
 }
 
 TEST_F(ReplicationStreamTest, SyncIsAnsweredOnceEverythingBeforeItWasHandled) {
