@@ -817,6 +817,13 @@ Status Agent::StartSession(const std::string& uuid, const std::string& backup_ho
   sessions_[uuid] = {backup_host, std::move(session), "seeding"};
   if (*adopted > 0) sessions_[uuid].holds_restart_output = true;
   dt_servers_.erase(uuid);
+  // A server failed over to this host and now protected from it (by the re-protection loop or
+  // nova-dt-controller's protect): its session reports it; the failed-over replica's entry goes,
+  // or the status would list the server twice.
+  if (auto b = backups_.find(uuid);
+      b != backups_.end() && b->second.phase == Backup::Phase::kFailedOver) {
+    backups_.erase(b);
+  }
   auto& entry = protections_[uuid];
   if (entry.backup_host != backup_host) {
     entry.backup_host = backup_host;
