@@ -61,6 +61,8 @@ class TestNovaConf(base.TempDirTestCase):
         self.assertEqual(8192, c.libvirt.file_backed_memory)
         self.assertEqual(1.0, c.ram_allocation_ratio)
         self.assertEqual(0, c.reserved_host_memory_mb)
+        self.assertFalse(c.workarounds.handle_virt_lifecycle_events)
+        self.assertEqual(60, c.sync_power_state_interval)
         self.assertEqual('/opt/stack/data/nova-dt/link-stats.json', c.nova_dt.link_stats_file)
         self.assertEqual(2, c.scheduler.workers)   # DevStack's own settings stay
 
