@@ -686,13 +686,16 @@ void Agent::KeepAsBasis(const std::string& uuid, const std::string& new_owner) {
     files[s.target] = s.file;
     kept += (kept.empty() ? "" : ", ") + s.target;
   }
+  if (kept.empty()) {  // a basis of nothing would only hold a directory for the grace period
+    log.Info("kept nothing of the copy here as the basis of a re-protection towards this host");
+    return;
+  }
   auto mark = registry_->KeepBasis(uuid, geometry, ram.ok() ? *ram : "", files, new_owner);
   if (!mark.ok()) {
     log.Warn("nothing of the copy here kept for a re-protection: {}", mark.status().ToString());
     return;
   }
-  log.Info("kept {} of the copy here as the basis of a re-protection towards this host",
-           kept.empty() ? "nothing" : kept);
+  log.Info("kept {} of the copy here as the basis of a re-protection towards this host", kept);
   DiscardKeptReplicaLater(uuid, *mark);
 }
 

@@ -3,11 +3,14 @@
 // notifications it publishes.
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "agent/bus/notifier.h"
 #include "agent/bus/rpc_server.h"
 #include "agent/common/identifiers.h"
 #include "agent/common/logging.h"
 #include "agent/daemon/agent.h"
+#include "agent/replica/replica_store.h"
 
 namespace novadt::daemon {
 namespace {
@@ -418,20 +421,30 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
     Status st = Unprotect(e.uuid);
     if (!st.ok() && !absl::IsNotFound(st)) log.Warn("unprotect for {}: {}", why, st.ToString());
   };
-  auto discard = [&] {
-    if (!inv->backup) return;
+  // Frees this host's replica of the deleted server: a backup's as soon as the delete starts;
+  // once Nova has destroyed every copy (`gone`: delete.end) also the files a copy restored here
+  // ran on (a failover to this host) and a basis a copy that left kept here — or they would stay
+  // in the RAM file system for good (or for the basis's grace period).
+  auto discard = [&](bool gone) {
+    const bool ran_here = registry_->TakenOverHere(e.uuid);
+    std::error_code ec;
+    const bool held_here = gone && std::filesystem::exists(
+                                       replica::ReplicaDir(cfg_.replication.replica_path, e.uuid), ec);
+    if (ran_here ? !gone : !(inv->backup || held_here)) return;
     if (Status st = registry_->Discard(e.uuid); !st.ok()) log.Error("{}", st.ToString());
     (void)OnLoop<bool>(
-        [this, uuid = e.uuid] {
+        [this, uuid = e.uuid, gone] {
           auto it = backups_.find(uuid);
-          if (it == backups_.end() || it->second.phase != Backup::Phase::kReplicating) {
+          if (it == backups_.end() ||
+              (!gone && it->second.phase != Backup::Phase::kReplicating)) {
             return false;
           }
           backups_.erase(it);
           return true;
         },
         std::chrono::seconds(2));
-    log.Info("replica freed ({})", e.event_type);
+    log.Info("replica freed ({}{})", e.event_type,
+             ran_here ? ": the files the server ran on here since its failover" : "");
   };
   auto protect = [&](const std::string& backup, const std::string& why) {
     auto unusable = OnLoop<std::string>(
@@ -473,7 +486,7 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
       break;
     case bus::InstanceReaction::kUnprotect:
       unprotect(e.event_type);
-      if (e.action == "delete") discard();
+      if (e.action == "delete") discard(/*gone=*/false);
       break;
     case bus::InstanceReaction::kSuspend:
       if (inv->primary) {
@@ -500,7 +513,7 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
     }
     case bus::InstanceReaction::kForget:
       unprotect(e.event_type);
-      discard();
+      discard(/*gone=*/true);
       forget();
       break;
   }
