@@ -24,8 +24,10 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -458,6 +460,13 @@ class Cloud:
         }
         _write_ini(etc("nova", "nova.conf"), nova)
         self._nova_dt_lib("nova_dt_configure_nova_notifications", etc("nova", "nova.conf"))
+        # The compute hosts' base file, as DevStack's nova-cpu.conf: no database. With one,
+        # nova-compute's start-up version check reads the database itself instead of asking
+        # the conductor, and on a host that cannot reach it waits a minute for its retries.
+        cpu = {section: opts for section, opts in nova.items()
+               if section not in ("api_database", "database")}
+        _write_ini(etc("nova", "nova-cpu.conf"), cpu)
+        self._nova_dt_lib("nova_dt_configure_nova_notifications", etc("nova", "nova-cpu.conf"))
         self._nova_dt_lib("nova_dt_configure_nova_scheduler", etc("nova", "nova.conf"),
                           data("nova-dt", "link-stats.json"))
         for h, ip in HOST_IP.items():
@@ -799,48 +808,102 @@ class Cloud:
 
     def _start_computes(self):
         self.step("compute hosts a, b, c: nova-compute, Linux bridge agent")
-        etc = lambda *p: self.path("etc", *p)  # noqa: E731
+        # The hosts' ebtables: tests/cloud/ebtables says why (README, "Lessons").
+        hostbin = self.path("hostbin")
+        os.makedirs(hostbin, mode=0o755, exist_ok=True)
+        shutil.copy(os.path.join(HERE, "ebtables"), os.path.join(hostbin, "ebtables"))
+        os.chmod(os.path.join(hostbin, "ebtables"), 0o755)
+        for h in HOST_IP:
+            self.rig("exec", h, "mount", "--bind", hostbin, "/usr/local/sbin")
         for h in HOST_IP:
             # What Debian's nova-common makes: the state, instances and lock directories.
             for sub in ("instances", "tmp"):
                 os.makedirs(os.path.join(self.rig_dir, h, "nova", sub), mode=0o755,
                             exist_ok=True)
-            self.start_service(h, "nova-compute-" + h, "nova-compute", "--config-file",
-                               etc("nova", "nova.conf"), "--config-file",
-                               etc("nova", "nova-compute-%s.conf" % h))
-            self.start_service(h, "neutron-linuxbridge-agent-" + h, "neutron-linuxbridge-agent",
-                               "--config-file", etc("neutron", "neutron.conf"), "--config-file",
-                               etc("neutron", "linuxbridge_agent_compute.ini"))
+            self._start_compute(h)
+
+    def _start_compute(self, h):
+        etc = lambda *p: self.path("etc", *p)  # noqa: E731
+        self.start_service(h, "nova-compute-" + h, "nova-compute", "--config-file",
+                           etc("nova", "nova-cpu.conf"), "--config-file",
+                           etc("nova", "nova-compute-%s.conf" % h))
+        self.start_service(h, "neutron-linuxbridge-agent-" + h, "neutron-linuxbridge-agent",
+                           "--config-file", etc("neutron", "neutron.conf"), "--config-file",
+                           etc("neutron", "linuxbridge_agent_compute.ini"))
+
+    def observer_values(self, address, since=0.0, times=False):
+        """Counter values the rig's observer received from address at or after since (unix
+        seconds), in arrival order; with times, (arrival time, value) pairs. (A server's
+        address may have been an earlier, deleted server's: pass the time it was created.)"""
+        values = []
+        with open(os.path.join(self.rig_dir, "observer.log"), errors="replace") as f:
+            for line in f:
+                m = re.match(r"(\S+) (\S+):\d+ seq=(\d+)", line)
+                if m and m.group(2) == address and float(m.group(1)) >= since:
+                    v = int(m.group(3))
+                    values.append((float(m.group(1)), v) if times else v)
+        return values
+
+    def power_off(self, host):
+        """The host is lost at once, as by a power cut: every process in its namespaces is
+        killed (libvirtd, QEMU, nova-compute, the Linux bridge agent, nova-dt-agent); its disk
+        (the host's directory of the rig) stays as it was, what RAM held does not: the host's
+        RAM file system (guest RAM files, the agent's replicas) and libvirt's runtime directory
+        (/run/libvirt: the running domains' status) are emptied."""
+        self.rig("kill", host)
+        self.rig("exec", host, "find", "/var/lib/libvirt/qemu/ram", "/run/libvirt", "-mindepth",
+                 "1", "-delete")
+
+    def power_on(self, host):
+        """The host comes back after power_off: its libvirtd, nova-compute, Linux bridge agent
+        and nova-dt-agent start again with the configuration they had (as their init system
+        would start them). Returns once the agent answers; Nova's view is the caller's to
+        wait for."""
+        self.rig("libvirtd", host)
+        self._start_compute(host)
+        self._start_agent(host)
+        self._wait_agent(host)
 
     def _start_nova_dt(self):
         """nova-dt as the DevStack plugin sets it up: peer certificates, an agent on every
         compute host (peer TLS, etcd witness, the agents' bus), nova-dt-controller."""
         self.step("nova-dt: certificates, agents on a, b, c, controller")
         self._nova_dt_lib("nova_dt_make_certs", self.path("pki"), *HOST_IP)
-        agent_bin = os.path.join(self.build, "agent", "daemon", "nova-dt-agent")
         for h in HOST_IP:
-            conf = os.path.join(self.rig_dir, h, "agent", "agent.conf")
+            conf = self._agent_conf(h)
             os.makedirs(os.path.dirname(conf), mode=0o755, exist_ok=True)
             self._nova_dt_lib("nova_dt_write_agent_conf", conf, host=h)
-            self.start(h, "nova-dt-agent-" + h, [agent_bin, "--config-file", conf])
+            self._start_agent(h)
         conf = self.path("etc", "nova", "nova-dt.conf")
         self._nova_dt_lib("nova_dt_write_controller_conf", conf)
         self.start_service("net", "nova-dt-controller", "nova-dt-controller", "--config-file",
                            self.path("etc", "nova", "nova.conf"), "--config-file", conf)
-        status = os.path.join(self.build, "agent", "tools", "nova-dt-status")
         for h in HOST_IP:
-            self.wait_for("nova-dt-agent on %s" % h, lambda h=h: subprocess.run(
-                [status, "--address", "unix:" + self.control_socket(h), "--health",
-                 "--timeout", "1"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, timeout=30).returncode == 0, 60, "nova-dt-agent-" + h)
+            self._wait_agent(h)
+
+    def _agent_conf(self, h):
+        return os.path.join(self.rig_dir, h, "agent", "agent.conf")
+
+    def _start_agent(self, h):
+        agent_bin = os.path.join(self.build, "agent", "daemon", "nova-dt-agent")
+        self.start(h, "nova-dt-agent-" + h, [agent_bin, "--config-file", self._agent_conf(h)])
+
+    def _wait_agent(self, h):
+        status = os.path.join(self.build, "agent", "tools", "nova-dt-status")
+        self.wait_for("nova-dt-agent on %s" % h, lambda: subprocess.run(
+            [status, "--address", "unix:" + self.control_socket(h), "--health",
+             "--timeout", "1"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=30).returncode == 0, 60, "nova-dt-agent-" + h)
 
     def agent_status(self, host):
         """nova-dt-status --json of the agent on host (proto field names)."""
         status = os.path.join(self.build, "agent", "tools", "nova-dt-status")
-        out = subprocess.run([status, "--address", "unix:" + self.control_socket(host),
-                              "--json"], stdout=subprocess.PIPE, check=True, text=True,
-                             timeout=30).stdout
-        return json.loads(out)
+        proc = subprocess.run([status, "--address", "unix:" + self.control_socket(host),
+                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, timeout=30)
+        if proc.returncode != 0:
+            raise CloudError("nova-dt-status on %s: %s" % (host, proc.stderr.strip()))
+        return json.loads(proc.stdout)
 
     def _finish_setup(self):
         from novaclient import client as nova_client
@@ -916,8 +979,21 @@ def main(argv):
     sub.add_parser("up")
     sub.add_parser("down")
     sub.add_parser("openrc")
-    o = sub.add_parser("openstack")
-    o.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("openstack")
+    for cmd in ("power-off", "power-on", "dt-status"):
+        sub.add_parser(cmd).add_argument("host", choices=sorted(HOST_IP))
+    o = sub.add_parser("observer")
+    o.add_argument("address")
+    o.add_argument("--since", type=float, default=0.0, metavar="UNIX_SECONDS")
+    o.add_argument("--times", action="store_true", help="each value after its arrival time")
+    # Everything after `openstack` or `dt-status HOST` is that command's own (argparse's
+    # REMAINDER would refuse a first word starting with "--").
+    rest = []
+    for cmd, words in (("openstack", 1), ("dt-status", 2)):
+        if cmd in argv:
+            i = argv.index(cmd) + words
+            argv, rest = argv[:i], argv[i:]
+            break
     a = p.parse_args(argv)
     cloud = Cloud(a.name)
     if a.cmd == "up":
@@ -928,10 +1004,21 @@ def main(argv):
         for k, v in cloud.openrc().items():
             print("export %s=%s" % (k, shlex.quote(v)))
     elif a.cmd == "openstack":
-        proc = cloud.openstack(*a.args, check=False)
+        proc = cloud.openstack(*rest, check=False, timeout=900)
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr)
         return proc.returncode
+    elif a.cmd == "power-off":
+        cloud.power_off(a.host)
+    elif a.cmd == "power-on":
+        cloud.power_on(a.host)
+    elif a.cmd == "dt-status":
+        status = os.path.join(cloud.build, "agent", "tools", "nova-dt-status")
+        return subprocess.run([status, "--address", "unix:" + cloud.control_socket(a.host),
+                               *rest], timeout=120).returncode
+    elif a.cmd == "observer":
+        for v in cloud.observer_values(a.address, a.since, a.times):
+            print("%.6f %d" % v if a.times else v)
     return 0
 
 
