@@ -428,14 +428,15 @@ bus::HandleResult Agent::HandleInstanceEvent(const bus::InstanceEvent& e) {
   auto discard = [&](bool gone) {
     const bool ran_here = registry_->TakenOverHere(e.uuid);
     std::error_code ec;
-    const bool held_here = gone && std::filesystem::exists(
-                                       replica::ReplicaDir(cfg_.replication.replica_path, e.uuid), ec);
+    const std::string dir = replica::ReplicaDir(cfg_.replication.replica_path, e.uuid);
+    const bool held_here = gone && std::filesystem::exists(dir, ec);
     if (ran_here ? !gone : !(inv->backup || held_here)) return;
     if (Status st = registry_->Discard(e.uuid); !st.ok()) log.Error("{}", st.ToString());
     (void)OnLoop<bool>(
         [this, uuid = e.uuid, gone] {
           auto it = backups_.find(uuid);
-          if (it == backups_.end() ||
+          // (A failover under way ends in OnFailoverDone, which needs its entry.)
+          if (it == backups_.end() || it->second.phase == Backup::Phase::kFailingOver ||
               (!gone && it->second.phase != Backup::Phase::kReplicating)) {
             return false;
           }
