@@ -287,10 +287,14 @@ class CloudTest(unittest.TestCase):
             def on_b():
                 s = self.nova.servers.get(dt.id)
                 return s if s.status == "ACTIVE" and self.host_of(s) == "b" else None
-            wait_for("server show: ACTIVE on b", on_b, max(1, killed_at + 60 - time.time()), 1)
-            ports = self.neutron.list_ports(device_id=dt.id)["ports"]
-            self.assertEqual(["b"], [p["binding:host_id"] for p in ports])
-            self.assertEqual({self.provider_uuid("b")}, set(self.allocations(dt.id)))
+            # (nova-dt-controller's steps, in this order: host, port binding, allocations.)
+            left = lambda: max(1, killed_at + 60 - time.time())  # noqa: E731
+            wait_for("server show: ACTIVE on b", on_b, left(), 1)
+            wait_for("the port bound to b", lambda: [p["binding:host_id"] for p in
+                     self.neutron.list_ports(device_id=dt.id)["ports"]] == ["b"], left(), 1)
+            b_uuid = self.provider_uuid("b")
+            wait_for("the allocation on b only",
+                     lambda: set(self.allocations(dt.id)) == {b_uuid}, left(), 1)
 
             # Re-protected by itself, to the surviving host of az1; the backup claim is there.
             self.assertEqual(survivor, self.wait_protected(self.nova.servers.get(dt.id)))
