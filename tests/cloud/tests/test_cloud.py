@@ -252,7 +252,7 @@ class CloudTest(unittest.TestCase):
         wait_for("replica of %s removed on %s" % (dt.id, backup), lambda: dt.id not in self.cloud.rig(
             "exec", backup, "ls", "-AR", "/var/lib/libvirt/qemu/ram/").stdout, 60, 1)
 
-    def test_4_primary_host_lost_server_runs_on_on_b_and_nova_follows(self):
+    def test_4_primary_host_lost_server_goes_on_from_b_and_nova_follows(self):
         # The backup in az2 (b): the primary is one of az1's hosts (a or c).
         flavor = self.nova.flavors.create("dt.peer-az2-fo", 256, 1, 0)
         flavor.set_keys({"dt:enabled": "true", "dt:peer_az": "az2"})
@@ -274,9 +274,8 @@ class CloudTest(unittest.TestCase):
             self.cloud.power_off(primary)
             lost = primary
 
-            # The counter goes on from b: every value released before the loss was seen, one
-            # guest counts on (a step over values of the last epoch the lost primary had not
-            # released is allowed: no client saw them).
+            # The counter goes on from b: nothing a client saw is undone, one guest counts on
+            # (assertOneCountingGuest says which values may be missing, and why).
             values = self.wait_counting(dt, seen_before, "after the loss of " + primary)
             self.assertOneCountingGuest(values, failover_at=seen_before)
             print("\nfailover of %s from %s to b: client-visible stall %.0f ms"
