@@ -10,7 +10,6 @@ Neutron's DHCP agent gave its port. Every wait is bounded and generous (TCG gues
 the agent and test guest built (scripts/build; $NOVA_DT_BUILD, default build/).
 """
 import os
-import re
 import shutil
 import sys
 import time
@@ -375,13 +374,8 @@ class CloudTest(unittest.TestCase):
     def largest_gap_ms(self, address, since):
         """The largest gap between two arrivals from address after since (unix seconds)."""
         prev, gap = since, 0.0
-        with open(os.path.join(self.cloud.rig_dir, "observer.log"), errors="replace") as f:
-            for line in f:
-                m = re.match(r"(\S+) (\S+):\d+ seq=", line)
-                if not m or m.group(2) != address or float(m.group(1)) < since:
-                    continue
-                gap = max(gap, (float(m.group(1)) - prev) * 1000)
-                prev = float(m.group(1))
+        for t, _ in self.cloud.observer_values(address, since, times=True):
+            gap, prev = max(gap, (t - prev) * 1000), t
         return gap
 
     def provider_uuid(self, host):
